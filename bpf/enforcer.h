@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * The only contract between enforcer's BPF programs and its Python side.
+ *
+ * Every constant comes from enforcer/abi.py as a -D flag (abi.cflags());
+ * this header spells no number of its own. The struct layouts mirror the
+ * ctypes classes in enforcer/abi.py; tests/unit/test_abi_layout.py compiles
+ * this header and compares every size and offset.
+ *
+ * Needs __u8/__u16/__u32/__u64 to be defined before inclusion (the
+ * BTF-generated kernel header does that under bcc; <linux/types.h> in tests).
+ */
+#ifndef ENFORCER_H
+#define ENFORCER_H
+
+#if !defined(ENFORCER_MAX_RULES) || !defined(ENFORCER_LPM_DATA_LEN) ||      \
+    !defined(ENFORCER_EVENT_STR_LEN) || !defined(ENFORCER_TARGET_COUNT) ||  \
+    !defined(ENFORCER_STAT_COUNT) || !defined(ENFORCER_PATH_DEPTH_MAX)
+#error "enforcer.h needs the -D flags from enforcer.abi.cflags()"
+#endif
+
+struct enforcer_settings {
+	__u64 host_mntns;	/* inode number of the initial mount namespace */
+	__u32 watch;		/* ENFORCER_WATCH_* flags */
+	__u32 reserved;
+};
+
+struct enforcer_rule_config {
+	__u32 flags;		/* ENFORCER_RULE_* flags */
+};
+
+struct enforcer_lpm_key {
+	__u32 prefixlen;	/* bits of data compared */
+	__u8 data[ENFORCER_LPM_DATA_LEN];	/* [0] namespace byte, then path */
+};
+
+struct enforcer_exec_place {
+	__u32 node_len;		/* bytes of "<dir>/" this node stands for */
+	__u16 rule_direct;	/* rule for files directly in the directory */
+	__u16 rule_below;	/* rule for files deeper down */
+	__u64 excluded;		/* mask of rules this place is excepted from */
+};
+
+struct enforcer_fstype_key {
+	char name[ENFORCER_FSTYPE_NAME_LEN];
+	__u32 scope;
+};
+
+struct enforcer_event {
+	__u64 boot_ns;
+	__u64 cgroup_id;
+	__u64 mntns;
+	__u32 rule;
+	__u32 pid;
+	__u32 tid;
+	__u32 ppid;
+	__u32 uid;
+	__u32 gid;
+	__u32 flags;		/* ENFORCER_EVENT_* flags */
+	__u8 hook;
+	__u8 access;
+	__u8 action;
+	__u8 match;
+	char comm[ENFORCER_COMM_LEN];
+	char fstype[ENFORCER_FSTYPE_NAME_LEN];
+	char path[ENFORCER_EVENT_STR_LEN];
+	char new_path[ENFORCER_EVENT_STR_LEN];
+	char exe[ENFORCER_EVENT_STR_LEN];
+	char cgroup[ENFORCER_EVENT_STR_LEN];
+};
+
+#endif /* ENFORCER_H */

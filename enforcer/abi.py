@@ -1,0 +1,274 @@
+"""The contract between the BPF programs and Python: constants, map layouts, event layout.
+
+This module is the single source of truth for every number the C side uses.
+The C never spells a number itself: `bpf/enforcer.h` receives them as `-D`
+flags built by `cflags()`, and refuses to compile without them. Struct layouts
+are declared twice by necessity (C and ctypes); `tests/unit/test_abi_layout.py`
+compiles the header with the host compiler and checks every size and offset
+against the ctypes mirror below.
+
+Nothing here imports bcc or touches the kernel.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+from typing import Dict, List
+
+# --- limits -------------------------------------------------------------------
+
+#: Rules are numbered 1..MAX_RULES; 0 means "no rule". Allowlist values are
+#: 64-bit masks in which bit N stands for rule N, hence 63.
+MAX_RULES = 63
+
+#: Bytes of data in an LPM trie key. The kernel caps LPM keys at 256 data
+#: bytes (LPM_DATA_SIZE_MAX); byte 0 is the namespace byte (the scope for exec
+#: places, 0 for allowlists), so a matched path has at most 255 bytes, and an
+#: exact executable path (terminated by NUL) at most 254.
+LPM_DATA_LEN = 256
+PATH_MATCH_MAX = LPM_DATA_LEN - 1
+EXACT_PATH_MATCH_MAX = PATH_MATCH_MAX - 1
+
+#: Path components the kernel walks from a file up to the task's root.
+#: A path deeper than this cannot be resolved; exec then fails safe (see
+#: Target.EXEC_UNRESOLVED and docs/threat-model.md).
+PATH_DEPTH_MAX = 40
+
+#: Mount points the walk may cross in addition to the components above.
+MOUNT_CROSSINGS_MAX = 16
+
+#: cgroup v2 hierarchy levels walked to name the task's cgroup.
+CGROUP_DEPTH_MAX = 16
+
+#: Bytes of each string field in an event record (NUL-terminated).
+EVENT_STR_LEN = 256
+
+#: Bytes of a filesystem type name as the kernel map stores it.
+FSTYPE_NAME_LEN = 16
+
+#: Task command name length (TASK_COMM_LEN).
+COMM_LEN = 16
+
+#: Ring buffer size in bytes (power of two, multiple of the page size).
+RINGBUF_BYTES = 1 << 22
+
+
+# --- enumerations shared with C -----------------------------------------------
+
+
+class Scope(enum.IntEnum):
+    """Which tasks a rule covers; the kernel compares mount namespaces."""
+
+    HOST = 0  # task's mount namespace is the initial one
+    CONTAINER = 1  # any other mount namespace
+
+
+class Target(enum.IntEnum):
+    """Fixed protected objects. Index into the `targets` map: target * 2 + scope."""
+
+    SYSRQ_TRIGGER_WRITE = 0
+    SYSRQ_TRIGGER_READ = 1
+    SYSRQ_SYSCTL_WRITE = 2
+    SYSRQ_SYSCTL_READ = 3
+    RELEASE_AGENT_WRITE = 4
+    RELEASE_AGENT_RENAME = 5
+    EXEC_MEMFD = 6
+    #: exec of a file whose path is deeper than PATH_DEPTH_MAX: the kernel
+    #: cannot tell where it lives, so it applies this rule instead of allowing.
+    EXEC_UNRESOLVED = 7
+
+
+TARGET_COUNT = len(Target)
+
+
+class Hook(enum.IntEnum):
+    FILE_OPEN = 1
+    INODE_RENAME = 2
+    BPRM_CHECK_SECURITY = 3
+    PATH_TRUNCATE = 4
+
+
+class Access(enum.IntEnum):
+    READ = 1
+    WRITE = 2
+    RENAME = 3
+    EXEC = 4
+
+
+class Action(enum.IntEnum):
+    BLOCKED = 1
+    AUDITED = 2
+
+
+class ExecMatch(enum.IntEnum):
+    """Why an exec matched a rule (zero for non-exec events)."""
+
+    NONE = 0
+    DIRECTORY = 1
+    FILESYSTEM = 2
+    MEMFD = 3
+    UNRESOLVED = 4
+
+
+class RuleFlag(enum.IntFlag):
+    ENFORCE = 1  # deny with -EPERM; without it the rule only audits
+
+
+class Watch(enum.IntFlag):
+    """Settings.watch: which checks any rule needs, so hooks leave early otherwise."""
+
+    PROC_WRITE = 1
+    PROC_READ = 2
+    CGROUP_WRITE = 4
+    RENAME = 8
+    EXEC = 16
+
+
+class EventFlag(enum.IntFlag):
+    PATH_TRUNCATED = 1  # path did not fit EVENT_STR_LEN or the walk bound
+    CONTAINER = 2  # task outside the initial mount namespace
+    EXE_TRUNCATED = 4
+    CGROUP_TRUNCATED = 8
+
+
+class Stat(enum.IntEnum):
+    """Per-CPU counters in the `stats` map."""
+
+    EVENTS_LOST = 0  # ring buffer full: a decision was made but not reported
+    BLOCKED = 1
+    AUDITED = 2
+    ALLOWLISTED = 3  # a rule matched but an allowlist entry let it through
+
+
+STAT_COUNT = len(Stat)
+
+
+# --- map layouts ----------------------------------------------------------------
+
+
+class Settings(ctypes.Structure):
+    """`settings` array, one element."""
+
+    _fields_ = [
+        ("host_mntns", ctypes.c_uint64),  # inode number of the initial mount namespace
+        ("watch", ctypes.c_uint32),  # Watch flags
+        ("reserved", ctypes.c_uint32),
+    ]
+
+
+class RuleConfig(ctypes.Structure):
+    """`rules` array, indexed by rule number."""
+
+    _fields_ = [("flags", ctypes.c_uint32)]
+
+
+class LpmKey(ctypes.Structure):
+    """Key of every LPM trie: exec places and the allowlists."""
+
+    _fields_ = [
+        ("prefixlen", ctypes.c_uint32),  # in bits, over `data`
+        ("data", ctypes.c_uint8 * LPM_DATA_LEN),
+    ]
+
+
+class ExecPlace(ctypes.Structure):
+    """`exec_places` value for a directory node "<dir>/".
+
+    A lookup with the executed file's path finds the deepest node that is a
+    prefix of it. `rule_direct` applies when the file sits directly in that
+    directory (its directory length + 1 == node_len), `rule_below` when it is
+    deeper. `excluded` is the mask of rules this place is excepted from; it
+    also stops filesystem-type matching for those rules.
+    """
+
+    _fields_ = [
+        ("node_len", ctypes.c_uint32),
+        ("rule_direct", ctypes.c_uint16),
+        ("rule_below", ctypes.c_uint16),
+        ("excluded", ctypes.c_uint64),
+    ]
+
+
+class FsTypeKey(ctypes.Structure):
+    """`exec_fstypes` key: filesystem type name as in /proc/filesystems."""
+
+    _fields_ = [
+        ("name", ctypes.c_char * FSTYPE_NAME_LEN),
+        ("scope", ctypes.c_uint32),
+    ]
+
+
+class Event(ctypes.Structure):
+    """One ring-buffer record."""
+
+    _fields_ = [
+        ("boot_ns", ctypes.c_uint64),  # bpf_ktime_get_boot_ns()
+        ("cgroup_id", ctypes.c_uint64),
+        ("mntns", ctypes.c_uint64),
+        ("rule", ctypes.c_uint32),
+        ("pid", ctypes.c_uint32),  # thread group id (what ps calls PID)
+        ("tid", ctypes.c_uint32),
+        ("ppid", ctypes.c_uint32),
+        ("uid", ctypes.c_uint32),
+        ("gid", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),  # EventFlag
+        ("hook", ctypes.c_uint8),
+        ("access", ctypes.c_uint8),
+        ("action", ctypes.c_uint8),
+        ("match", ctypes.c_uint8),  # ExecMatch
+        ("comm", ctypes.c_char * COMM_LEN),
+        ("fstype", ctypes.c_char * FSTYPE_NAME_LEN),
+        ("path", ctypes.c_char * EVENT_STR_LEN),
+        ("new_path", ctypes.c_char * EVENT_STR_LEN),  # rename destination
+        ("exe", ctypes.c_char * EVENT_STR_LEN),
+        ("cgroup", ctypes.c_char * EVENT_STR_LEN),
+    ]
+
+
+#: Every struct shared with C, by its C name (`struct enforcer_<name>`).
+SHARED_STRUCTS: Dict[str, type] = {
+    "settings": Settings,
+    "rule_config": RuleConfig,
+    "lpm_key": LpmKey,
+    "exec_place": ExecPlace,
+    "fstype_key": FsTypeKey,
+    "event": Event,
+}
+
+
+def _enum_defines(prefix: str, members: type) -> List[str]:
+    return [f"-DENFORCER_{prefix}_{m.name}={int(m.value)}" for m in members]  # type: ignore[attr-defined]
+
+
+def cflags() -> List[str]:
+    """The -D flags that give bpf/enforcer.h every constant it uses."""
+    flags = [
+        f"-DENFORCER_MAX_RULES={MAX_RULES}",
+        f"-DENFORCER_LPM_DATA_LEN={LPM_DATA_LEN}",
+        f"-DENFORCER_PATH_DEPTH_MAX={PATH_DEPTH_MAX}",
+        f"-DENFORCER_MOUNT_CROSSINGS_MAX={MOUNT_CROSSINGS_MAX}",
+        f"-DENFORCER_CGROUP_DEPTH_MAX={CGROUP_DEPTH_MAX}",
+        f"-DENFORCER_EVENT_STR_LEN={EVENT_STR_LEN}",
+        f"-DENFORCER_FSTYPE_NAME_LEN={FSTYPE_NAME_LEN}",
+        f"-DENFORCER_COMM_LEN={COMM_LEN}",
+        f"-DENFORCER_RINGBUF_PAGES={RINGBUF_BYTES // 4096}",
+        f"-DENFORCER_TARGET_COUNT={TARGET_COUNT}",
+        f"-DENFORCER_STAT_COUNT={STAT_COUNT}",
+    ]
+    flags += _enum_defines("SCOPE", Scope)
+    flags += _enum_defines("TARGET", Target)
+    flags += _enum_defines("HOOK", Hook)
+    flags += _enum_defines("ACCESS", Access)
+    flags += _enum_defines("ACTION", Action)
+    flags += _enum_defines("MATCH", ExecMatch)
+    flags += _enum_defines("RULE", RuleFlag)
+    flags += _enum_defines("WATCH", Watch)
+    flags += _enum_defines("EVENT", EventFlag)
+    flags += _enum_defines("STAT", Stat)
+    return flags
+
+
+def target_index(target: Target, scope: Scope) -> int:
+    """Index of a (target, scope) slot in the `targets` array."""
+    return int(target) * 2 + int(scope)

@@ -1,0 +1,199 @@
+"""MapPlan: the exact contents of every policy-driven kernel map, as plain data.
+
+`enforcer.compile` builds a MapPlan from a Policy; `enforcer.kernel.loader`
+writes it into the maps. Keys and values are small frozen dataclasses that say
+what they mean; `encode_key`/`encode_value` turn them into the bytes of the C
+structs in bpf/enforcer.h (through the ctypes mirror in enforcer.abi).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass, field
+from typing import Dict, Hashable, Mapping, Tuple
+
+from enforcer import abi
+
+#: Names of the kernel maps a MapPlan fills (the BPF C declares them).
+POLICY_MAPS = ("rules", "targets", "exec_places", "exec_fstypes", "allow_exe", "allow_uid", "allow_cgroup")
+
+
+@dataclass(frozen=True)
+class RuleInfo:
+    """User-space facts about rule number `index`, used to enrich events."""
+
+    index: int
+    id: str
+    description: str
+    severity: str
+    mitre: str
+    kind: str
+    mode: str  # effective mode: "enforce" or "audit"
+
+
+# --- keys -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, order=True)
+class RuleIndex:
+    index: int
+
+
+@dataclass(frozen=True, order=True)
+class TargetSlot:
+    target: abi.Target
+    scope: abi.Scope
+
+
+@dataclass(frozen=True, order=True)
+class Prefix:
+    """An LPM trie key: namespace byte + text (+ NUL when `exact`).
+
+    Directory prefixes are stored with a trailing "/", so "/tmp/" never
+    matches "/tmpfoo". `exact` entries (executable paths) end with NUL so they
+    match only the whole string.
+    """
+
+    namespace: int
+    text: str
+    exact: bool = False
+
+    def data(self) -> bytes:
+        return bytes([self.namespace]) + self.text.encode() + (b"\0" if self.exact else b"")
+
+
+@dataclass(frozen=True, order=True)
+class FsTypeSlot:
+    name: str
+    scope: abi.Scope
+
+
+@dataclass(frozen=True, order=True)
+class Uid:
+    uid: int
+
+
+# --- values -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RuleValue:
+    enforce: bool
+
+
+@dataclass(frozen=True)
+class RuleNumber:
+    rule: int
+
+
+@dataclass(frozen=True)
+class ExecPlaceValue:
+    node_len: int
+    rule_direct: int
+    rule_below: int
+    excluded: int  # mask
+
+
+@dataclass(frozen=True)
+class RuleMask:
+    mask: int
+
+
+MapContents = Mapping[Hashable, Hashable]
+
+
+@dataclass(frozen=True)
+class MapPlan:
+    """Everything the kernel side needs from a policy, nothing it does not."""
+
+    maps: Mapping[str, MapContents]
+    watch: int  # abi.Watch flags for the settings map
+    rules: Tuple[RuleInfo, ...] = field(default=())
+
+    def rule_info(self, index: int) -> RuleInfo:
+        for info in self.rules:
+            if info.index == index:
+                return info
+        raise KeyError(index)
+
+
+@dataclass(frozen=True)
+class MapDiff:
+    """Changes that turn one map's contents into another's."""
+
+    added: Mapping[Hashable, Hashable]
+    changed: Mapping[Hashable, Hashable]  # key -> new value
+    deleted: Tuple[Hashable, ...]
+
+    def is_empty(self) -> bool:
+        return not (self.added or self.changed or self.deleted)
+
+
+@dataclass(frozen=True)
+class PlanDiff:
+    maps: Mapping[str, MapDiff]
+    watch_changed: bool
+
+    def is_empty(self) -> bool:
+        return not self.watch_changed and all(d.is_empty() for d in self.maps.values())
+
+
+def diff(old: MapPlan, new: MapPlan) -> PlanDiff:
+    """What to add, change and delete in each map to go from `old` to `new`."""
+    maps: Dict[str, MapDiff] = {}
+    for name in POLICY_MAPS:
+        before = old.maps.get(name, {})
+        after = new.maps.get(name, {})
+        maps[name] = MapDiff(
+            added={k: v for k, v in after.items() if k not in before},
+            changed={k: v for k, v in after.items() if k in before and before[k] != v},
+            deleted=tuple(sorted((k for k in before if k not in after), key=repr)),
+        )
+    return PlanDiff(maps=maps, watch_changed=old.watch != new.watch)
+
+
+# --- encoding to C bytes -----------------------------------------------------------
+
+
+def _lpm_key(prefix: Prefix) -> abi.LpmKey:
+    data = prefix.data()
+    if len(data) > abi.LPM_DATA_LEN:
+        raise ValueError(f"LPM prefix of {len(data)} bytes exceeds {abi.LPM_DATA_LEN}: {prefix.text!r}")
+    key = abi.LpmKey()
+    key.prefixlen = len(data) * 8
+    ctypes.memmove(key.data, data, len(data))
+    return key
+
+
+def encode_key(key: Hashable) -> ctypes.Structure:
+    """The C struct (ctypes) for a MapPlan key."""
+    if isinstance(key, (RuleIndex, TargetSlot, Uid)):
+        index = {
+            RuleIndex: lambda k: k.index,
+            TargetSlot: lambda k: abi.target_index(k.target, k.scope),
+            Uid: lambda k: k.uid,
+        }[type(key)](key)
+        return ctypes.c_uint32(index)  # type: ignore[return-value]
+    if isinstance(key, Prefix):
+        return _lpm_key(key)
+    if isinstance(key, FsTypeSlot):
+        return abi.FsTypeKey(name=key.name.encode(), scope=int(key.scope))
+    raise TypeError(f"not a MapPlan key: {key!r}")
+
+
+def encode_value(value: Hashable) -> ctypes.Structure:
+    """The C struct (ctypes) for a MapPlan value."""
+    if isinstance(value, RuleValue):
+        return abi.RuleConfig(flags=int(abi.RuleFlag.ENFORCE) if value.enforce else 0)
+    if isinstance(value, RuleNumber):
+        return ctypes.c_uint32(value.rule)  # type: ignore[return-value]
+    if isinstance(value, ExecPlaceValue):
+        return abi.ExecPlace(
+            node_len=value.node_len,
+            rule_direct=value.rule_direct,
+            rule_below=value.rule_below,
+            excluded=value.excluded,
+        )
+    if isinstance(value, RuleMask):
+        return ctypes.c_uint64(value.mask)  # type: ignore[return-value]
+    raise TypeError(f"not a MapPlan value: {value!r}")

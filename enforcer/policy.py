@@ -1,0 +1,149 @@
+"""The policy model: what an operator asked for, validated, immutable.
+
+Produced by `enforcer.parse`, consumed by `enforcer.compile`. No I/O here.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import FrozenSet, Optional, Tuple, Union
+
+
+class Mode(str, enum.Enum):
+    ENFORCE = "enforce"  # deny in the kernel and report "blocked"
+    AUDIT = "audit"  # never deny; report "audited" for what would have been denied
+
+
+class Scope(str, enum.Enum):
+    ALL = "all"
+    HOST = "host"  # tasks in the initial mount namespace
+    CONTAINER = "container"  # tasks in any other mount namespace
+
+
+class Severity(str, enum.Enum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class RuleKind(str, enum.Enum):
+    SYSRQ = "sysrq"
+    RELEASE_AGENT = "release_agent"
+    EXEC = "exec"
+
+
+class SysrqAccess(str, enum.Enum):
+    WRITE = "write"
+    READ = "read"
+
+
+class SysrqFile(str, enum.Enum):
+    TRIGGER = "trigger"  # /proc/sysrq-trigger
+    SYSCTL = "sysctl"  # /proc/sys/kernel/sysrq
+
+
+class ReleaseAgentAccess(str, enum.Enum):
+    WRITE = "write"  # open for writing or with O_TRUNC, truncate(2)
+    RENAME = "rename"  # rename to or from the name release_agent, any filesystem
+
+
+#: The pseudo filesystem name that stands for anonymous files: memfd_create(2)
+#: and other unlinked files on shared-memory filesystems, executed by fd.
+MEMFD = "memfd"
+
+
+@dataclass(frozen=True)
+class Allowlist:
+    """Who may do what a rule denies. Matched against the acting task."""
+
+    exe: Tuple[str, ...] = ()  # exact executable paths
+    exe_dirs: Tuple[str, ...] = ()  # executables anywhere below these directories
+    uid: Tuple[int, ...] = ()
+    cgroup: Tuple[str, ...] = ()  # cgroup v2 paths; covers the cgroup and its descendants
+
+    def merged(self, other: "Allowlist") -> "Allowlist":
+        """Union, keeping first-seen order and dropping duplicates."""
+
+        def union(a: tuple, b: tuple) -> tuple:
+            return tuple(dict.fromkeys(a + b))
+
+        return Allowlist(
+            exe=union(self.exe, other.exe),
+            exe_dirs=union(self.exe_dirs, other.exe_dirs),
+            uid=union(self.uid, other.uid),
+            cgroup=union(self.cgroup, other.cgroup),
+        )
+
+    def is_empty(self) -> bool:
+        return not (self.exe or self.exe_dirs or self.uid or self.cgroup)
+
+
+@dataclass(frozen=True)
+class RuleMeta:
+    """What every rule has, whatever its kind; all of it appears in events."""
+
+    id: str
+    description: str
+    severity: Severity
+    mitre: str  # ATT&CK technique, e.g. "T1611"
+    mode: Optional[Mode]  # None: inherit the policy's mode
+    scope: Scope
+    allow: Allowlist
+
+
+@dataclass(frozen=True)
+class SysrqRule:
+    meta: RuleMeta
+    access: FrozenSet[SysrqAccess]
+    files: FrozenSet[SysrqFile]
+    kind: RuleKind = field(default=RuleKind.SYSRQ, init=False)
+
+
+@dataclass(frozen=True)
+class ReleaseAgentRule:
+    meta: RuleMeta
+    access: FrozenSet[ReleaseAgentAccess]
+    kind: RuleKind = field(default=RuleKind.RELEASE_AGENT, init=False)
+
+
+@dataclass(frozen=True)
+class ExecDir:
+    path: str  # absolute, normalised, no trailing slash (except "/")
+    recursive: bool = True
+
+
+@dataclass(frozen=True)
+class ExecRule:
+    meta: RuleMeta
+    dirs: Tuple[ExecDir, ...]
+    filesystems: FrozenSet[str]  # kernel filesystem type names, without MEMFD
+    memfd: bool
+    exclude: Tuple[str, ...]  # places (recursive) this rule never applies to
+    kind: RuleKind = field(default=RuleKind.EXEC, init=False)
+
+
+Rule = Union[SysrqRule, ReleaseAgentRule, ExecRule]
+
+
+@dataclass(frozen=True)
+class Policy:
+    source: str  # file the policy came from, for messages
+    version: int
+    mode: Mode
+    allow: Allowlist  # applies to every rule
+    rules: Tuple[Rule, ...]
+    allow_sources: Tuple[str, ...] = ()  # allow.d files merged in, in order
+
+    def effective_mode(self, rule: Rule, override: Optional[Mode] = None) -> Mode:
+        """The mode a rule runs in: the run's override, else the rule's, else the policy's."""
+        if override is not None:
+            return override
+        return rule.meta.mode if rule.meta.mode is not None else self.mode
+
+    def rule(self, rule_id: str) -> Rule:
+        for candidate in self.rules:
+            if candidate.meta.id == rule_id:
+                return candidate
+        raise KeyError(rule_id)
