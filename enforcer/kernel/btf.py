@@ -4,8 +4,8 @@ Why this module exists: the machines enforcer runs on may have no kernel
 headers at all, but BPF-LSM needs kernel BTF anyway (programs attach by BTF
 id).  So the C types bcc compiles against are generated from BTF with
 ``bpftool btf dump ... format c`` and wrapped in a small include tree that
-satisfies what bcc's compile path force-includes (see
-docs/design kernel-facts: kconfig.h, version.h, page.h, ...).
+satisfies what bcc's compile path force-includes (kconfig.h, version.h,
+page.h, ...; measured on the project's hosts, see the kernel-facts notes).
 
 Facts that change between kernels (hook arity, renamed struct members) are
 read from the same BTF by a small pure-Python parser (:class:`BtfInfo`), so the
@@ -29,7 +29,7 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Union
+from typing import Callable, Iterable, Iterator, Union
 
 DEFAULT_BTF_PATH = "/sys/kernel/btf/vmlinux"
 DEFAULT_CACHE_ROOT = "/var/cache/enforcer"
@@ -230,6 +230,30 @@ class BtfInfo:
             if self._type(inner)[1] in (KIND_STRUCT, KIND_UNION):
                 yield from self._member_names(inner)
 
+    def member_type(self, struct_name: str, member: str) -> str:
+        """C type of struct_name.member as text (through anonymous members),
+        e.g. member_type("task_struct", "comm") == "char[16]"."""
+        for type_id in self.find(KIND_STRUCT, struct_name):
+            found = self._find_member_type(type_id, member)
+            if found is not None:
+                return self.type_name(found)
+        raise BtfError(f"{self.origin}: struct {struct_name} has no member {member}")
+
+    def _find_member_type(self, type_id: int, member: str) -> int | None:
+        _name, _kind, vlen, _size, pos = self._type(type_id)
+        for i in range(vlen):
+            m_name, m_type, _off = struct.unpack_from(
+                "<III", self._data, pos + 12 * i)
+            if m_name and self.string(m_name) == member:
+                return m_type
+            if not m_name:
+                inner = self._skip_modifiers(m_type)
+                if self._type(inner)[1] in (KIND_STRUCT, KIND_UNION):
+                    found = self._find_member_type(inner, member)
+                    if found is not None:
+                        return found
+        return None
+
     def struct_has_member(self, struct_name: str, member: str) -> bool:
         if not (self.find(KIND_STRUCT, struct_name)
                 or self.find(KIND_UNION, struct_name)):
@@ -306,6 +330,9 @@ class BtfInfo:
             return "fn"
         if kind == KIND_TYPE_TAG:
             return self.type_name(ref)
+        if kind == KIND_ARRAY:
+            elem, _index, nelems = struct.unpack_from("<III", self._data, _pos)
+            return f"{self.type_name(elem)}[{nelems}]"
         return name or f"<type {type_id}>"
 
     def _kind_flag(self, type_id: int) -> bool:
@@ -598,11 +625,16 @@ def _remove_stale_tmp(cache_root: Path) -> None:
             continue  # another process removed it first
 
 
-def _install(tmp: Path, final: Path) -> None:
+def _install(tmp: Path, final: Path, is_valid: Callable[[Path], bool]) -> None:
     """Move a complete tree into place; whoever renames first wins."""
     if final.exists():
-        # An outdated tree (other layout/version): move it aside first so
-        # the rename below stays atomic for readers.
+        if is_valid(final):
+            # A concurrent run finished first; its tree may be in use, so
+            # keep it and drop ours.
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        # An outdated or incomplete tree: move it aside first so the rename
+        # below stays atomic for readers.
         trash = Path(tempfile.mkdtemp(prefix=".tmp-old-", dir=final.parent))
         try:
             os.rename(final, trash / "old")
@@ -658,7 +690,7 @@ def generate_headers(btf_path: str | os.PathLike = DEFAULT_BTF_PATH,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _install(tmp, final)
+    _install(tmp, final, lambda d: _read_cached(d, sha, version, helper_ids) is not None)
     installed = _read_cached(final, sha, version, helper_ids)
     if installed is None:
         raise BtfError(f"header cache {final} is unusable after installing it")
