@@ -1,7 +1,7 @@
 """The contract between the BPF programs and Python: constants, map layouts, event layout.
 
 This module is the single source of truth for every number the C side uses.
-The C never spells a number itself: `bpf/enforcer.h` receives them as `-D`
+The C never spells a number of this contract itself: `bpf/enforcer.h` receives them as `-D`
 flags built by `cflags()`, and refuses to compile without them. Struct layouts
 are declared twice by necessity (C and ctypes); `tests/unit/test_abi_layout.py`
 compiles the header with the host compiler and checks every size and offset
@@ -52,6 +52,11 @@ COMM_LEN = 16
 
 #: Ring buffer size in bytes (power of two, multiple of the page size).
 RINGBUF_BYTES = 1 << 22
+
+#: Map capacities. The compiler refuses a policy whose plan does not fit.
+MAX_PLACES = 4096  # exec_places nodes (both scopes)
+MAX_FSTYPES = 256  # exec_fstypes entries (both scopes)
+MAX_ALLOW = 4096  # entries in each allowlist map
 
 
 # --- enumerations shared with C -----------------------------------------------
@@ -254,6 +259,9 @@ def cflags() -> List[str]:
         f"-DENFORCER_COMM_LEN={COMM_LEN}",
         f"-DENFORCER_RINGBUF_PAGES={RINGBUF_BYTES // 4096}",
         f"-DENFORCER_TARGET_COUNT={TARGET_COUNT}",
+        f"-DENFORCER_MAX_PLACES={MAX_PLACES}",
+        f"-DENFORCER_MAX_FSTYPES={MAX_FSTYPES}",
+        f"-DENFORCER_MAX_ALLOW={MAX_ALLOW}",
         f"-DENFORCER_STAT_COUNT={STAT_COUNT}",
     ]
     flags += _enum_defines("SCOPE", Scope)

@@ -1,0 +1,803 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * enforcer's BPF-LSM programs, compiled by bcc against kernel types generated
+ * from BTF (enforcer/kernel/btf.py). All policy arrives through maps filled by
+ * enforcer/compile.py; all constants through -D flags from enforcer/abi.py.
+ *
+ * Decision order, the same for every hook:
+ *   1. cheap rejection: the object is not one we could ever protect (for
+ *      file_open: the superblock is neither procfs nor cgroup v1) -> allow;
+ *   2. the object is classified into a rule number via the policy maps;
+ *   3. only then, on this rare path, the acting task's executable, cgroup and
+ *      uid are resolved and the allowlists consulted;
+ *   4. enforce -> -EPERM, audit -> 0; both emit one event.
+ */
+#include "enforcer.h"
+
+/* The BTF-generated kernel types come without libc or kernel macros. */
+#ifndef NULL
+#define NULL ((void *)0)
+#endif
+#ifndef offsetof
+#define offsetof(type, member) __builtin_offsetof(type, member)
+#endif
+
+/* Kernel facts (include/uapi/linux/magic.h, include/linux/fs.h, fcntl.h);
+ * #defines are not part of BTF, so they are spelled here. */
+#define PROC_SUPER_MAGIC	0x9fa0
+#define CGROUP_SUPER_MAGIC	0x27e0eb
+#define TMPFS_MAGIC		0x01021994
+#define HUGETLBFS_MAGIC		0x958458f6
+#define ENF_FMODE_READ		0x1
+#define ENF_FMODE_WRITE		0x2
+#define ENF_O_TRUNC		01000
+#define ENF_EPERM		1
+
+#ifndef ENFORCER_KERNFS_PARENT
+#define ENFORCER_KERNFS_PARENT parent	/* "__parent" since Linux 6.15 */
+#endif
+
+/* Names compared by the file hooks, with their lengths. */
+#define NAME_SYSRQ_TRIGGER	"sysrq-trigger"
+#define NAME_SYSRQ		"sysrq"
+#define NAME_KERNEL		"kernel"
+#define NAME_SYS		"sys"
+#define NAME_RELEASE_AGENT	"release_agent"
+#define SHORT_NAME_LEN		16	/* longest compared name + NUL fits */
+
+/* Byte 0 of an LPM key is the namespace byte; the path follows. Strings are
+ * written at (offset & STR_MASK) with up to ENFORCER_LPM_DATA_LEN bytes, so
+ * the scratch buffer is twice that plus the namespace byte and slack. */
+#define STR_MASK		(ENFORCER_LPM_DATA_LEN - 1)
+#define PATH_SCRATCH_LEN	(2 * ENFORCER_LPM_DATA_LEN + 8)
+
+struct path_buf {
+	__u32 prefixlen;	/* layout of struct enforcer_lpm_key ... */
+	__u8 data[PATH_SCRATCH_LEN];	/* ... with room to write past it */
+	__u32 len;		/* bytes of path after the namespace byte */
+	__u32 dir_len;		/* bytes of "<directory>/" of the last component */
+	__u32 truncated;
+};
+
+struct scratch {
+	struct path_buf obj;	/* the protected object */
+	struct path_buf aux;	/* rename destination */
+	struct path_buf exe;	/* acting task's executable */
+	struct path_buf cgroup;	/* acting task's cgroup v2 path */
+	void *stack[ENFORCER_PATH_DEPTH_MAX];
+};
+
+/* What a hook has found out about the action by the time a rule matched. */
+struct verdict_ctx {
+	__u32 rule;
+	__u8 hook;
+	__u8 access;
+	__u8 match;
+	__u8 has_new_path;
+	struct super_block *sb;
+};
+
+BPF_ARRAY(settings, struct enforcer_settings, 1);
+BPF_ARRAY(rules, struct enforcer_rule_config, ENFORCER_MAX_RULES + 1);
+BPF_ARRAY(targets, __u32, ENFORCER_TARGET_COUNT * 2);
+BPF_LPM_TRIE(exec_places, struct enforcer_lpm_key, struct enforcer_exec_place,
+	     ENFORCER_MAX_PLACES);
+BPF_HASH(exec_fstypes, struct enforcer_fstype_key, __u32, ENFORCER_MAX_FSTYPES);
+BPF_LPM_TRIE(allow_exe, struct enforcer_lpm_key, __u64, ENFORCER_MAX_ALLOW);
+BPF_HASH(allow_uid, __u32, __u64, ENFORCER_MAX_ALLOW);
+BPF_LPM_TRIE(allow_cgroup, struct enforcer_lpm_key, __u64, ENFORCER_MAX_ALLOW);
+BPF_PERCPU_ARRAY(stats, __u64, ENFORCER_STAT_COUNT);
+BPF_PERCPU_ARRAY(scratch_map, struct scratch, 1);
+BPF_RINGBUF_OUTPUT(events, ENFORCER_RINGBUF_PAGES);
+
+#define READ_KERNEL(dst, src) bpf_probe_read_kernel(&(dst), sizeof(dst), &(src))
+
+static __always_inline void count(__u32 stat)
+{
+	__u64 *value = stats.lookup(&stat);
+
+	if (value)
+		*value += 1;
+}
+
+static __always_inline struct enforcer_settings *get_settings(void)
+{
+	__u32 zero = 0;
+
+	return settings.lookup(&zero);
+}
+
+static __always_inline __u32 task_scope(struct enforcer_settings *cfg, __u64 *mntns)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct nsproxy *ns = NULL;
+	struct mnt_namespace *mnt_ns = NULL;
+	unsigned int inum = 0;
+
+	READ_KERNEL(ns, task->nsproxy);
+	if (ns)
+		READ_KERNEL(mnt_ns, ns->mnt_ns);
+	if (mnt_ns)
+		READ_KERNEL(inum, mnt_ns->ns.inum);
+	*mntns = inum;
+	return inum == cfg->host_mntns ? ENFORCER_SCOPE_HOST : ENFORCER_SCOPE_CONTAINER;
+}
+
+/* Reads a dentry's name (at most SHORT_NAME_LEN - 1 bytes) if its length is
+ * `want_len`; returns 1 when it equals `literal`. */
+static __always_inline int dentry_name_is(struct dentry *dentry, const char *literal,
+					  __u32 want_len)
+{
+	char name[SHORT_NAME_LEN] = {};
+	const unsigned char *ptr = NULL;
+	__u32 len = 0;
+
+	READ_KERNEL(len, dentry->d_name.len);
+	if (len != want_len)
+		return 0;
+	READ_KERNEL(ptr, dentry->d_name.name);
+	if (bpf_probe_read_kernel_str(name, sizeof(name), ptr) < 0)
+		return 0;
+#pragma unroll
+	for (int i = 0; i < SHORT_NAME_LEN; i++) {
+		if (i >= want_len)
+			break;
+		if (name[i] != literal[i])
+			return 0;
+	}
+	return 1;
+}
+
+static __always_inline struct dentry *parent_of(struct dentry *dentry)
+{
+	struct dentry *parent = NULL;
+
+	READ_KERNEL(parent, dentry->d_parent);
+	return parent;
+}
+
+/*
+ * Builds the path of (dentry, vfsmnt) as the current task sees it: walking up
+ * to the task's root, crossing mount points. With vfsmnt NULL the walk stays
+ * inside the filesystem and stops at its root (rename has no mount).
+ * out->data[0] is left for the caller's namespace byte.
+ * Returns 1 when the walk reached a root, 0 when the path was deeper than
+ * ENFORCER_PATH_DEPTH_MAX (then out holds "" and must not be trusted).
+ */
+static __always_inline int resolve_path(struct scratch *s, struct path_buf *out,
+					struct dentry *dentry, struct vfsmount *vfsmnt)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct dentry *root_dentry = NULL;
+	struct vfsmount *root_mnt = NULL;
+	struct fs_struct *fs = NULL;
+	struct mount *mnt = NULL;
+	__u32 depth = 0;
+	int reached = 0;
+
+	READ_KERNEL(fs, task->fs);
+	if (fs) {
+		READ_KERNEL(root_dentry, fs->root.dentry);
+		READ_KERNEL(root_mnt, fs->root.mnt);
+	}
+	if (vfsmnt)
+		mnt = (struct mount *)((char *)vfsmnt - offsetof(struct mount, mnt));
+
+	for (int i = 0; i < ENFORCER_PATH_DEPTH_MAX + ENFORCER_MOUNT_CROSSINGS_MAX; i++) {
+		struct dentry *parent;
+		struct dentry *mnt_root = NULL;
+
+		if (!dentry)
+			break;
+		if (dentry == root_dentry && vfsmnt == root_mnt) {
+			reached = 1;
+			break;
+		}
+		parent = parent_of(dentry);
+		if (vfsmnt)
+			READ_KERNEL(mnt_root, vfsmnt->mnt_root);
+		if (vfsmnt && dentry == mnt_root) {
+			struct mount *up = NULL;
+
+			READ_KERNEL(up, mnt->mnt_parent);
+			if (!up || up == mnt) {
+				/* root of the mount namespace (or a detached mount) */
+				reached = 1;
+				break;
+			}
+			READ_KERNEL(dentry, mnt->mnt_mountpoint);
+			mnt = up;
+			vfsmnt = (struct vfsmount *)((char *)up + offsetof(struct mount, mnt));
+			continue;
+		}
+		if (depth >= ENFORCER_PATH_DEPTH_MAX)
+			break;
+		s->stack[depth] = dentry;
+		depth++;
+		if (dentry == parent) {
+			/* Without a mount (rename) this is the filesystem's root,
+			 * which is not a path component. With one, a dentry that is
+			 * its own parent but not the mount's root is a pseudo file
+			 * (memfd): its own name is all the path there is. */
+			if (!vfsmnt)
+				depth--;
+			reached = 1;
+			break;
+		}
+		dentry = parent;
+	}
+
+	out->len = 0;
+	out->dir_len = 0;
+	out->truncated = 0;
+	if (!reached) {
+		out->data[1] = 0;
+		out->truncated = 1;
+		return 0;
+	}
+
+	__u32 off = 0;
+	__u8 *buf = out->data + 1;
+
+	for (int j = 0; j < ENFORCER_PATH_DEPTH_MAX; j++) {
+		const unsigned char *name = NULL;
+		struct dentry *d;
+		long copied;
+		int idx = (int)depth - 1 - j;
+
+		if (idx < 0 || idx >= ENFORCER_PATH_DEPTH_MAX)
+			break;
+		if (off >= ENFORCER_LPM_DATA_LEN - 1) {
+			out->truncated = 1;
+			break;
+		}
+		d = s->stack[idx];
+		buf[off & STR_MASK] = '/';
+		off++;
+		out->dir_len = off;
+		READ_KERNEL(name, d->d_name.name);
+		copied = bpf_probe_read_kernel_str(&buf[off & STR_MASK], ENFORCER_LPM_DATA_LEN, name);
+		if (copied > 1)
+			off += copied - 1;
+	}
+	if (depth == 0) {
+		buf[0] = '/';
+		buf[1] = 0;
+		off = 1;
+		out->dir_len = 1;
+	}
+	out->len = off;
+	return 1;
+}
+
+/* Sets the LPM prefix length of a path_buf to cover `extra` more bytes than
+ * namespace byte + path, capped at what an LPM key holds. */
+static __always_inline void set_prefix(struct path_buf *p, __u32 extra)
+{
+	__u32 bytes = 1 + p->len + extra;
+
+	if (bytes > ENFORCER_LPM_DATA_LEN)
+		bytes = ENFORCER_LPM_DATA_LEN;
+	p->prefixlen = bytes * 8;
+}
+
+/* Path of the current task's executable into s->exe (empty for kernel threads). */
+static __always_inline void resolve_exe(struct scratch *s)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct mm_struct *mm = NULL;
+	struct file *exe = NULL;
+	struct dentry *dentry = NULL;
+	struct vfsmount *vfsmnt = NULL;
+
+	s->exe.len = 0;
+	s->exe.data[1] = 0;
+	s->exe.truncated = 0;
+	READ_KERNEL(mm, task->mm);
+	if (!mm)
+		return;
+	READ_KERNEL(exe, mm->exe_file);
+	if (!exe)
+		return;
+	READ_KERNEL(dentry, exe->f_path.dentry);
+	READ_KERNEL(vfsmnt, exe->f_path.mnt);
+	if (!resolve_path(s, &s->exe, dentry, vfsmnt))
+		s->exe.truncated = 1;
+}
+
+/* cgroup v2 path of the current task into s->cgroup, "/" for the root. */
+static __always_inline void resolve_cgroup(struct scratch *s)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct css_set *cgroups = NULL;
+	struct cgroup *cgrp = NULL;
+	struct kernfs_node *kn = NULL;
+	__u32 depth = 0;
+	__u8 *buf = s->cgroup.data + 1;
+	__u32 off = 0;
+
+	s->cgroup.len = 0;
+	s->cgroup.truncated = 0;
+	buf[0] = 0;
+	READ_KERNEL(cgroups, task->cgroups);
+	if (cgroups)
+		READ_KERNEL(cgrp, cgroups->dfl_cgrp);
+	if (cgrp)
+		READ_KERNEL(kn, cgrp->kn);
+	for (int i = 0; i < ENFORCER_CGROUP_DEPTH_MAX + 1; i++) {
+		struct kernfs_node *parent = NULL;
+
+		if (!kn)
+			break;
+		READ_KERNEL(parent, kn->ENFORCER_KERNFS_PARENT);
+		if (!parent)
+			break;	/* kn is the root: its name is not part of the path */
+		if (depth >= ENFORCER_CGROUP_DEPTH_MAX) {
+			s->cgroup.truncated = 1;
+			break;
+		}
+		s->stack[depth] = kn;
+		depth++;
+		kn = parent;
+	}
+	for (int j = 0; j < ENFORCER_CGROUP_DEPTH_MAX; j++) {
+		const char *name = NULL;
+		struct kernfs_node *node;
+		long copied;
+		int idx = (int)depth - 1 - j;
+
+		if (idx < 0 || idx >= ENFORCER_PATH_DEPTH_MAX)
+			break;
+		if (off >= ENFORCER_LPM_DATA_LEN - 1) {
+			s->cgroup.truncated = 1;
+			break;
+		}
+		node = s->stack[idx];
+		buf[off & STR_MASK] = '/';
+		off++;
+		READ_KERNEL(name, node->name);
+		copied = bpf_probe_read_kernel_str(&buf[off & STR_MASK], ENFORCER_LPM_DATA_LEN, name);
+		if (copied > 1)
+			off += copied - 1;
+	}
+	if (off == 0) {
+		buf[0] = '/';
+		buf[1] = 0;
+		off = 1;
+	}
+	s->cgroup.len = off;
+}
+
+static __always_inline __u64 lpm_mask(void *trie_lookup_result)
+{
+	return trie_lookup_result ? *(__u64 *)trie_lookup_result : 0;
+}
+
+/* 1 when an allowlist entry covers rule `rule` for the current task. Needs
+ * s->exe and s->cgroup resolved. Appends the terminator each trie expects. */
+static __always_inline int allowlisted(struct scratch *s, __u32 rule)
+{
+	__u64 bit = 1ULL << (rule & 63);
+	__u32 uid = (__u32)bpf_get_current_uid_gid();
+	__u64 *mask;
+
+	mask = allow_uid.lookup(&uid);
+	if (mask && (*mask & bit))
+		return 1;
+
+	if (s->exe.len && !s->exe.truncated) {
+		/* exact entries end with NUL, directory entries with '/' */
+		s->exe.data[0] = 0;
+		s->exe.data[(1 + s->exe.len) & (PATH_SCRATCH_LEN / 2 - 1)] = 0;
+		set_prefix(&s->exe, 1);
+		if (lpm_mask(allow_exe.lookup((struct enforcer_lpm_key *)&s->exe)) & bit)
+			return 1;
+	}
+	if (!s->cgroup.truncated) {
+		__u32 end = (1 + s->cgroup.len) & (PATH_SCRATCH_LEN / 2 - 1);
+
+		s->cgroup.data[0] = 0;
+		if (s->cgroup.len > 1) {
+			s->cgroup.data[end] = '/';
+			s->cgroup.data[(end + 1) & (PATH_SCRATCH_LEN / 2 - 1)] = 0;
+			set_prefix(&s->cgroup, 1);
+		} else {
+			set_prefix(&s->cgroup, 0);	/* root cgroup: "/" */
+		}
+		if (lpm_mask(allow_cgroup.lookup((struct enforcer_lpm_key *)&s->cgroup)) & bit)
+			return 1;
+	}
+	return 0;
+}
+
+static __always_inline void copy_str(char *dst, struct path_buf *src)
+{
+	bpf_probe_read_kernel(dst, ENFORCER_EVENT_STR_LEN, src->data + 1);
+	dst[ENFORCER_EVENT_STR_LEN - 1] = 0;
+}
+
+static __always_inline void emit(struct scratch *s, struct verdict_ctx *v, __u8 action,
+				 __u64 mntns, __u32 scope)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *parent = NULL;
+	struct enforcer_event *ev;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+
+	ev = events.ringbuf_reserve(sizeof(*ev));
+	if (!ev) {
+		count(ENFORCER_STAT_EVENTS_LOST);
+		return;
+	}
+	ev->boot_ns = bpf_ktime_get_boot_ns();
+	ev->cgroup_id = bpf_get_current_cgroup_id();
+	ev->mntns = mntns;
+	ev->rule = v->rule;
+	ev->pid = pid_tgid >> 32;
+	ev->tid = (__u32)pid_tgid;
+	ev->ppid = 0;
+	READ_KERNEL(parent, task->real_parent);
+	if (parent)
+		READ_KERNEL(ev->ppid, parent->tgid);
+	ev->uid = (__u32)uid_gid;
+	ev->gid = uid_gid >> 32;
+	ev->flags = 0;
+	if (scope == ENFORCER_SCOPE_CONTAINER)
+		ev->flags |= ENFORCER_EVENT_CONTAINER;
+	if (s->obj.truncated)
+		ev->flags |= ENFORCER_EVENT_PATH_TRUNCATED;
+	if (s->exe.truncated)
+		ev->flags |= ENFORCER_EVENT_EXE_TRUNCATED;
+	if (s->cgroup.truncated)
+		ev->flags |= ENFORCER_EVENT_CGROUP_TRUNCATED;
+	ev->hook = v->hook;
+	ev->access = v->access;
+	ev->action = action;
+	ev->match = v->match;
+	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	ev->fstype[0] = 0;
+	if (v->sb) {
+		struct file_system_type *type = NULL;
+		const char *type_name = NULL;
+
+		READ_KERNEL(type, v->sb->s_type);
+		if (type)
+			READ_KERNEL(type_name, type->name);
+		if (type_name)
+			bpf_probe_read_kernel_str(ev->fstype, sizeof(ev->fstype), type_name);
+	}
+	copy_str(ev->path, &s->obj);
+	ev->new_path[0] = 0;
+	if (v->has_new_path)
+		copy_str(ev->new_path, &s->aux);
+	copy_str(ev->exe, &s->exe);
+	copy_str(ev->cgroup, &s->cgroup);
+	events.ringbuf_submit(ev, 0);
+}
+
+/*
+ * A rule matched: consult its allowlists, report, and return the verdict.
+ * s->obj (and s->aux for rename) must already hold the object's path.
+ */
+static __always_inline int apply_rule(struct scratch *s, struct verdict_ctx *v,
+				      __u64 mntns, __u32 scope)
+{
+	struct enforcer_rule_config *rule;
+	__u32 index = v->rule;
+	int enforce;
+
+	if (index == 0 || index > ENFORCER_MAX_RULES)
+		return 0;
+	rule = rules.lookup(&index);
+	if (!rule)
+		return 0;
+	enforce = rule->flags & ENFORCER_RULE_ENFORCE;
+
+	resolve_exe(s);
+	resolve_cgroup(s);
+	if (allowlisted(s, index)) {
+		count(ENFORCER_STAT_ALLOWLISTED);
+		return 0;
+	}
+	if (enforce) {
+		count(ENFORCER_STAT_BLOCKED);
+		emit(s, v, ENFORCER_ACTION_BLOCKED, mntns, scope);
+		return -ENF_EPERM;
+	}
+	count(ENFORCER_STAT_AUDITED);
+	emit(s, v, ENFORCER_ACTION_AUDITED, mntns, scope);
+	return 0;
+}
+
+static __always_inline __u32 target_rule(__u32 target, __u32 scope)
+{
+	__u32 index = target * 2 + scope;
+	__u32 *rule = targets.lookup(&index);
+
+	return rule ? *rule : 0;
+}
+
+static __always_inline struct scratch *get_scratch(void)
+{
+	__u32 zero = 0;
+
+	return scratch_map.lookup(&zero);
+}
+
+/* Which fixed target a write (or read) of this dentry on this superblock is.
+ * Returns ENFORCER_TARGET_COUNT for none. The file is recognised by its
+ * place inside its filesystem, never by where that filesystem is mounted. */
+static __always_inline __u32 classify_file(struct dentry *dentry, struct super_block *sb,
+					   unsigned long magic, int write, __u32 watch)
+{
+	struct dentry *fs_root = NULL;
+	struct dentry *parent;
+
+	if (magic == PROC_SUPER_MAGIC) {
+		if (!(watch & (write ? ENFORCER_WATCH_PROC_WRITE : ENFORCER_WATCH_PROC_READ)))
+			return ENFORCER_TARGET_COUNT;
+		READ_KERNEL(fs_root, sb->s_root);
+		parent = parent_of(dentry);
+		if (dentry_name_is(dentry, NAME_SYSRQ_TRIGGER, sizeof(NAME_SYSRQ_TRIGGER) - 1)) {
+			if (parent != fs_root)
+				return ENFORCER_TARGET_COUNT;
+			return write ? ENFORCER_TARGET_SYSRQ_TRIGGER_WRITE
+				     : ENFORCER_TARGET_SYSRQ_TRIGGER_READ;
+		}
+		if (!dentry_name_is(dentry, NAME_SYSRQ, sizeof(NAME_SYSRQ) - 1))
+			return ENFORCER_TARGET_COUNT;
+		if (!dentry_name_is(parent, NAME_KERNEL, sizeof(NAME_KERNEL) - 1))
+			return ENFORCER_TARGET_COUNT;
+		parent = parent_of(parent);
+		if (!dentry_name_is(parent, NAME_SYS, sizeof(NAME_SYS) - 1))
+			return ENFORCER_TARGET_COUNT;
+		if (parent_of(parent) != fs_root)
+			return ENFORCER_TARGET_COUNT;
+		return write ? ENFORCER_TARGET_SYSRQ_SYSCTL_WRITE : ENFORCER_TARGET_SYSRQ_SYSCTL_READ;
+	}
+	if (magic == CGROUP_SUPER_MAGIC) {
+		/* cgroup v1 only: cgroup2 has its own magic and no release_agent */
+		if (!write || !(watch & ENFORCER_WATCH_CGROUP_WRITE))
+			return ENFORCER_TARGET_COUNT;
+		if (!dentry_name_is(dentry, NAME_RELEASE_AGENT, sizeof(NAME_RELEASE_AGENT) - 1))
+			return ENFORCER_TARGET_COUNT;
+		return ENFORCER_TARGET_RELEASE_AGENT_WRITE;
+	}
+	return ENFORCER_TARGET_COUNT;
+}
+
+static __always_inline __u8 target_access(__u32 target)
+{
+	switch (target) {
+	case ENFORCER_TARGET_SYSRQ_TRIGGER_READ:
+	case ENFORCER_TARGET_SYSRQ_SYSCTL_READ:
+		return ENFORCER_ACCESS_READ;
+	default:
+		return ENFORCER_ACCESS_WRITE;
+	}
+}
+
+/* Shared by file_open and path_truncate. */
+static __always_inline int check_file(struct dentry *dentry, struct vfsmount *vfsmnt,
+				      struct super_block *sb, int write, __u8 hook)
+{
+	unsigned long magic = 0;
+	struct enforcer_settings *cfg;
+	struct scratch *s;
+	struct verdict_ctx v = {};
+	__u64 mntns = 0;
+	__u32 target, scope;
+
+	READ_KERNEL(magic, sb->s_magic);
+	if (magic != PROC_SUPER_MAGIC && magic != CGROUP_SUPER_MAGIC)
+		return 0;	/* the hot path ends here for almost every open() */
+	cfg = get_settings();
+	if (!cfg)
+		return 0;
+	target = classify_file(dentry, sb, magic, write, cfg->watch);
+	if (target >= ENFORCER_TARGET_COUNT)
+		return 0;
+	scope = task_scope(cfg, &mntns);
+	v.rule = target_rule(target, scope);
+	if (!v.rule)
+		return 0;
+	s = get_scratch();
+	if (!s)
+		return 0;
+	v.hook = hook;
+	v.access = target_access(target);
+	v.sb = sb;
+	resolve_path(s, &s->obj, dentry, vfsmnt);
+	return apply_rule(s, &v, mntns, scope);
+}
+
+LSM_PROBE(file_open, struct file *file, int ret)
+{
+	struct dentry *dentry = NULL;
+	struct vfsmount *vfsmnt = NULL;
+	struct inode *inode = NULL;
+	struct super_block *sb = NULL;
+	unsigned int f_mode = 0, f_flags = 0;
+
+	if (ret)
+		return ret;
+	READ_KERNEL(inode, file->f_inode);
+	if (!inode)
+		return 0;
+	READ_KERNEL(sb, inode->i_sb);
+	if (!sb)
+		return 0;
+	READ_KERNEL(f_mode, file->f_mode);
+	READ_KERNEL(f_flags, file->f_flags);
+	READ_KERNEL(dentry, file->f_path.dentry);
+	READ_KERNEL(vfsmnt, file->f_path.mnt);
+	/* O_TRUNC truncates even with O_RDONLY (the kernel asks for write
+	 * permission in that case), so it counts as a write. */
+	return check_file(dentry, vfsmnt, sb,
+			  (f_mode & ENF_FMODE_WRITE) || (f_flags & ENF_O_TRUNC),
+			  ENFORCER_HOOK_FILE_OPEN);
+}
+
+LSM_PROBE(path_truncate, const struct path *path, int ret)
+{
+	struct dentry *dentry = NULL;
+	struct vfsmount *vfsmnt = NULL;
+	struct inode *inode = NULL;
+	struct super_block *sb = NULL;
+
+	if (ret)
+		return ret;
+	READ_KERNEL(dentry, path->dentry);
+	READ_KERNEL(vfsmnt, path->mnt);
+	if (!dentry)
+		return 0;
+	READ_KERNEL(inode, dentry->d_inode);
+	if (!inode)
+		return 0;
+	READ_KERNEL(sb, inode->i_sb);
+	if (!sb)
+		return 0;
+	return check_file(dentry, vfsmnt, sb, 1, ENFORCER_HOOK_PATH_TRUNCATE);
+}
+
+LSM_PROBE(inode_rename, struct inode *old_dir, struct dentry *old_dentry,
+	  struct inode *new_dir, struct dentry *new_dentry, int ret)
+{
+	struct enforcer_settings *cfg;
+	struct scratch *s;
+	struct verdict_ctx v = {};
+	struct inode *inode = NULL;
+	__u32 old_len = 0, new_len = 0, scope;
+	__u64 mntns = 0;
+
+	if (ret)
+		return ret;
+	/* cheap test first: renames are frequent, this name is rare */
+	READ_KERNEL(old_len, old_dentry->d_name.len);
+	READ_KERNEL(new_len, new_dentry->d_name.len);
+	if (old_len != sizeof(NAME_RELEASE_AGENT) - 1 && new_len != sizeof(NAME_RELEASE_AGENT) - 1)
+		return 0;
+	if (!dentry_name_is(old_dentry, NAME_RELEASE_AGENT, sizeof(NAME_RELEASE_AGENT) - 1) &&
+	    !dentry_name_is(new_dentry, NAME_RELEASE_AGENT, sizeof(NAME_RELEASE_AGENT) - 1))
+		return 0;
+	cfg = get_settings();
+	if (!cfg || !(cfg->watch & ENFORCER_WATCH_RENAME))
+		return 0;
+	scope = task_scope(cfg, &mntns);
+	v.rule = target_rule(ENFORCER_TARGET_RELEASE_AGENT_RENAME, scope);
+	if (!v.rule)
+		return 0;
+	s = get_scratch();
+	if (!s)
+		return 0;
+	v.hook = ENFORCER_HOOK_INODE_RENAME;
+	v.access = ENFORCER_ACCESS_RENAME;
+	v.has_new_path = 1;
+	READ_KERNEL(v.sb, old_dir->i_sb);
+	/* no vfsmount here: paths are relative to the filesystem's root */
+	resolve_path(s, &s->obj, old_dentry, NULL);
+	resolve_path(s, &s->aux, new_dentry, NULL);
+	return apply_rule(s, &v, mntns, scope);
+}
+
+LSM_PROBE(bprm_check_security, struct linux_binprm *bprm, int ret)
+{
+	struct enforcer_settings *cfg;
+	struct enforcer_exec_place *place;
+	struct enforcer_fstype_key fskey = {};
+	struct file_system_type *type = NULL;
+	const char *type_name = NULL;
+	struct scratch *s;
+	struct verdict_ctx v = {};
+	struct file *file = NULL;
+	struct dentry *dentry = NULL;
+	struct vfsmount *vfsmnt = NULL;
+	struct inode *inode = NULL;
+	struct super_block *sb = NULL;
+	unsigned long magic = 0;
+	unsigned int nlink = 0;
+	__u64 excluded = 0;
+	__u64 mntns = 0;
+	__u32 scope, *fs_rule;
+	int resolved;
+
+	if (ret)
+		return ret;
+	cfg = get_settings();
+	if (!cfg || !(cfg->watch & ENFORCER_WATCH_EXEC))
+		return 0;
+	s = get_scratch();
+	if (!s)
+		return 0;
+	READ_KERNEL(file, bprm->file);
+	if (!file)
+		return 0;
+	READ_KERNEL(dentry, file->f_path.dentry);
+	READ_KERNEL(vfsmnt, file->f_path.mnt);
+	READ_KERNEL(inode, file->f_inode);
+	if (!inode)
+		return 0;
+	READ_KERNEL(sb, inode->i_sb);
+	if (!sb)
+		return 0;
+	READ_KERNEL(magic, sb->s_magic);
+	READ_KERNEL(nlink, inode->__i_nlink);
+	scope = task_scope(cfg, &mntns);
+	v.hook = ENFORCER_HOOK_BPRM_CHECK_SECURITY;
+	v.access = ENFORCER_ACCESS_EXEC;
+	v.sb = sb;
+
+	/* The first check that matches decides; its rule's allowlist applies. */
+	resolved = resolve_path(s, &s->obj, dentry, vfsmnt);
+
+	/* 1. anonymous shared-memory file (memfd_create, unlinked tmpfs file) */
+	if (nlink == 0 && (magic == TMPFS_MAGIC || magic == HUGETLBFS_MAGIC)) {
+		v.rule = target_rule(ENFORCER_TARGET_EXEC_MEMFD, scope);
+		if (v.rule) {
+			v.match = ENFORCER_MATCH_MEMFD;
+			return apply_rule(s, &v, mntns, scope);
+		}
+	}
+
+	/* 2. the deepest configured place that contains the file */
+	if (resolved) {
+		s->obj.data[0] = (__u8)scope;
+		set_prefix(&s->obj, 0);
+		place = exec_places.lookup((struct enforcer_lpm_key *)&s->obj);
+		if (place) {
+			excluded = place->excluded;
+			v.rule = place->node_len == s->obj.dir_len ? place->rule_direct
+								   : place->rule_below;
+			if (v.rule) {
+				v.match = ENFORCER_MATCH_DIRECTORY;
+				return apply_rule(s, &v, mntns, scope);
+			}
+		}
+	}
+
+	/* 3. the filesystem type the file lives on */
+	READ_KERNEL(type, sb->s_type);
+	if (type)
+		READ_KERNEL(type_name, type->name);
+	if (type_name) {
+		bpf_probe_read_kernel_str(fskey.name, sizeof(fskey.name), type_name);
+		fskey.scope = scope;
+		fs_rule = exec_fstypes.lookup(&fskey);
+		if (fs_rule && *fs_rule && !(excluded & (1ULL << (*fs_rule & 63)))) {
+			v.rule = *fs_rule;
+			v.match = ENFORCER_MATCH_FILESYSTEM;
+			return apply_rule(s, &v, mntns, scope);
+		}
+	}
+
+	/* 4. fail safe: a path too deep to resolve is not assumed harmless */
+	if (!resolved) {
+		v.rule = target_rule(ENFORCER_TARGET_EXEC_UNRESOLVED, scope);
+		if (v.rule) {
+			v.match = ENFORCER_MATCH_UNRESOLVED;
+			return apply_rule(s, &v, mntns, scope);
+		}
+	}
+	return 0;
+}
