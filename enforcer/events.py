@@ -1,0 +1,125 @@
+"""Ring-buffer records -> Event: decoded, enriched with the rule's metadata.
+
+Pure: no kernel access. The clock conversion takes the two clock readings as
+arguments so that it can be tested.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any, Dict, Optional
+
+from enforcer import abi
+from enforcer.plan import MapPlan, RuleInfo
+
+_HOOK_NAMES = {
+    abi.Hook.FILE_OPEN: "file_open",
+    abi.Hook.INODE_RENAME: "inode_rename",
+    abi.Hook.BPRM_CHECK_SECURITY: "bprm_check_security",
+    abi.Hook.PATH_TRUNCATE: "path_truncate",
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    """One blocked or audited action, as reported to the operator."""
+
+    time: str  # RFC 3339, UTC
+    action: str  # "blocked" | "audited"
+    rule: str
+    severity: str
+    mitre: str
+    hook: str
+    access: str  # read | write | rename | exec
+    path: str
+    new_path: Optional[str]  # rename destination
+    match: Optional[str]  # exec only: directory | filesystem | memfd | unresolved
+    fstype: str
+    pid: int
+    tid: int
+    ppid: int
+    uid: int
+    gid: int
+    comm: str
+    exe: str
+    cgroup: str
+    cgroup_id: int
+    mntns: int
+    container: bool
+    path_truncated: bool
+    description: str
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class BootClock:
+    """Maps CLOCK_BOOTTIME nanoseconds (bpf_ktime_get_boot_ns) to wall time."""
+
+    wall_minus_boot_ns: int
+
+    @classmethod
+    def now(cls) -> "BootClock":
+        return cls(time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME))
+
+    def rfc3339(self, boot_ns: int) -> str:
+        wall_ns = boot_ns + self.wall_minus_boot_ns
+        stamp = datetime.fromtimestamp(wall_ns // 1_000_000_000, tz=timezone.utc)
+        micros = (wall_ns % 1_000_000_000) // 1000
+        return stamp.strftime("%Y-%m-%dT%H:%M:%S") + f".{micros:06d}Z"
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="backslashreplace")
+
+
+def _unknown_rule(index: int) -> RuleInfo:
+    # A record from before a reload can name a rule number that no longer
+    # exists; report it rather than drop it.
+    return RuleInfo(index=index, id=f"rule#{index}", description="", severity="", mitre="", kind="", mode="")
+
+
+def decode(record: abi.Event, plan: MapPlan, clock: BootClock) -> Event:
+    try:
+        info = plan.rule_info(record.rule)
+    except KeyError:
+        info = _unknown_rule(record.rule)
+    flags = abi.EventFlag(record.flags)
+    try:
+        hook = _HOOK_NAMES[abi.Hook(record.hook)]
+    except ValueError:
+        hook = f"hook#{record.hook}"
+    try:
+        access = abi.Access(record.access).name.lower()
+    except ValueError:
+        access = f"access#{record.access}"
+    match = abi.ExecMatch(record.match).name.lower() if record.match else None
+    return Event(
+        time=clock.rfc3339(record.boot_ns),
+        action="blocked" if record.action == abi.Action.BLOCKED else "audited",
+        rule=info.id,
+        severity=info.severity,
+        mitre=info.mitre,
+        hook=hook,
+        access=access,
+        path=_text(record.path),
+        new_path=_text(record.new_path) if record.hook == abi.Hook.INODE_RENAME else None,
+        match=match,
+        fstype=_text(record.fstype),
+        pid=record.pid,
+        tid=record.tid,
+        ppid=record.ppid,
+        uid=record.uid,
+        gid=record.gid,
+        comm=_text(record.comm),
+        exe=_text(record.exe),
+        cgroup=_text(record.cgroup),
+        cgroup_id=record.cgroup_id,
+        mntns=record.mntns,
+        container=bool(flags & abi.EventFlag.CONTAINER),
+        path_truncated=bool(flags & abi.EventFlag.PATH_TRUNCATED),
+        description=info.description,
+    )

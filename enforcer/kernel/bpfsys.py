@@ -1,0 +1,151 @@
+"""The few bpf(2) commands enforcer needs that bcc's Python binding lacks.
+
+bcc 0.26 does not export object pinning, so pins (BPF_OBJ_PIN/BPF_OBJ_GET)
+and map access on pinned maps (for `enforcer status`, and for writing plans)
+go through the system call directly. Structures follow `union bpf_attr` in
+include/uapi/linux/bpf.h.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+
+# bpf(2) syscall numbers per architecture (arch/*/entry/syscalls).
+_SYSCALL_BPF = {"x86_64": 321, "aarch64": 280, "ppc64le": 361, "s390x": 351, "riscv64": 280}
+
+BPF_MAP_LOOKUP_ELEM = 1
+BPF_MAP_UPDATE_ELEM = 2
+BPF_MAP_DELETE_ELEM = 3
+BPF_OBJ_PIN = 6
+BPF_OBJ_GET = 7
+BPF_OBJ_GET_INFO_BY_FD = 15
+
+BPF_ANY = 0
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+class BpfSyscallError(OSError):
+    """A bpf(2) command failed; the message names the command and object."""
+
+
+class _MapElemAttr(ctypes.Structure):
+    _fields_ = [
+        ("map_fd", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+        ("key", ctypes.c_uint64),
+        ("value", ctypes.c_uint64),
+        ("flags", ctypes.c_uint64),
+    ]
+
+
+class _ObjAttr(ctypes.Structure):
+    _fields_ = [
+        ("pathname", ctypes.c_uint64),
+        ("bpf_fd", ctypes.c_uint32),
+        ("file_flags", ctypes.c_uint32),
+    ]
+
+
+class _InfoAttr(ctypes.Structure):
+    _fields_ = [
+        ("bpf_fd", ctypes.c_uint32),
+        ("info_len", ctypes.c_uint32),
+        ("info", ctypes.c_uint64),
+    ]
+
+
+class MapInfo(ctypes.Structure):
+    """Leading fields of struct bpf_map_info (enough for sizes and name)."""
+
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32),
+        ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("name", ctypes.c_char * 16),
+    ]
+
+
+def _bpf(cmd: int, attr: ctypes.Structure, what: str) -> int:
+    number = _SYSCALL_BPF.get(platform.machine())
+    if number is None:
+        raise BpfSyscallError(errno.ENOSYS, f"bpf(2) syscall number unknown for {platform.machine()}")
+    result = _libc.syscall(number, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
+    if result < 0:
+        err = ctypes.get_errno()
+        raise BpfSyscallError(err, f"{what}: {os.strerror(err)}")
+    return int(result)
+
+
+def obj_pin(fd: int, path: str) -> None:
+    """Pin a map, program or link fd at `path` on a bpffs mount."""
+    name = path.encode()
+    buf = ctypes.create_string_buffer(name)
+    attr = _ObjAttr(pathname=ctypes.cast(buf, ctypes.c_void_p).value or 0, bpf_fd=fd, file_flags=0)
+    _bpf(BPF_OBJ_PIN, attr, f"pin fd {fd} at {path}")
+
+
+def obj_get(path: str) -> int:
+    """Open a pinned object; the caller owns the returned fd."""
+    buf = ctypes.create_string_buffer(path.encode())
+    attr = _ObjAttr(pathname=ctypes.cast(buf, ctypes.c_void_p).value or 0, bpf_fd=0, file_flags=0)
+    return _bpf(BPF_OBJ_GET, attr, f"open pinned object {path}")
+
+
+def map_update(fd: int, key: ctypes.Structure, value: ctypes.Structure, what: str = "map") -> None:
+    attr = _MapElemAttr(
+        map_fd=fd,
+        key=ctypes.addressof(key),
+        value=ctypes.addressof(value),
+        flags=BPF_ANY,
+    )
+    _bpf(BPF_MAP_UPDATE_ELEM, attr, f"update {what}")
+
+
+def map_delete(fd: int, key: ctypes.Structure, what: str = "map") -> bool:
+    """Delete a key; False when it was not there."""
+    attr = _MapElemAttr(map_fd=fd, key=ctypes.addressof(key))
+    try:
+        _bpf(BPF_MAP_DELETE_ELEM, attr, f"delete from {what}")
+    except BpfSyscallError as error:
+        if error.errno == errno.ENOENT:
+            return False
+        raise
+    return True
+
+
+def map_lookup(fd: int, key: ctypes.Structure, value: ctypes.Structure, what: str = "map") -> bool:
+    """Fill `value`; False when the key is absent."""
+    attr = _MapElemAttr(map_fd=fd, key=ctypes.addressof(key), value=ctypes.addressof(value))
+    try:
+        _bpf(BPF_MAP_LOOKUP_ELEM, attr, f"look up in {what}")
+    except BpfSyscallError as error:
+        if error.errno == errno.ENOENT:
+            return False
+        raise
+    return True
+
+
+def map_info(fd: int) -> MapInfo:
+    info = MapInfo()
+    attr = _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
+    _bpf(BPF_OBJ_GET_INFO_BY_FD, attr, f"info of fd {fd}")
+    return info
+
+
+def possible_cpus() -> int:
+    """Number of possible CPUs: the slot count of per-CPU map values."""
+    with open("/sys/devices/system/cpu/possible") as handle:
+        text = handle.read().strip()
+    count = 0
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        count += int(high or low) - int(low) + 1
+    return count

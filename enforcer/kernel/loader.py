@@ -1,0 +1,394 @@
+"""Load, fill, attach and pin enforcer's BPF-LSM programs. The only writer to the kernel.
+
+Order, and why:
+  1. compile with bcc against BTF-generated headers (no kernel headers needed);
+  2. load every program (the verifier runs) - all or none;
+  3. fill every map from the MapPlan - before anything is attached, so the
+     programs never run with an empty policy;
+  4. attach every program - all or none;
+  5. pin links and maps under /sys/fs/bpf/enforcer/<instance>/ so enforcement
+     outlives this process, then retire older instances. Old and new overlap
+     for a moment (both enforce): there is never a window without enforcement.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
+
+from enforcer import abi
+from enforcer.kernel import bpfsys
+from enforcer.kernel.bcc_compat import kernel_source_env
+from enforcer.kernel.btf import BtfInfo, KernelHeaders, generate_headers, load_btf
+from enforcer.plan import (
+    POLICY_MAPS,
+    MapPlan,
+    PlanDiff,
+    diff,
+    encode_key,
+    encode_value,
+)
+
+log = logging.getLogger(__name__)
+
+PIN_ROOT = Path("/sys/fs/bpf/enforcer")
+BPFFS_ROOT = Path("/sys/fs/bpf")
+DEFAULT_BTF = Path("/sys/kernel/btf/vmlinux")
+
+#: Programs in bpf/enforcer.bpf.c and the arguments each expects from the
+#: kernel's hook. The kernel's real signature is read from BTF and compared:
+#: an LSM program reads its arguments by position, so a kernel whose hook
+#: changed must be refused, not guessed at.
+HOOK_PARAMS: Mapping[str, Tuple[str, ...]] = {
+    "file_open": ("file",),
+    "path_truncate": ("path",),
+    "inode_rename": ("old_dir", "old_dentry", "new_dir", "new_dentry"),
+    "bprm_check_security": ("bprm",),
+}
+
+#: Arrays cannot delete keys; a removed entry is written as zero instead.
+ARRAY_MAPS = frozenset({"rules", "targets"})
+
+MAP_CAPACITY: Mapping[str, int] = {
+    "rules": abi.MAX_RULES + 1,
+    "targets": abi.TARGET_COUNT * len(abi.Scope),
+    "exec_places": abi.MAX_PLACES,
+    "exec_fstypes": abi.MAX_FSTYPES,
+    "allow_exe": abi.MAX_ALLOW,
+    "allow_uid": abi.MAX_ALLOW,
+    "allow_cgroup": abi.MAX_ALLOW,
+}
+
+#: Maps pinned with each instance, for `enforcer status` and for inspection.
+PINNED_MAPS = POLICY_MAPS + ("settings", "stats")
+
+
+class LoadError(RuntimeError):
+    """Enforcement could not be established; nothing was left attached."""
+
+
+class ReloadError(RuntimeError):
+    """A new plan could not be applied; the previous one is still in force."""
+
+
+def default_bpf_dir() -> Path:
+    """Where bpf/*.c live: $ENFORCER_BPF_DIR, the installed copy, or the checkout."""
+    env = os.environ.get("ENFORCER_BPF_DIR")
+    if env:
+        return Path(env)
+    for candidate in (Path(__file__).resolve().parents[2] / "bpf", Path("/usr/share/enforcer/bpf")):
+        if (candidate / "enforcer.bpf.c").is_file():
+            return candidate
+    raise LoadError("BPF sources not found: set ENFORCER_BPF_DIR to the directory holding enforcer.bpf.c")
+
+
+def host_mount_namespace() -> int:
+    """Inode number of the initial mount namespace (PID 1's).
+
+    Our own namespace is not used: under systemd sandboxing the agent runs in
+    a private mount namespace of its own.
+    """
+    return os.stat("/proc/1/ns/mnt").st_ino
+
+
+def check_hook_signatures(btf: BtfInfo) -> None:
+    problems = []
+    for hook, expected in HOOK_PARAMS.items():
+        actual = tuple(btf.lsm_hook_params(hook))
+        if len(actual) != len(expected):
+            problems.append(
+                f"LSM hook {hook}: this kernel passes ({', '.join(actual)}), "
+                f"enforcer's program expects ({', '.join(expected)})"
+            )
+    if problems:
+        raise LoadError("kernel hook signatures differ from what enforcer supports:\n  " + "\n  ".join(problems))
+
+
+def check_capacity(plan: MapPlan) -> None:
+    for name, capacity in MAP_CAPACITY.items():
+        size = len(plan.maps.get(name, {}))
+        if size > capacity:
+            raise LoadError(f"policy needs {size} entries in map {name}, the kernel map holds {capacity}")
+
+
+def ensure_bpffs() -> None:
+    """Pins need a bpf filesystem at /sys/fs/bpf; mount one if systemd did not."""
+    with open("/proc/self/mounts") as mounts:
+        for line in mounts:
+            fields = line.split()
+            if len(fields) >= 3 and fields[1] == str(BPFFS_ROOT) and fields[2] == "bpf":
+                return
+    BPFFS_ROOT.mkdir(parents=True, exist_ok=True)
+    result = os.system(f"mount -t bpf bpf {BPFFS_ROOT}")
+    if result != 0:
+        raise LoadError(f"no bpf filesystem at {BPFFS_ROOT} and mounting one failed")
+
+
+def instance_dirs(pin_root: Path = PIN_ROOT) -> List[Path]:
+    """Pinned instances, oldest first (names start with a nanosecond timestamp)."""
+    if not pin_root.is_dir():
+        return []
+    return sorted((p for p in pin_root.iterdir() if p.is_dir()), key=lambda p: p.name)
+
+
+def remove_instance(directory: Path) -> None:
+    """Unpin an instance: its links go, so its programs detach."""
+    for pin in directory.iterdir():
+        pin.unlink()
+    directory.rmdir()
+
+
+def _bcc():
+    try:
+        import bcc  # noqa: PLC0415 - bcc is only needed to load
+    except ImportError as error:
+        raise LoadError(
+            "bcc's Python binding is not importable (Debian: python3-bpfcc, RHEL: python3-bcc)"
+        ) from error
+    return bcc
+
+
+@dataclass
+class _Applied:
+    """Undo log of map writes during a reload."""
+
+    undo: List[Callable[[], None]] = field(default_factory=list)
+
+    def rollback(self) -> None:
+        for step in reversed(self.undo):
+            step()
+
+
+class Enforcement:
+    """One agent instance's loaded programs, maps and pins."""
+
+    def __init__(self, bpf, plan: MapPlan, instance_dir: Path, host_mntns: int) -> None:
+        self._bpf = bpf
+        self.plan = plan
+        self.instance_dir = instance_dir
+        self.host_mntns = host_mntns
+
+    # --- maps ---------------------------------------------------------------------
+
+    def _fd(self, name: str) -> int:
+        return self._bpf[name].map_fd
+
+    def _zero_value(self, name: str) -> ctypes.Structure:
+        return abi.RuleConfig() if name == "rules" else ctypes.c_uint32(0)  # type: ignore[return-value]
+
+    def _write(self, name: str, key, value) -> None:
+        bpfsys.map_update(self._fd(name), encode_key(key), encode_value(value), what=f"map {name}")
+
+    def _remove(self, name: str, key) -> None:
+        if name in ARRAY_MAPS:
+            bpfsys.map_update(self._fd(name), encode_key(key), self._zero_value(name), what=f"map {name}")
+        else:
+            bpfsys.map_delete(self._fd(name), encode_key(key), what=f"map {name}")
+
+    def write_settings(self, watch: int) -> None:
+        settings = abi.Settings(host_mntns=self.host_mntns, watch=watch)
+        bpfsys.map_update(self._fd("settings"), ctypes.c_uint32(0), settings, what="map settings")
+
+    def fill(self, plan: MapPlan) -> None:
+        """Write a whole plan into empty maps (initial load)."""
+        for name in POLICY_MAPS:
+            for key, value in plan.maps.get(name, {}).items():
+                self._write(name, key, value)
+        self.write_settings(plan.watch)
+
+    def apply(self, new_plan: MapPlan) -> PlanDiff:
+        """Change the live maps to `new_plan`, touching only what differs.
+
+        Additions and changes go first, deletions last, the watch flags at
+        the very end when they grow and first when they shrink - so each
+        intermediate state denies at least what one of the two plans denies.
+        On any failure every write already made is undone.
+        """
+        check_capacity(new_plan)
+        old_plan = self.plan
+        changes = diff(old_plan, new_plan)
+        applied = _Applied()
+        try:
+            # rules first: a slot must never point at a rule number not yet configured
+            for name in ("rules",) + tuple(n for n in POLICY_MAPS if n != "rules"):
+                map_diff = changes.maps[name]
+                before = old_plan.maps.get(name, {})
+                for key, value in list(map_diff.added.items()) + list(map_diff.changed.items()):
+                    self._write(name, key, value)
+                    if key in before:
+                        applied.undo.append(lambda n=name, k=key, v=before[key]: self._write(n, k, v))
+                    else:
+                        applied.undo.append(lambda n=name, k=key: self._remove(n, k))
+            for name in POLICY_MAPS:
+                before = old_plan.maps.get(name, {})
+                for key in changes.maps[name].deleted:
+                    self._remove(name, key)
+                    applied.undo.append(lambda n=name, k=key, v=before[key]: self._write(n, k, v))
+            if changes.watch_changed:
+                self.write_settings(new_plan.watch)
+                applied.undo.append(lambda: self.write_settings(old_plan.watch))
+        except (OSError, ValueError) as error:
+            applied.rollback()
+            raise ReloadError(f"applying the new policy failed, previous policy kept: {error}") from error
+        self.plan = new_plan
+        return changes
+
+    def stats(self) -> Dict[str, int]:
+        table = self._bpf["stats"]
+        totals = {}
+        for stat in abi.Stat:
+            totals[stat.name.lower()] = int(sum(table[ctypes.c_int(int(stat))]))
+        return totals
+
+    # --- events -------------------------------------------------------------------
+
+    def on_event(self, callback: Callable[[abi.Event], None]) -> None:
+        def _raw(_ctx, data, size):
+            if size < ctypes.sizeof(abi.Event):
+                log.error("short event record: %d bytes, expected %d", size, ctypes.sizeof(abi.Event))
+                return
+            callback(abi.Event.from_buffer_copy(ctypes.string_at(data, ctypes.sizeof(abi.Event))))
+
+        self._callback = _raw  # keep a reference: bcc holds only a C pointer
+        self._bpf["events"].open_ring_buffer(_raw)
+
+    def poll(self, timeout_ms: int) -> None:
+        self._bpf.ring_buffer_poll(timeout_ms)
+
+    def close(self) -> None:
+        """Release this process's fds. Pinned links keep enforcing."""
+        self._bpf.cleanup()
+
+
+def _program_source(bpf_dir: Path) -> str:
+    return (bpf_dir / "enforcer.bpf.c").read_text()
+
+
+def build_cflags(headers: KernelHeaders, bpf_dir: Path) -> List[str]:
+    """Header-tree flags (incl. BTF feature -D flags), the ABI constants, bpf/ on the include path."""
+    return [*headers.cflags, *abi.cflags(), f"-I{bpf_dir}"]
+
+
+def load(
+    plan: MapPlan,
+    *,
+    btf_path: Path = DEFAULT_BTF,
+    bpf_dir: Optional[Path] = None,
+    cache_root: Optional[Path] = None,
+    pin_root: Path = PIN_ROOT,
+    pin: bool = True,
+) -> Enforcement:
+    """Establish enforcement of `plan`, all or nothing."""
+    check_capacity(plan)
+    bcc = _bcc()
+    bpf_dir = bpf_dir or default_bpf_dir()
+    btf = load_btf(btf_path)
+    check_hook_signatures(btf)
+    headers = generate_headers(str(btf_path), cache_root=cache_root)
+
+    class DeferredAttachBPF(bcc.BPF):
+        """bcc attaches LSM programs inside its constructor; we must fill maps first."""
+
+        def _trace_autoload(self) -> None:
+            return None
+
+    with kernel_source_env(headers):
+        try:
+            bpf = DeferredAttachBPF(text=_program_source(bpf_dir), cflags=build_cflags(headers, bpf_dir))
+        except Exception as error:  # bcc raises bare Exception for compile failures
+            raise LoadError(f"compiling {bpf_dir / 'enforcer.bpf.c'} failed: {error}") from error
+
+    try:
+        programs = {hook: bpf.load_func(f"lsm__{hook}".encode(), bcc.BPF.LSM) for hook in HOOK_PARAMS}
+    except Exception as error:  # verifier rejection: bcc prints the log to stderr
+        bpf.cleanup()
+        raise LoadError(f"the kernel refused to load enforcer's programs: {error}") from error
+
+    host_mntns = host_mount_namespace()
+    enforcement = Enforcement(bpf, plan, Path(), host_mntns)
+    try:
+        enforcement.fill(plan)
+    except OSError as error:
+        bpf.cleanup()
+        raise LoadError(f"filling the policy maps failed: {error}") from error
+
+    links: Dict[str, int] = {}
+    try:
+        for hook, program in programs.items():
+            fd = bcc.libbcc.lib.bpf_attach_lsm(program.fd)
+            if fd < 0:
+                raise LoadError(f"attaching the {hook} program failed: {os.strerror(ctypes.get_errno() or 1)}")
+            links[hook] = fd
+            bpf.lsm_fds[f"lsm__{hook}".encode()] = fd
+    except LoadError:
+        bpf.cleanup()  # closes every attached link: all or none
+        raise
+
+    if pin:
+        try:
+            enforcement.instance_dir = _pin(bpf, links, pin_root)
+        except OSError as error:
+            bpf.cleanup()
+            raise LoadError(f"pinning under {pin_root} failed: {error}") from error
+    return enforcement
+
+
+def _pin(bpf, links: Mapping[str, int], pin_root: Path) -> Path:
+    ensure_bpffs()
+    pin_root.mkdir(parents=True, exist_ok=True)
+    instance = pin_root / f"{time.time_ns()}-{os.getpid()}"
+    instance.mkdir()
+    try:
+        for hook, fd in links.items():
+            bpfsys.obj_pin(fd, str(instance / f"link_{hook}"))
+        for name in PINNED_MAPS:
+            bpfsys.obj_pin(bpf[name].map_fd, str(instance / f"map_{name}"))
+    except OSError:
+        remove_instance(instance)
+        raise
+    for older in instance_dirs(pin_root):
+        if older != instance:
+            log.info("retiring previous instance %s", older.name)
+            remove_instance(older)
+    return instance
+
+
+def unload(pin_root: Path = PIN_ROOT) -> List[str]:
+    """Remove every pinned instance: enforcement stops once no process holds the links."""
+    removed = []
+    for directory in instance_dirs(pin_root):
+        remove_instance(directory)
+        removed.append(directory.name)
+    if pin_root.is_dir() and not any(pin_root.iterdir()):
+        pin_root.rmdir()
+    return removed
+
+
+def read_pinned_stats(instance: Path) -> Dict[str, int]:
+    """Sum the per-CPU counters of a pinned instance (no bcc needed)."""
+    fd = bpfsys.obj_get(str(instance / "map_stats"))
+    try:
+        cpus = bpfsys.possible_cpus()
+        totals = {}
+        for stat in abi.Stat:
+            values = (ctypes.c_uint64 * cpus)()
+            bpfsys.map_lookup(fd, ctypes.c_uint32(int(stat)), values, what="map stats")  # type: ignore[arg-type]
+            totals[stat.name.lower()] = int(sum(values))
+        return totals
+    finally:
+        os.close(fd)
+
+
+def read_pinned_settings(instance: Path) -> abi.Settings:
+    fd = bpfsys.obj_get(str(instance / "map_settings"))
+    try:
+        settings = abi.Settings()
+        bpfsys.map_lookup(fd, ctypes.c_uint32(0), settings, what="map settings")
+        return settings
+    finally:
+        os.close(fd)
