@@ -1,0 +1,220 @@
+"""`enforcer run`: establish enforcement, report events, reload on SIGHUP.
+
+States: starting -> running -> stopping. Errors are never hidden: a policy
+that does not parse, a host without BPF-LSM, or a program the kernel refuses
+ends the start with the reason and a non-zero exit; nothing falls back to
+audit on its own.
+
+Exit codes: 0 clean stop, 1 enforcement impossible, 2 invalid policy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from enforcer.compile import compile_policy
+from enforcer.events import BootClock, decode
+from enforcer.parse import PolicyError, load_policy
+from enforcer.plan import MapPlan
+from enforcer.policy import Mode, Policy
+from enforcer.report import JsonReporter
+
+log = logging.getLogger("enforcer")
+
+STATE_DIR = Path(os.environ.get("ENFORCER_STATE_DIR", "/run/enforcer"))
+EXIT_OK = 0
+EXIT_UNAVAILABLE = 1
+EXIT_BAD_POLICY = 2
+
+POLL_MS = 500
+STATS_EVERY_S = 1.0
+
+
+class Notifier:
+    """sd_notify, only when systemd asked for it (NOTIFY_SOCKET is set)."""
+
+    def __init__(self) -> None:
+        self._notifier = None
+        if os.environ.get("NOTIFY_SOCKET"):
+            import sdnotify  # noqa: PLC0415 - only under systemd
+
+            self._notifier = sdnotify.SystemdNotifier()
+        usec = os.environ.get("WATCHDOG_USEC")
+        self.watchdog_interval_s = int(usec) / 2_000_000 if usec and usec.isdigit() else None
+        self._last_ping = 0.0
+
+    def send(self, message: str) -> None:
+        if self._notifier is not None:
+            self._notifier.notify(message)
+
+    def ping(self) -> None:
+        """Feed the watchdog; called from the main loop only, so a hung loop starves it."""
+        if self.watchdog_interval_s is None:
+            return
+        now = time.monotonic()
+        if now - self._last_ping >= self.watchdog_interval_s:
+            self.send("WATCHDOG=1")
+            self._last_ping = now
+
+
+@dataclass(frozen=True)
+class Loaded:
+    policy: Policy
+    plan: MapPlan
+
+
+def load_and_compile(path: Path, override: Optional[Mode]) -> Loaded:
+    policy = load_policy(path)
+    return Loaded(policy, compile_policy(policy, override))
+
+
+def write_state(state: dict) -> None:
+    """Facts for `enforcer status`, replaced atomically."""
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = STATE_DIR / "status.json.tmp"
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    tmp.replace(STATE_DIR / "status.json")
+
+
+def _mode_summary(plan: MapPlan) -> str:
+    enforce = sum(1 for r in plan.rules if r.mode == "enforce")
+    return f"{len(plan.rules)} rules ({enforce} enforce, {len(plan.rules) - enforce} audit)"
+
+
+class Agent:
+    def __init__(self, policy_path: Path, override: Optional[Mode], reporter: JsonReporter) -> None:
+        self.policy_path = policy_path
+        self.override = override
+        self.reporter = reporter
+        self.notifier = Notifier()
+        self.clock = BootClock.now()
+        self._stop = False
+        self._reload = False
+        self._lost_seen = 0
+        self.enforcement = None
+
+    # signal handlers only set flags; the main loop acts on them
+    def _on_stop(self, signum, _frame) -> None:
+        self._stop = True
+
+    def _on_reload(self, signum, _frame) -> None:
+        self._reload = True
+
+    def start(self) -> int:
+        from enforcer.kernel.loader import LoadError, load  # noqa: PLC0415 - needs bcc
+        from enforcer.kernel.probe import run_probe  # noqa: PLC0415
+
+        try:
+            loaded = load_and_compile(self.policy_path, self.override)
+        except PolicyError as error:
+            print(str(error), file=sys.stderr)
+            return EXIT_BAD_POLICY
+        report = run_probe()
+        if not report.usable:
+            print(report.explain(), file=sys.stderr)
+            print("refusing to start: enforcer never falls back to audit on its own", file=sys.stderr)
+            return EXIT_UNAVAILABLE
+        try:
+            self.enforcement = load(loaded.plan)
+        except LoadError as error:
+            print(f"enforcer: {error}", file=sys.stderr)
+            return EXIT_UNAVAILABLE
+        self.enforcement.on_event(self._on_record)
+        self._publish_state(loaded)
+        self.reporter.notice(
+            "started",
+            policy=str(self.policy_path),
+            mode=self.override.value if self.override else loaded.policy.mode.value,
+            rules=_mode_summary(loaded.plan),
+            instance=self.enforcement.instance_dir.name,
+        )
+        # READY only now: every program attached, every map filled.
+        self.notifier.send("READY=1\nSTATUS=enforcing " + _mode_summary(loaded.plan))
+        return EXIT_OK
+
+    def _publish_state(self, loaded: Loaded) -> None:
+        write_state(
+            {
+                "pid": os.getpid(),
+                "policy": str(self.policy_path),
+                "allow_d": list(loaded.policy.allow_sources),
+                "mode_override": self.override.value if self.override else None,
+                "instance": self.enforcement.instance_dir.name,
+                "rules": [r.__dict__ for r in loaded.plan.rules],
+                "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+        )
+
+    def _on_record(self, record) -> None:
+        self.reporter.event(decode(record, self.enforcement.plan, self.clock))
+
+    def reload(self) -> None:
+        """Re-read the policy; apply it only if it parses, compiles and writes cleanly."""
+        from enforcer.kernel.loader import ReloadError  # noqa: PLC0415
+
+        self.notifier.send("RELOADING=1")
+        try:
+            loaded = load_and_compile(self.policy_path, self.override)
+            changes = self.enforcement.apply(loaded.plan)
+        except (PolicyError, ReloadError) as error:
+            self.reporter.notice("reload rejected, previous policy still in force", error=str(error))
+            log.error("reload rejected: %s", error)
+        else:
+            changed = sum(len(d.added) + len(d.changed) + len(d.deleted) for d in changes.maps.values())
+            self._publish_state(loaded)
+            self.reporter.notice("reloaded", rules=_mode_summary(loaded.plan), map_entries_changed=changed)
+        self.notifier.send("READY=1")
+
+    def _report_lost(self) -> None:
+        lost = self.enforcement.stats()["events_lost"]
+        if lost > self._lost_seen:
+            self.reporter.lost(lost - self._lost_seen)
+            self._lost_seen = lost
+
+    def loop(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_reload)
+        last_stats = 0.0
+        while not self._stop:
+            self.enforcement.poll(POLL_MS)
+            if self._reload:
+                self._reload = False
+                self.reload()
+            now = time.monotonic()
+            if now - last_stats >= STATS_EVERY_S:
+                self._report_lost()
+                last_stats = now
+            self.notifier.ping()
+        self.notifier.send("STOPPING=1")
+        self.enforcement.poll(0)  # drain what is already in the ring buffer
+        self._report_lost()
+        self.reporter.flush()
+        self.reporter.notice(
+            "stopping; pinned programs keep enforcing until `enforcer unload`",
+            instance=self.enforcement.instance_dir.name,
+        )
+        self.enforcement.close()
+        return EXIT_OK
+
+
+def run_command(args) -> int:
+    logging.basicConfig(
+        level=getattr(logging, str(getattr(args, "log_level", "info")).upper(), logging.INFO),
+        stream=sys.stderr,
+        format="enforcer: %(levelname)s %(message)s",
+    )
+    override = Mode(args.mode) if getattr(args, "mode", None) else None
+    agent = Agent(Path(args.policy), override, JsonReporter(sys.stdout))
+    status = agent.start()
+    if status != EXIT_OK:
+        return status
+    return agent.loop()
