@@ -1,0 +1,1 @@
+"""Test harness helpers (real-kernel VM runner). See tests/kernel/README.md."""
