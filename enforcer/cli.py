@@ -1,0 +1,130 @@
+"""The `enforcer` command line.
+
+`check` is complete here and needs neither bcc nor root. `run`, `probe`,
+`status` and `unload` import their modules only when invoked, so importing
+this module never imports bcc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import List, Optional, Sequence
+
+from enforcer import __version__
+
+EXIT_OK = 0
+EXIT_UNAVAILABLE = 1
+EXIT_INVALID = 2
+
+DEFAULT_POLICY = "/etc/enforcer/policy.toml"
+MODES = ("enforce", "audit")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _plural(count: int, word: str, plural: Optional[str] = None) -> str:
+    return f"{count} {word if count == 1 else (plural or word + 's')}"
+
+
+def check_command(args: argparse.Namespace) -> int:
+    """Validate (and compile) every policy given; print a summary or every error."""
+    from enforcer.compile import compile_policy
+    from enforcer.explain import count_allow_entries, explain_policy
+    from enforcer.parse import PolicyError, load_policy
+    from enforcer.policy import Mode
+
+    override = Mode(args.mode) if args.mode else None
+    status = EXIT_OK
+    for path in args.policies:
+        try:
+            policy = load_policy(path)
+        except PolicyError as exc:
+            for problem in exc.errors:
+                print(problem, file=sys.stderr)
+            status = EXIT_INVALID
+            continue
+        plan = compile_policy(policy, override)
+        enforcing = sum(1 for info in plan.rules if info.mode == Mode.ENFORCE.value)
+        auditing = len(plan.rules) - enforcing
+        print(
+            f"{path}: ok: {_plural(len(policy.rules), 'rule')} ({enforcing} enforce, {auditing} audit), "
+            f"{_plural(count_allow_entries(policy), 'allowlist entry', 'allowlist entries')}, "
+            f"{_plural(len(policy.allow_sources), 'allow.d file')}"
+        )
+        if args.explain:
+            print()
+            print(explain_policy(policy, override))
+    return status
+
+
+def _delegate(module: str, function: str):
+    """A handler that imports `module` only when the subcommand runs."""
+
+    def handler(args: argparse.Namespace) -> int:
+        try:
+            target = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            print(f"enforcer {args.command}: not available in this installation ({module} is missing)",
+                  file=sys.stderr)
+            return EXIT_UNAVAILABLE
+        return int(getattr(target, function)(args))
+
+    return handler
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="enforcer",
+        description="Deny container-escape and defence-evasion techniques in the kernel (BPF-LSM).",
+    )
+    parser.add_argument("--version", action="version", version=f"enforcer {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    check = sub.add_parser(
+        "check",
+        help="validate policy files (no root, no bcc)",
+        description="Validate policy files and their allow.d directories. "
+        "Exit 0 when all are valid, 2 when any is not (every error is printed).",
+    )
+    check.add_argument("--explain", action="store_true", help="say in plain words what each policy does")
+    check.add_argument("--mode", choices=MODES, help="explain as if run with this --mode")
+    check.add_argument("policies", nargs="+", metavar="POLICY", help="policy file(s)")
+    check.set_defaults(handler=check_command)
+
+    run = sub.add_parser("run", help="load the BPF programs and enforce a policy (root)")
+    run.add_argument("--policy", default=DEFAULT_POLICY, metavar="FILE",
+                     help=f"policy file (default {DEFAULT_POLICY})")
+    run.add_argument("--mode", choices=MODES, help="override every rule's mode for this run")
+    run.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="default info")
+    run.set_defaults(handler=_delegate("enforcer.daemon", "run_command"))
+
+    probe = sub.add_parser("probe", help="check whether this kernel can run enforcer")
+    probe.add_argument("--json", action="store_true", help="machine-readable output")
+    probe.set_defaults(handler=_delegate("enforcer.kernel.probe", "probe_command"))
+
+    status = sub.add_parser("status", help="show what is loaded and enforced")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=_delegate("enforcer.status", "status_command"))
+
+    unload = sub.add_parser("unload", help="detach and remove enforcer's BPF programs")
+    unload.set_defaults(handler=_delegate("enforcer.status", "unload_command"))
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    try:
+        return int(args.handler(args))
+    except BrokenPipeError:  # e.g. `enforcer check --explain ... | head`: no traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_UNAVAILABLE
+
+
+__all__: List[str] = ["main", "build_parser", "check_command"]
