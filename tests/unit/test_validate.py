@@ -1,0 +1,168 @@
+"""Every invalid policy in tests/unit/invalid yields exactly its expected messages, exit 2.
+
+A case is `invalid/NAME.toml`, or `invalid/NAME/policy.toml` with an
+`allow.d/` beside it; `invalid/NAME.expected` holds the exact stderr lines,
+with paths relative to tests/unit/invalid (the tests run from there).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from enforcer import abi
+from enforcer.cli import main
+from enforcer.parse import PolicyError, load_policy, loads_policy
+
+INVALID = Path(__file__).resolve().parent / "invalid"
+
+
+def _cases():
+    for expected in sorted(INVALID.glob("*.expected")):
+        name = expected.stem
+        policy = f"{name}.toml" if (INVALID / f"{name}.toml").is_file() else f"{name}/policy.toml"
+        yield pytest.param(policy, expected.read_text(encoding="utf-8").splitlines(), id=name)
+
+
+def test_every_case_has_expected_messages():
+    policies = {p.stem for p in INVALID.glob("*.toml")} | {p.name for p in INVALID.iterdir() if p.is_dir()}
+    expected = {p.stem for p in INVALID.glob("*.expected")}
+    assert policies == expected
+    assert len(expected) >= 40
+
+
+@pytest.mark.parametrize("policy,expected", list(_cases()))
+def test_invalid_policy_messages(policy, expected, monkeypatch):
+    monkeypatch.chdir(INVALID)
+    assert expected, "an .expected file must not be empty"
+    with pytest.raises(PolicyError) as caught:
+        load_policy(policy)
+    assert [str(p) for p in caught.value.errors] == expected
+    assert str(caught.value) == "\n".join(expected)
+
+
+@pytest.mark.parametrize("policy,expected", list(_cases()))
+def test_invalid_policy_cli_exit_2(policy, expected, monkeypatch, capsys):
+    monkeypatch.chdir(INVALID)
+    assert main(["check", policy]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == expected
+
+
+def _exec_policy(*dirs: str, extra: str = "") -> str:
+    listed = ", ".join(f'"{d}"' for d in dirs)
+    return f'version = 1\n[[rule]]\nid = "x"\nkind = "exec"\ndirs = [{listed}]\n{extra}'
+
+
+def test_path_length_boundaries_are_exact():
+    ok_dir = "/" + "a" * (abi.PATH_MATCH_MAX - 2)  # + "/" = PATH_MATCH_MAX bytes
+    long_dir = ok_dir + "a"
+    ok_exe = "/" + "b" * (abi.EXACT_PATH_MATCH_MAX - 1)
+    policy = loads_policy(_exec_policy(ok_dir, extra=f'[rule.allow]\nexe = ["{ok_exe}"]\n'))
+    assert policy.rules[0].dirs[0].path == ok_dir
+    assert policy.rules[0].meta.allow.exe == (ok_exe,)
+    with pytest.raises(PolicyError) as caught:
+        loads_policy(_exec_policy(long_dir, extra=f'[rule.allow]\nexe = ["{ok_exe}b"]\n'))
+    messages = [p.message for p in caught.value.errors]
+    assert len(messages) == 2
+    # the rule's allowlist is checked before its dirs
+    assert [p.location for p in caught.value.errors] == ["rule[0].allow.exe[0]", "rule[0].dirs[0]"]
+    assert messages[0].endswith(f"is too long: {abi.EXACT_PATH_MATCH_MAX + 1} bytes, "
+                                f"the kernel can match at most {abi.EXACT_PATH_MATCH_MAX}")
+    assert messages[1].endswith(f'is too long: {abi.PATH_MATCH_MAX + 1} bytes with the trailing "/", '
+                                f"the kernel can match at most {abi.PATH_MATCH_MAX}")
+
+
+def test_exactly_max_rules_is_fine():
+    rules = "".join(f'[[rule]]\nid = "r{i}"\nkind = "exec"\ndirs = ["/d{i}"]\n' for i in range(abi.MAX_RULES))
+    assert len(loads_policy("version = 1\n" + rules).rules) == abi.MAX_RULES
+
+
+def test_same_place_in_host_and_container_rules_is_fine():
+    text = """version = 1
+[[rule]]
+id = "h"
+kind = "exec"
+scope = "host"
+dirs = ["/tmp"]
+filesystems = ["tmpfs", "memfd"]
+[[rule]]
+id = "c"
+kind = "exec"
+scope = "container"
+dirs = ["/tmp"]
+filesystems = ["tmpfs", "memfd"]
+[[rule]]
+id = "sh"
+kind = "sysrq"
+scope = "host"
+[[rule]]
+id = "sc"
+kind = "sysrq"
+scope = "container"
+[[rule]]
+id = "read"
+kind = "sysrq"
+access = ["read"]
+[[rule]]
+id = "ra-w"
+kind = "release_agent"
+access = ["write"]
+[[rule]]
+id = "ra-r"
+kind = "release_agent"
+access = ["rename"]
+"""
+    assert [r.meta.id for r in loads_policy(text).rules] == ["h", "c", "sh", "sc", "read", "ra-w", "ra-r"]
+
+
+def test_nested_places_in_different_rules_are_fine():
+    text = """version = 1
+[[rule]]
+id = "a"
+kind = "exec"
+dirs = ["/var"]
+exclude = ["/var/lib"]
+[[rule]]
+id = "b"
+kind = "exec"
+dirs = ["/var/tmp", "/var/lib/x"]
+"""
+    assert len(loads_policy(text).rules) == 2
+
+
+def test_empty_optional_lists_are_fine():
+    text = """version = 1
+[allow]
+exe = []
+exe_dirs = []
+uid = []
+cgroup = []
+[[rule]]
+id = "a"
+kind = "exec"
+dirs = []
+filesystems = ["memfd"]
+exclude = []
+[rule.allow]
+exe = []
+"""
+    policy = loads_policy(text)
+    assert policy.allow.is_empty()
+    assert policy.rules[0].memfd and policy.rules[0].dirs == () and policy.rules[0].filesystems == frozenset()
+
+
+def test_root_dir_is_allowed_in_exec_rules_with_excludes():
+    policy = loads_policy(_exec_policy("/", extra='exclude = ["/usr", "/opt/app"]\n'))
+    assert policy.rules[0].exclude == ("/usr", "/opt/app")
+
+
+def test_exclude_below_recursive_dir_only_counts_when_strictly_below():
+    with pytest.raises(PolicyError) as caught:
+        loads_policy(_exec_policy("/tmp", extra='exclude = ["/tmpx"]\n'))
+    assert [str(p) for p in caught.value.errors] == [
+        '<policy>: rule[0].exclude[0]: "/tmpx" is not below any of the rule\'s recursive dirs and '
+        "the rule has no filesystems, so it would never matter"
+    ]
