@@ -1,0 +1,195 @@
+"""`enforcer check` output and exit codes; subcommand wiring; no bcc on import."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from enforcer import cli
+
+REPO = Path(__file__).resolve().parents[2]
+POLICIES = REPO / "policies"
+
+VALID = 'version = 1\n[[rule]]\nid = "s"\nkind = "sysrq"\n[rule.allow]\nuid = [0]\n'
+
+
+def test_check_valid_prints_one_summary_line_per_file(tmp_path, capsys):
+    (tmp_path / "a.toml").write_text(VALID)
+    (tmp_path / "allow.d").mkdir()
+    (tmp_path / "allow.d" / "x.toml").write_text('[allow]\nexe = ["/x"]\n')
+    assert cli.main(["check", str(tmp_path / "a.toml"), str(POLICIES / "default.toml")]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert out.splitlines() == [
+        f"{tmp_path}/a.toml: ok: 1 rule (1 enforce, 0 audit), 2 allowlist entries, 1 allow.d file",
+        f"{POLICIES}/default.toml: ok: 6 rules (5 enforce, 1 audit), 7 allowlist entries, 0 allow.d files",
+    ]
+
+
+def test_check_mode_override_counts(capsys):
+    assert cli.main(["check", "--mode", "audit", str(POLICIES / "default.toml")]) == 0
+    assert capsys.readouterr().out == (
+        f"{POLICIES}/default.toml: ok: 6 rules (0 enforce, 6 audit), 7 allowlist entries, 0 allow.d files\n"
+    )
+
+
+def test_check_one_invalid_file_exits_2_but_checks_all(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('version = 1\nmode = "on"\n[[rule]]\nid = "s"\nkind = "sysrq"\n')
+    good = tmp_path / "good.toml"
+    good.write_text(VALID)
+    assert cli.main(["check", str(bad), str(good)]) == 2
+    out, err = capsys.readouterr()
+    assert err == f'{bad}: mode: unknown value "on" (allowed: "enforce", "audit")\n'
+    assert out == f"{good}: ok: 1 rule (1 enforce, 0 audit), 1 allowlist entry, 0 allow.d files\n"
+
+
+def test_check_missing_file_exits_2(tmp_path, capsys):
+    assert cli.main(["check", str(tmp_path / "none.toml")]) == 2
+    assert capsys.readouterr().err == f"{tmp_path}/none.toml: cannot read: No such file or directory\n"
+
+
+def test_check_needs_a_policy(capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["check"])
+    assert exited.value.code == 2
+    assert "POLICY" in capsys.readouterr().err
+
+
+def test_explain_default_policy(capsys):
+    assert cli.main(["check", "--explain", str(POLICIES / "default.toml")]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].endswith("default.toml: ok: 6 rules (5 enforce, 1 audit), 7 allowlist entries, 0 allow.d files")
+    assert "Global allowlist: empty (no process is exempt from every rule)." in lines
+    # rules in file order, each with its action
+    headers = [line for line in lines if line.startswith("Rule ")]
+    assert headers == [
+        'Rule 1 "sysrq-write-host" [sysrq]: DENIED (enforce)',
+        'Rule 2 "sysrq-write-container" [sysrq]: DENIED (enforce)',
+        'Rule 3 "release-agent" [release_agent]: DENIED (enforce)',
+        'Rule 4 "exec-unusual-dir" [exec]: DENIED (enforce)',
+        'Rule 5 "exec-memfd" [exec]: DENIED (enforce)',
+        'Rule 6 "exec-run-audit" [exec]: REPORTED ONLY, not denied (audit)',
+    ]
+    rule1 = out[out.index("Rule 1 "):out.index("Rule 2 ")]
+    assert "    - writing /proc/sysrq-trigger (in every procfs mount)\n" in rule1
+    assert "    - writing /proc/sys/kernel/sysrq (in every procfs mount)\n" in rule1
+    assert "  Who: processes on the host only (initial mount namespace)\n" in rule1
+    assert "    - the programs /usr/lib/systemd/systemd-sysctl, /lib/systemd/systemd-sysctl\n" in rule1
+    rule3 = out[out.index("Rule 3 "):out.index("Rule 4 ")]
+    assert "  Except: nobody\n" in rule3
+    assert "    - renaming a file to or from the name release_agent, on any filesystem\n" in rule3
+    rule4 = out[out.index("Rule 4 "):out.index("Rule 5 ")]
+    assert "    - executing a file anywhere under /tmp/\n" in rule4
+    assert "    - executing a file from a filesystem of type devtmpfs, mqueue, proc, sysfs, wherever it is mounted\n" in rule4
+    assert out.endswith(
+        "Deep paths: the kernel walks at most 40 path components. An executed file deeper than that cannot "
+        "be placed; instead of allowing it, the kernel applies:\n"
+        '  - host: rule 4 "exec-unusual-dir" (enforce)\n'
+        '  - containers: rule 4 "exec-unusual-dir" (enforce)\n\n'
+    )
+
+
+def test_explain_global_allowlist_excludes_and_forced_mode(tmp_path, capsys):
+    policy = tmp_path / "p.toml"
+    policy.write_text(
+        'version = 1\n[allow]\nexe_dirs = ["/opt/agent"]\nuid = [0, 998]\ncgroup = ["/system.slice/x.service"]\n'
+        '[[rule]]\nid = "e"\nkind = "exec"\nscope = "container"\n'
+        'dirs = ["/srv", {path = "/home", recursive = false}]\nexclude = ["/srv/ok"]\nfilesystems = ["memfd"]\n'
+    )
+    assert cli.main(["check", "--explain", "--mode", "audit", str(policy)]) == 0
+    out = capsys.readouterr().out
+    assert f"Policy {policy}: mode enforce (forced to audit by --mode), 1 rule.\n" in out
+    assert (
+        "Global allowlist: these may do anything the rules below deny:\n"
+        "  - any program under /opt/agent/\n"
+        "  - user ids 0, 998\n"
+        "  - processes in cgroup /system.slice/x.service and below\n"
+    ) in out
+    assert (
+        "    - executing a file anywhere under /srv/\n"
+        "    - executing a file directly in /home/ (not in its subdirectories)\n"
+        "    - executing an anonymous in-memory file (memfd_create, or an unlinked shared-memory file)\n"
+        "    - but never for files under /srv/ok/ (excluded)\n"
+        "  Who: processes in containers only (any other mount namespace)\n"
+        "  Except:\n"
+        "    - anything in the global allowlist\n"
+    ) in out
+    assert '  - host: nothing (no exec rule with dirs covers host); such files run\n' in out
+    assert '  - containers: rule 1 "e" (audit)\n' in out
+
+
+@pytest.mark.parametrize(
+    "argv,module,function",
+    [
+        (["run", "--policy", "/p.toml", "--mode", "audit", "--log-level", "debug"], "enforcer.daemon", "run_command"),
+        (["probe", "--json"], "enforcer.kernel.probe", "probe_command"),
+        (["status", "--json"], "enforcer.status", "status_command"),
+        (["unload"], "enforcer.status", "unload_command"),
+    ],
+)
+def test_subcommands_delegate_lazily(monkeypatch, argv, module, function):
+    seen = []
+    fake = types.ModuleType(module)
+    setattr(fake, function, lambda args: seen.append(args) or 7)
+    monkeypatch.setitem(sys.modules, module, fake)
+    assert cli.main(argv) == 7
+    (args,) = seen
+    assert args.command == argv[0]
+    if argv[0] == "run":
+        assert (args.policy, args.mode, args.log_level) == ("/p.toml", "audit", "debug")
+    if argv[0] in ("probe", "status"):
+        assert args.json is True
+
+
+def test_run_defaults():
+    args = cli.build_parser().parse_args(["run"])
+    assert (args.policy, args.mode, args.log_level) == ("/etc/enforcer/policy.toml", None, "info")
+    assert cli.build_parser().parse_args(["status"]).json is False
+
+
+def test_missing_backend_module_is_a_clear_message(monkeypatch, capsys):
+    def fail(name):
+        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+    monkeypatch.setattr(cli.importlib, "import_module", fail)
+    assert cli.main(["probe"]) == 1
+    assert capsys.readouterr().err == (
+        "enforcer probe: not available in this installation (enforcer.kernel.probe is missing)\n"
+    )
+
+
+def test_importing_cli_and_checking_does_not_import_bcc():
+    code = (
+        "import sys\n"
+        "from enforcer import cli\n"
+        "assert cli.main(['check', '--explain', 'policies/default.toml']) == 0\n"
+        "bad = [m for m in sys.modules if m == 'bcc' or m.startswith('bcc.') or m.startswith('enforcer.kernel')]\n"
+        "assert not bad, bad\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_python_dash_m_enforcer(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "enforcer", "check", "policies/default.toml", "policies/audit.toml"],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "policies/default.toml: ok: 6 rules (5 enforce, 1 audit), 7 allowlist entries, 0 allow.d files",
+        "policies/audit.toml: ok: 6 rules (0 enforce, 6 audit), 7 allowlist entries, 0 allow.d files",
+    ]
+    bad = tmp_path / "x.toml"
+    bad.write_bytes(b"\xff")
+    result = subprocess.run([sys.executable, "-m", "enforcer", "check", str(bad)], cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr == f"{bad}: not valid UTF-8: byte 0xff at offset 0 (line 1)\n"
+    assert "Traceback" not in result.stderr
