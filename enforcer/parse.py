@@ -360,7 +360,7 @@ def _parse_bytes(
             line, col = int(found.group(1)), int(found.group(2))
             message = message[: found.start()]
         elif _TOML_END_RE.search(message):
-            message = _TOML_END_RE.sub("", message) + " (at end of file)"
+            message = _TOML_END_RE.sub("", message)
             if line is None:
                 line, col = _position(text, len(text))
         if line is None or col is None:
