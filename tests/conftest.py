@@ -107,8 +107,7 @@ class KernelProxyItem(pytest.Item):
     def setup_proxy(self, original: pytest.Item) -> None:
         self._location_info = original.reportinfo()
         self.extra_keyword_matches.update(original.listextrakeywords())
-        for mark in getattr(original, "own_markers", []):
-            self.add_marker(mark)
+        self.own_markers.extend(getattr(original, "own_markers", []))
 
     def iter_markers_with_node(self, name=None):
         for node, mark in super().iter_markers_with_node(name):
@@ -121,7 +120,7 @@ class KernelProxyItem(pytest.Item):
     def runtest(self) -> None:
         state: KernelState = self.config.stash[_STATE]
         if state.skip_reason:
-            pytest.skip(state.skip_reason)
+            raise pytest.skip.Exception(state.skip_reason, _use_item_location=True)
         ci = " (CI is set: kernel tests are required)" if vm.in_ci() else ""
         hint = f"; to skip kernel tests explicitly use --no-kernel or {vm.ENV_SKIP}=1" if not ci else ""
         if state.unavailable:
@@ -139,11 +138,16 @@ class KernelProxyItem(pytest.Item):
         if res.outcome == "passed":
             return
         if res.outcome == "skipped":
-            pytest.skip(f"in guest: {res.message}")
+            # Reported at the test's own location, as a skip marker would be.
+            raise pytest.skip.Exception(f"in guest: {res.message}", _use_item_location=True)
         if res.outcome == "xfailed":
             pytest.xfail(f"in guest: {res.message}")
         self._attach_logs(outcome, state.run, res)
-        where = "failed in the guest" if res.outcome == "failed" else "errored in the guest (setup/teardown)"
+        where = {
+            "failed": "failed in the guest",
+            "error": "errored in the guest (setup/teardown)",
+            "incomplete": f"did not finish in the guest ({outcome.problem or 'no reason known'})",
+        }.get(res.outcome, f"had outcome {res.outcome!r} in the guest")
         raise GuestFailure(
             f"{self.nodeid} {where} (kernel {state.run.kernel.name}; "
             f"results dir {state.run.results_dir}):\n{res.text or res.message}"
@@ -152,16 +156,20 @@ class KernelProxyItem(pytest.Item):
     def _attach_logs(self, outcome: vm.GuestOutcome, run: vm.GuestRun,
                      res: Optional[vm.GuestResult] = None) -> None:
         if res is not None:
-            if res.stdout.strip():
-                self.add_report_section("call", "guest stdout", res.stdout)
-            if res.stderr.strip():
-                self.add_report_section("call", "guest stderr", res.stderr)
+            # The per-phase records hold the raw captured output; junit-xml
+            # wraps it in headings, so it is only the fallback.
+            raw = outcome.jsonl.get(self.nodeid, res)
+            if raw.stdout.strip():
+                self.add_report_section("call", "guest stdout", raw.stdout)
+            if raw.stderr.strip():
+                self.add_report_section("call", "guest stderr", raw.stderr)
         for name, text in run.artifacts_for(self.nodeid).items():
             self.add_report_section("call", f"guest artifact {name} (tail)", vm.tail(text, 200))
         self.add_report_section("call", "guest console (tail)", vm.tail(outcome.console, 60))
-        dmesg = run.dmesg()
-        if dmesg:
-            self.add_report_section("call", "guest dmesg (tail)", vm.tail(dmesg, 30))
+        dmesg = vm.dmesg_since_script(run.dmesg())
+        if dmesg.strip():
+            self.add_report_section("call", "guest kernel log since the tests started (tail)",
+                                    vm.tail(dmesg, 60))
 
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, GuestFailure):

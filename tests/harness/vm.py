@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -70,7 +71,7 @@ def in_ci(env: Mapping[str, str] = os.environ) -> bool:
 class GuestResult:
     """The outcome of one test as run inside the guest."""
 
-    outcome: str  # "passed", "failed", "error", "skipped", "xfailed"
+    outcome: str  # "passed", "failed", "error", "skipped", "xfailed", "incomplete"
     message: str = ""  # skip/xfail reason or failure headline
     text: str = ""  # full failure text (pytest's long representation)
     stdout: str = ""
@@ -163,7 +164,7 @@ def _fold_phases(recs: List[dict]) -> GuestResult:
     if any(r["when"] == "call" and r["outcome"] == "passed" for r in recs):
         return GuestResult("passed", "", "", stdout, stderr, duration)
     last = recs[-1]["when"]
-    return GuestResult("error", f"incomplete: last phase seen was {last}", "", stdout, stderr, duration)
+    return GuestResult("incomplete", f"did not finish (last phase recorded: {last})", "", stdout, stderr, duration)
 
 
 def artifact_dir_name(nodeid: str) -> str:
@@ -176,6 +177,19 @@ def tail(text: str, lines: int = 60) -> str:
     if len(parts) <= lines:
         return text
     return f"[... {len(parts) - lines} earlier lines omitted ...]\n" + "\n".join(parts[-lines:])
+
+
+SCRIPT_START_MARK = "virtme-ng-init: starting script"
+
+
+def dmesg_since_script(dmesg: str) -> str:
+    """The kernel log after the guest started its script (boot noise cut);
+    the whole log if the mark is absent."""
+    idx = dmesg.rfind(SCRIPT_START_MARK)
+    if idx < 0:
+        return dmesg
+    nl = dmesg.find("\n", idx)
+    return "" if nl < 0 else dmesg[nl + 1:]
 
 
 # ----------------------------------------------------------------- kernel --
@@ -366,6 +380,13 @@ class GuestOutcome:
         return r if r is not None else self.jsonl.get(nodeid)
 
 
+def _copy_stream(stream, path: Path) -> None:
+    with stream, open(path, "wb") as out:
+        for chunk in iter(lambda: stream.read1(65536), b""):
+            out.write(chunk)
+            out.flush()
+
+
 class GuestRun:
     """One guest boot that runs the given kernel tests; bounded by a timeout."""
 
@@ -411,21 +432,24 @@ class GuestRun:
         env["PATH"] = str(Path(self.vng).parent) + os.pathsep + env.get("PATH", "")
         for name in (ENV_IN_GUEST, ENV_SKIP):
             env.pop(name, None)
-        console = open(self.results_dir / CONSOLE_NAME, "wb")
-        try:
-            self._t0 = time.monotonic()
-            self._t0_wall = time.time()
-            self.proc = subprocess.Popen(
-                self.command,
-                cwd=str(self.repo),
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=console,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # own process group: killed as a whole
-            )
-        finally:
-            console.close()
+        # A pipe, not the file itself: QEMU re-opens /proc/self/fd/1 for the
+        # guest's stdout/stderr with O_TRUNC and its own offset, so writers
+        # sharing a file clobber each other's output.
+        self._t0 = time.monotonic()
+        self._t0_wall = time.time()
+        self.proc = subprocess.Popen(
+            self.command,
+            cwd=str(self.repo),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # own process group: killed as a whole
+        )
+        self._copier = threading.Thread(
+            target=_copy_stream, args=(self.proc.stdout, self.results_dir / CONSOLE_NAME),
+            name="guest-console", daemon=True)
+        self._copier.start()
 
     def _kill(self) -> None:
         assert self.proc is not None
@@ -457,6 +481,9 @@ class GuestRun:
             self._kill()
             rc = self.proc.returncode
         wall = time.monotonic() - self._t0
+        # The pipe closes when every process holding it has exited; a stray
+        # holder must not hang the session.
+        self._copier.join(timeout=30)
         self._outcome = self._collect(rc, timed_out, wall)
         return self._outcome
 
