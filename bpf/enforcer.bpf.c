@@ -64,7 +64,9 @@ struct scratch {
 	struct path_buf aux;	/* rename destination */
 	struct path_buf exe;	/* acting task's executable */
 	struct path_buf cgroup;	/* acting task's cgroup v2 path */
-	void *stack[ENFORCER_PATH_DEPTH_MAX];
+	void *stack[ENFORCER_PATH_WALK_STEPS];	/* dentries or kernfs nodes */
+	__u32 steps;		/* walk results, kept in map memory on purpose */
+	__u32 reached;
 };
 
 /* What a hook has found out about the action by the time a rule matched. */
@@ -89,6 +91,30 @@ BPF_LPM_TRIE(allow_cgroup, struct enforcer_lpm_key, __u64, ENFORCER_MAX_ALLOW);
 BPF_PERCPU_ARRAY(stats, __u64, ENFORCER_STAT_COUNT);
 BPF_PERCPU_ARRAY(scratch_map, struct scratch, 1);
 BPF_RINGBUF_OUTPUT(events, ENFORCER_RINGBUF_PAGES);
+
+/* Clang may drop a mask it can prove redundant, after which the verifier can
+ * no longer bound the offset; an empty asm makes the value opaque to clang. */
+#define OPAQUE(var) asm volatile("" : "+r"(var))
+
+static __always_inline __u32 bounded_offset(__u32 off)
+{
+	OPAQUE(off);
+	return off & STR_MASK;
+}
+
+/* Index into path_buf.data for terminators written after a path. */
+#define DATA_MASK		(2 * ENFORCER_LPM_DATA_LEN - 1)
+
+static __always_inline __u32 bounded_index(__u32 index)
+{
+	OPAQUE(index);
+	return index & DATA_MASK;
+}
+
+/* A load the compiler must really emit: the verifier then sees a value read
+ * from map memory, which it does not track, instead of the exact value the
+ * previous loop left behind in a register. */
+#define FORGET(field) (*(volatile __typeof__(field) *)&(field))
 
 #define READ_KERNEL(dst, src) bpf_probe_read_kernel(&(dst), sizeof(dst), &(src))
 
@@ -157,12 +183,67 @@ static __always_inline struct dentry *parent_of(struct dentry *dentry)
 }
 
 /*
+ * Writes "/name" for each non-NULL stack slot, from slot steps-1 down to 0,
+ * into out (after its namespace byte). The running length lives in map
+ * memory (out->len), not in a register: a register would carry a different
+ * value range out of every branch, the verifier could not merge them, and
+ * its work would grow exponentially with the number of iterations.
+ * `is_kernfs` selects which name field the slots hold.
+ */
+static __always_inline void append_components(struct scratch *s, struct path_buf *out,
+					      __u32 steps, int is_kernfs)
+{
+	__u8 *buf = out->data + 1;
+
+	FORGET(out->len) = 0;
+	for (int j = 0; j < ENFORCER_PATH_WALK_STEPS; j++) {
+		const char *name = NULL;
+		void *slot;
+		__u32 off;
+		long copied;
+
+		if (j >= steps)
+			break;
+		slot = s->stack[(steps - 1 - j) & (ENFORCER_PATH_WALK_STEPS - 1)];
+		if (!slot)
+			continue;	/* a mount crossing, or a root */
+		off = FORGET(out->len);
+		if (off >= ENFORCER_LPM_DATA_LEN - 1) {
+			out->truncated = 1;
+			break;
+		}
+		buf[bounded_offset(off)] = '/';
+		off++;
+		out->dir_len = off;
+		if (is_kernfs)
+			READ_KERNEL(name, ((struct kernfs_node *)slot)->name);
+		else
+			READ_KERNEL(name, ((struct dentry *)slot)->d_name.name);
+		copied = bpf_probe_read_kernel_str(&buf[bounded_offset(off)], ENFORCER_LPM_DATA_LEN, name);
+		if (copied > 1)
+			off += copied - 1;
+		FORGET(out->len) = off;
+	}
+	if (FORGET(out->len) == 0) {
+		buf[0] = '/';
+		buf[1] = 0;
+		out->len = 1;
+		out->dir_len = 1;
+	}
+}
+
+/*
  * Builds the path of (dentry, vfsmnt) as the current task sees it: walking up
  * to the task's root, crossing mount points. With vfsmnt NULL the walk stays
  * inside the filesystem and stops at its root (rename has no mount).
  * out->data[0] is left for the caller's namespace byte.
- * Returns 1 when the walk reached a root, 0 when the path was deeper than
- * ENFORCER_PATH_DEPTH_MAX (then out holds "" and must not be trusted).
+ * Returns 1 when the walk reached a root, 0 when it needed more than
+ * ENFORCER_PATH_WALK_STEPS steps (then out holds "" and must not be trusted).
+ *
+ * Verifier cost: the stack is indexed by the step counter itself (a crossing
+ * leaves a NULL slot), so every iteration ends in one state, and the results
+ * travel to the second loop through map memory, which the verifier does not
+ * track: each loop is explored once, not once per way the previous one ended.
  */
 static __always_inline int resolve_path(struct scratch *s, struct path_buf *out,
 					struct dentry *dentry, struct vfsmount *vfsmnt)
@@ -172,8 +253,6 @@ static __always_inline int resolve_path(struct scratch *s, struct path_buf *out,
 	struct vfsmount *root_mnt = NULL;
 	struct fs_struct *fs = NULL;
 	struct mount *mnt = NULL;
-	__u32 depth = 0;
-	int reached = 0;
 
 	READ_KERNEL(fs, task->fs);
 	if (fs) {
@@ -183,26 +262,26 @@ static __always_inline int resolve_path(struct scratch *s, struct path_buf *out,
 	if (vfsmnt)
 		mnt = (struct mount *)((char *)vfsmnt - offsetof(struct mount, mnt));
 
-	for (int i = 0; i < ENFORCER_PATH_DEPTH_MAX + ENFORCER_MOUNT_CROSSINGS_MAX; i++) {
+	s->steps = 0;
+	s->reached = 0;
+	for (int i = 0; i < ENFORCER_PATH_WALK_STEPS; i++) {
 		struct dentry *parent;
 		struct dentry *mnt_root = NULL;
+		struct mount *up = NULL;
 
-		if (!dentry)
-			break;
-		if (dentry == root_dentry && vfsmnt == root_mnt) {
-			reached = 1;
+		s->stack[i] = NULL;
+		s->steps = i + 1;
+		if (!dentry || (dentry == root_dentry && vfsmnt == root_mnt)) {
+			s->reached = 1;
 			break;
 		}
-		parent = parent_of(dentry);
 		if (vfsmnt)
 			READ_KERNEL(mnt_root, vfsmnt->mnt_root);
 		if (vfsmnt && dentry == mnt_root) {
-			struct mount *up = NULL;
-
 			READ_KERNEL(up, mnt->mnt_parent);
 			if (!up || up == mnt) {
 				/* root of the mount namespace (or a detached mount) */
-				reached = 1;
+				s->reached = 1;
 				break;
 			}
 			READ_KERNEL(dentry, mnt->mnt_mountpoint);
@@ -210,63 +289,31 @@ static __always_inline int resolve_path(struct scratch *s, struct path_buf *out,
 			vfsmnt = (struct vfsmount *)((char *)up + offsetof(struct mount, mnt));
 			continue;
 		}
-		if (depth >= ENFORCER_PATH_DEPTH_MAX)
-			break;
-		s->stack[depth] = dentry;
-		depth++;
+		parent = parent_of(dentry);
 		if (dentry == parent) {
 			/* Without a mount (rename) this is the filesystem's root,
 			 * which is not a path component. With one, a dentry that is
 			 * its own parent but not the mount's root is a pseudo file
 			 * (memfd): its own name is all the path there is. */
-			if (!vfsmnt)
-				depth--;
-			reached = 1;
+			if (vfsmnt)
+				s->stack[i] = dentry;
+			s->reached = 1;
 			break;
 		}
+		s->stack[i] = dentry;
 		dentry = parent;
 	}
 
 	out->len = 0;
 	out->dir_len = 0;
 	out->truncated = 0;
-	if (!reached) {
-		out->data[1] = 0;
+	out->data[1] = 0;
+	if (!FORGET(s->reached)) {
 		out->truncated = 1;
 		return 0;
 	}
 
-	__u32 off = 0;
-	__u8 *buf = out->data + 1;
-
-	for (int j = 0; j < ENFORCER_PATH_DEPTH_MAX; j++) {
-		const unsigned char *name = NULL;
-		struct dentry *d;
-		long copied;
-		int idx = (int)depth - 1 - j;
-
-		if (idx < 0 || idx >= ENFORCER_PATH_DEPTH_MAX)
-			break;
-		if (off >= ENFORCER_LPM_DATA_LEN - 1) {
-			out->truncated = 1;
-			break;
-		}
-		d = s->stack[idx];
-		buf[off & STR_MASK] = '/';
-		off++;
-		out->dir_len = off;
-		READ_KERNEL(name, d->d_name.name);
-		copied = bpf_probe_read_kernel_str(&buf[off & STR_MASK], ENFORCER_LPM_DATA_LEN, name);
-		if (copied > 1)
-			off += copied - 1;
-	}
-	if (depth == 0) {
-		buf[0] = '/';
-		buf[1] = 0;
-		off = 1;
-		out->dir_len = 1;
-	}
-	out->len = off;
+	append_components(s, out, FORGET(s->steps), 0);
 	return 1;
 }
 
@@ -305,67 +352,46 @@ static __always_inline void resolve_exe(struct scratch *s)
 		s->exe.truncated = 1;
 }
 
-/* cgroup v2 path of the current task into s->cgroup, "/" for the root. */
+/* cgroup v2 path of the current task into s->cgroup, "/" for the root.
+ * Same shape as resolve_path, for the same verifier reasons. */
 static __always_inline void resolve_cgroup(struct scratch *s)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct css_set *cgroups = NULL;
 	struct cgroup *cgrp = NULL;
 	struct kernfs_node *kn = NULL;
-	__u32 depth = 0;
-	__u8 *buf = s->cgroup.data + 1;
-	__u32 off = 0;
 
 	s->cgroup.len = 0;
 	s->cgroup.truncated = 0;
-	buf[0] = 0;
+	s->cgroup.data[1] = 0;
 	READ_KERNEL(cgroups, task->cgroups);
 	if (cgroups)
 		READ_KERNEL(cgrp, cgroups->dfl_cgrp);
 	if (cgrp)
 		READ_KERNEL(kn, cgrp->kn);
-	for (int i = 0; i < ENFORCER_CGROUP_DEPTH_MAX + 1; i++) {
+	s->steps = 0;
+	s->reached = 0;
+	for (int i = 0; i < ENFORCER_CGROUP_DEPTH_MAX; i++) {
 		struct kernfs_node *parent = NULL;
 
-		if (!kn)
-			break;
-		READ_KERNEL(parent, kn->ENFORCER_KERNFS_PARENT);
-		if (!parent)
-			break;	/* kn is the root: its name is not part of the path */
-		if (depth >= ENFORCER_CGROUP_DEPTH_MAX) {
-			s->cgroup.truncated = 1;
+		s->stack[i] = NULL;
+		s->steps = i + 1;
+		if (!kn) {
+			s->reached = 1;
 			break;
 		}
-		s->stack[depth] = kn;
-		depth++;
+		READ_KERNEL(parent, kn->ENFORCER_KERNFS_PARENT);
+		if (!parent) {
+			s->reached = 1;	/* kn is the root: not part of the path */
+			break;
+		}
+		s->stack[i] = kn;
 		kn = parent;
 	}
-	for (int j = 0; j < ENFORCER_CGROUP_DEPTH_MAX; j++) {
-		const char *name = NULL;
-		struct kernfs_node *node;
-		long copied;
-		int idx = (int)depth - 1 - j;
+	if (!FORGET(s->reached))
+		s->cgroup.truncated = 1;
 
-		if (idx < 0 || idx >= ENFORCER_PATH_DEPTH_MAX)
-			break;
-		if (off >= ENFORCER_LPM_DATA_LEN - 1) {
-			s->cgroup.truncated = 1;
-			break;
-		}
-		node = s->stack[idx];
-		buf[off & STR_MASK] = '/';
-		off++;
-		READ_KERNEL(name, node->name);
-		copied = bpf_probe_read_kernel_str(&buf[off & STR_MASK], ENFORCER_LPM_DATA_LEN, name);
-		if (copied > 1)
-			off += copied - 1;
-	}
-	if (off == 0) {
-		buf[0] = '/';
-		buf[1] = 0;
-		off = 1;
-	}
-	s->cgroup.len = off;
+	append_components(s, &s->cgroup, FORGET(s->steps), 1);
 }
 
 static __always_inline __u64 lpm_mask(void *trie_lookup_result)
@@ -388,23 +414,25 @@ static __always_inline int allowlisted(struct scratch *s, __u32 rule)
 	if (s->exe.len && !s->exe.truncated) {
 		/* exact entries end with NUL, directory entries with '/' */
 		s->exe.data[0] = 0;
-		s->exe.data[(1 + s->exe.len) & (PATH_SCRATCH_LEN / 2 - 1)] = 0;
+		s->exe.data[bounded_index(1 + s->exe.len)] = 0;
 		set_prefix(&s->exe, 1);
 		if (lpm_mask(allow_exe.lookup((struct enforcer_lpm_key *)&s->exe)) & bit)
 			return 1;
 	}
 	if (!s->cgroup.truncated) {
-		__u32 end = (1 + s->cgroup.len) & (PATH_SCRATCH_LEN / 2 - 1);
+		__u32 end = 1 + s->cgroup.len;
 
 		s->cgroup.data[0] = 0;
 		if (s->cgroup.len > 1) {
-			s->cgroup.data[end] = '/';
-			s->cgroup.data[(end + 1) & (PATH_SCRATCH_LEN / 2 - 1)] = 0;
+			s->cgroup.data[bounded_index(end)] = '/';
+			s->cgroup.data[bounded_index(end + 1)] = 0;
 			set_prefix(&s->cgroup, 1);
 		} else {
 			set_prefix(&s->cgroup, 0);	/* root cgroup: "/" */
 		}
-		if (lpm_mask(allow_cgroup.lookup((struct enforcer_lpm_key *)&s->cgroup)) & bit)
+		mask = allow_cgroup.lookup((struct enforcer_lpm_key *)&s->cgroup);
+		s->cgroup.data[bounded_index(end)] = 0;	/* the event reports it without '/' */
+		if (lpm_mask(mask) & bit)
 			return 1;
 	}
 	return 0;

@@ -15,7 +15,7 @@
 
 #if !defined(ENFORCER_MAX_RULES) || !defined(ENFORCER_LPM_DATA_LEN) ||      \
     !defined(ENFORCER_EVENT_STR_LEN) || !defined(ENFORCER_TARGET_COUNT) ||  \
-    !defined(ENFORCER_STAT_COUNT) || !defined(ENFORCER_PATH_DEPTH_MAX)
+    !defined(ENFORCER_STAT_COUNT) || !defined(ENFORCER_PATH_WALK_STEPS)
 #error "enforcer.h needs the -D flags from enforcer.abi.cflags()"
 #endif
 

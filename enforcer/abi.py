@@ -30,16 +30,15 @@ LPM_DATA_LEN = 256
 PATH_MATCH_MAX = LPM_DATA_LEN - 1
 EXACT_PATH_MATCH_MAX = PATH_MATCH_MAX - 1
 
-#: Path components the kernel walks from a file up to the task's root.
-#: A path deeper than this cannot be resolved; exec then fails safe (see
-#: Target.EXEC_UNRESOLVED and docs/threat-model.md).
-PATH_DEPTH_MAX = 40
+#: Steps the kernel takes walking from a file up to the task's root; a step
+#: is one path component or one mount point crossed. A path that needs more
+#: cannot be resolved; exec then fails safe (Target.EXEC_UNRESOLVED,
+#: docs/threat-model.md). A power of two: the walk indexes by `step & (N-1)`.
+PATH_WALK_STEPS = 64
 
-#: Mount points the walk may cross in addition to the components above.
-MOUNT_CROSSINGS_MAX = 16
-
-#: cgroup v2 hierarchy levels walked to name the task's cgroup.
-CGROUP_DEPTH_MAX = 16
+#: cgroup v2 hierarchy levels walked to name the task's cgroup (at most
+#: PATH_WALK_STEPS: the walks share one stack).
+CGROUP_DEPTH_MAX = 32
 
 #: Bytes of each string field in an event record (NUL-terminated).
 EVENT_STR_LEN = 256
@@ -79,7 +78,7 @@ class Target(enum.IntEnum):
     RELEASE_AGENT_WRITE = 4
     RELEASE_AGENT_RENAME = 5
     EXEC_MEMFD = 6
-    #: exec of a file whose path is deeper than PATH_DEPTH_MAX: the kernel
+    #: exec of a file whose path needs more than PATH_WALK_STEPS: the kernel
     #: cannot tell where it lives, so it applies this rule instead of allowing.
     EXEC_UNRESOLVED = 7
 
@@ -251,8 +250,7 @@ def cflags() -> List[str]:
     flags = [
         f"-DENFORCER_MAX_RULES={MAX_RULES}",
         f"-DENFORCER_LPM_DATA_LEN={LPM_DATA_LEN}",
-        f"-DENFORCER_PATH_DEPTH_MAX={PATH_DEPTH_MAX}",
-        f"-DENFORCER_MOUNT_CROSSINGS_MAX={MOUNT_CROSSINGS_MAX}",
+        f"-DENFORCER_PATH_WALK_STEPS={PATH_WALK_STEPS}",
         f"-DENFORCER_CGROUP_DEPTH_MAX={CGROUP_DEPTH_MAX}",
         f"-DENFORCER_EVENT_STR_LEN={EVENT_STR_LEN}",
         f"-DENFORCER_FSTYPE_NAME_LEN={FSTYPE_NAME_LEN}",

@@ -129,7 +129,7 @@ def explain_policy(policy: Policy, mode_override: Optional[Mode] = None) -> str:
         out.append("")
         out.append("Where exec places of several rules nest, the deepest listed directory decides.")
         out.append(
-            f"Deep paths: the kernel walks at most {abi.PATH_DEPTH_MAX} path components. An executed file "
+            f"Deep paths: the kernel walks at most {abi.PATH_WALK_STEPS} path components and mount points. An executed file "
             "deeper than that cannot be placed; instead of allowing it, the kernel applies:"
         )
         for scope, words in ((abi.Scope.HOST, "host"), (abi.Scope.CONTAINER, "containers")):

@@ -1,0 +1,130 @@
+"""Ring-buffer record decoding and the JSON-lines reporter (no kernel)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from enforcer import abi
+from enforcer.events import BootClock, Event, decode
+from enforcer.plan import MapPlan, RuleInfo
+from enforcer.report import JsonReporter
+
+PLAN = MapPlan(
+    maps={},
+    watch=0,
+    rules=(
+        RuleInfo(1, "sysrq-write-host", "SysRq", "critical", "T1611", "sysrq", "enforce"),
+        RuleInfo(2, "exec-unusual-dir", "exec", "high", "T1059", "exec", "audit"),
+    ),
+)
+
+REQUIRED_FIELDS = {
+    "time", "action", "rule", "severity", "mitre", "hook", "path", "access", "pid", "ppid",
+    "uid", "gid", "comm", "exe", "cgroup", "mntns", "container",
+}
+
+
+def record(**fields) -> abi.Event:
+    raw = abi.Event()
+    for name, value in fields.items():
+        setattr(raw, name, value)
+    return raw
+
+
+def test_decode_blocked_sysrq_write() -> None:
+    raw = record(
+        boot_ns=5_000_000_000, rule=1, pid=42, tid=43, ppid=1, uid=0, gid=0,
+        flags=int(abi.EventFlag.CONTAINER), hook=int(abi.Hook.FILE_OPEN),
+        access=int(abi.Access.WRITE), action=int(abi.Action.BLOCKED), mntns=4026532000,
+        comm=b"sh", fstype=b"proc", path=b"/proc/sysrq-trigger", exe=b"/usr/bin/dash",
+        cgroup=b"/system.slice/x.service", cgroup_id=77,
+    )
+    event = decode(raw, PLAN, BootClock(wall_minus_boot_ns=1_700_000_000_000_000_000))
+    assert event.action == "blocked"
+    assert event.rule == "sysrq-write-host"
+    assert (event.severity, event.mitre) == ("critical", "T1611")
+    assert event.hook == "file_open" and event.access == "write"
+    assert event.path == "/proc/sysrq-trigger" and event.new_path is None
+    assert (event.pid, event.tid, event.ppid) == (42, 43, 1)
+    assert event.comm == "sh" and event.exe == "/usr/bin/dash"
+    assert event.container is True and event.path_truncated is False
+    assert event.match is None
+    assert event.time == "2023-11-14T22:13:25.000000Z"
+    assert REQUIRED_FIELDS <= set(event.to_dict())
+
+
+def test_decode_exec_audited_with_match_and_truncation() -> None:
+    raw = record(
+        rule=2, hook=int(abi.Hook.BPRM_CHECK_SECURITY), access=int(abi.Access.EXEC),
+        action=int(abi.Action.AUDITED), match=int(abi.ExecMatch.UNRESOLVED),
+        flags=int(abi.EventFlag.PATH_TRUNCATED),
+    )
+    event = decode(raw, PLAN, BootClock(0))
+    assert event.action == "audited"
+    assert event.match == "unresolved"
+    assert event.path_truncated is True
+    assert event.container is False
+
+
+def test_decode_rename_reports_destination() -> None:
+    raw = record(
+        rule=1, hook=int(abi.Hook.INODE_RENAME), access=int(abi.Access.RENAME),
+        action=int(abi.Action.BLOCKED), path=b"/x", new_path=b"/release_agent",
+    )
+    assert decode(raw, PLAN, BootClock(0)).new_path == "/release_agent"
+
+
+def test_unknown_rule_number_is_reported_not_dropped() -> None:
+    event = decode(record(rule=9, action=int(abi.Action.BLOCKED)), PLAN, BootClock(0))
+    assert event.rule == "rule#9"
+
+
+def test_invalid_utf8_in_paths_is_escaped() -> None:
+    event = decode(record(rule=1, path=b"/tmp/\xff\xfe"), PLAN, BootClock(0))
+    assert event.path == "/tmp/\\xff\\xfe"
+
+
+def _event(pid: int = 1, path: str = "/proc/sysrq-trigger") -> Event:
+    raw = record(rule=1, pid=pid, action=int(abi.Action.BLOCKED), path=path.encode())
+    return decode(raw, PLAN, BootClock(0))
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_reporter_writes_one_json_object_per_line() -> None:
+    out = io.StringIO()
+    reporter = JsonReporter(out)
+    reporter.event(_event())
+    reporter.lost(3)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert lines[0]["type"] == "event" and lines[0]["rule"] == "sysrq-write-host"
+    assert lines[1] == {"type": "lost", "count": 3, "reason": "ring buffer full"}
+
+
+def test_reporter_rate_limits_repeats_and_summarises_them() -> None:
+    out = io.StringIO()
+    clock = FakeClock()
+    reporter = JsonReporter(out, burst=2, window_s=10.0, clock=clock)
+    for _ in range(5):
+        reporter.event(_event(pid=7))
+    reporter.event(_event(pid=8))  # a different actor is not suppressed
+    clock.now = 11.0
+    reporter.event(_event(pid=7))  # new window
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    kinds = [(r["type"], r.get("pid")) for r in records]
+    assert kinds == [("event", 7), ("event", 7), ("event", 8), ("suppressed", 7), ("event", 7)]
+    assert records[3]["count"] == 3
+
+
+@pytest.mark.parametrize("boot_ns,expected", [(0, "1970-01-01T00:00:00.000000Z"), (1_500_000, "1970-01-01T00:00:00.001500Z")])
+def test_boot_clock_formats_rfc3339(boot_ns: int, expected: str) -> None:
+    assert BootClock(0).rfc3339(boot_ns) == expected
