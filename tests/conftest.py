@@ -88,6 +88,7 @@ class KernelState:
             vng=vng, kernel=kernel, repo=REPO, results_dir=results, nodeids=nodeids,
             python=self.python, timeout_s=self.timeout_s,
             kvm=vm.env_flag(os.environ, vm.ENV_KVM),
+            verbose=vm.env_flag(os.environ, vm.ENV_VERBOSE),
         )
         try:
             self.run.start()

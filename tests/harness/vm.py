@@ -32,6 +32,7 @@ ENV_SKIP = "ENFORCER_SKIP_KERNEL"  # "1": skip kernel tests (refused under CI)
 ENV_KERNEL = "ENFORCER_VM_KERNEL"  # path of the kernel image to boot
 ENV_TIMEOUT = "ENFORCER_VM_TIMEOUT"  # seconds for the whole guest run
 ENV_KVM = "ENFORCER_VM_KVM"  # "1": allow KVM (hangs on these machines)
+ENV_VERBOSE = "ENFORCER_VM_VERBOSE"  # "1": kernel console into console.log
 ENV_PYTHON = "ENFORCER_VM_PYTHON"  # interpreter to use inside the guest
 ENV_RESULTS = "ENFORCER_KERNEL_RESULTS"  # host dir for guest results
 ENV_ARTIFACTS = "ENFORCER_TEST_ARTIFACTS"  # set inside the guest
@@ -260,8 +261,11 @@ def build_vng_command(
     memory: str = DEFAULT_MEMORY,
     cpus: int = DEFAULT_CPUS,
     kvm: bool = False,
+    verbose: bool = False,
 ) -> List[str]:
     cmd = [vng, "--run", str(kernel)]
+    if verbose:
+        cmd.append("--verbose")  # the kernel's console (boot, oops, panic)
     if not kvm:
         cmd.append("--disable-kvm")  # KVM hangs at "Probing EDD" on these machines
     cmd += [
@@ -401,6 +405,7 @@ class GuestRun:
         python: str,
         timeout_s: float,
         kvm: bool = False,
+        verbose: bool = False,
         memory: str = DEFAULT_MEMORY,
         cpus: int = DEFAULT_CPUS,
         extra_pytest_args: Sequence[str] = (),
@@ -410,7 +415,7 @@ class GuestRun:
         self.nodeids = list(nodeids)
         self.python = python
         self.timeout_s = timeout_s
-        self.kvm, self.memory, self.cpus = kvm, memory, cpus
+        self.kvm, self.verbose, self.memory, self.cpus = kvm, verbose, memory, cpus
         self.extra_pytest_args = list(extra_pytest_args)
         self.proc: Optional[subprocess.Popen] = None
         self._t0 = 0.0
@@ -426,7 +431,7 @@ class GuestRun:
             self.python, self.repo, self.results_dir, self.nodeids, self.extra_pytest_args))
         self.command = build_vng_command(
             self.vng, self.kernel, self.results_dir, script,
-            memory=self.memory, cpus=self.cpus, kvm=self.kvm)
+            memory=self.memory, cpus=self.cpus, kvm=self.kvm, verbose=self.verbose)
         env = dict(os.environ)
         # vng runs virtme-run by name: it must be on PATH (it is beside vng).
         env["PATH"] = str(Path(self.vng).parent) + os.pathsep + env.get("PATH", "")

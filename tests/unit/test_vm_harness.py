@@ -232,8 +232,10 @@ def test_build_vng_command():
     assert cmd[cmd.index("--rwdir") + 1] == "/tmp/res"
     assert cmd[-2:] == ["--", "/bin/sh /tmp/res/run-in-guest.sh"]
     kvm = vm.build_vng_command("vng", Path("k"), Path("r"), Path("s"), kvm=True, memory="4G", cpus=4)
-    assert "--disable-kvm" not in kvm
+    assert "--disable-kvm" not in kvm and "--verbose" not in kvm
     assert kvm[kvm.index("--memory") + 1] == "4G" and kvm[kvm.index("--cpus") + 1] == "4"
+    verbose = vm.build_vng_command("vng", Path("k"), Path("r"), Path("s"), verbose=True)
+    assert "--verbose" in verbose and verbose[-2] == "--"
 
 
 def test_build_guest_script(tmp_path):
