@@ -11,6 +11,7 @@ How to run, skip and debug: tests/kernel/README.md.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -73,6 +74,7 @@ class KernelState:
         self.run: Optional[vm.GuestRun] = None
         self.unavailable: Optional[str] = None  # why the guest could not be started
         self.outcome: Optional[vm.GuestOutcome] = None
+        self.sigterm_installed = False
 
     def start(self, nodeids: list) -> None:
         try:
@@ -95,6 +97,13 @@ class KernelState:
         except OSError as e:
             self.unavailable = f"could not start {vng}: {e}"
             self.run = None
+            return
+        # QEMU runs in its own process group (so a timeout can kill all of
+        # it); a SIGTERM to pytest would otherwise leave it running.  Turn it
+        # into an interruption, which ends in pytest_sessionfinish -> abort().
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+            self.sigterm_installed = True
 
     def finish(self) -> Optional[vm.GuestOutcome]:
         if self.outcome is None and self.run is not None:
@@ -213,10 +222,16 @@ def pytest_runtestloop(session: pytest.Session) -> None:
         state.start(nodeids)  # in the background; proxies wait for it
 
 
+def _interrupt_on_sigterm(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     state: KernelState = session.config.stash[_STATE]
     if state.run is not None and state.outcome is None:
-        state.run.abort()  # e.g. -x or Ctrl-C before any kernel test ran
+        state.run.abort()  # e.g. -x, Ctrl-C or SIGTERM before any kernel test ran
+    if state.sigterm_installed:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
