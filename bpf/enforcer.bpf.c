@@ -89,6 +89,10 @@ BPF_LPM_TRIE(allow_exe, struct enforcer_lpm_key, __u64, ENFORCER_MAX_ALLOW);
 BPF_HASH(allow_uid, __u32, __u64, ENFORCER_MAX_ALLOW);
 BPF_LPM_TRIE(allow_cgroup, struct enforcer_lpm_key, __u64, ENFORCER_MAX_ALLOW);
 BPF_PERCPU_ARRAY(stats, __u64, ENFORCER_STAT_COUNT);
+/* pid_tgid -> dentry of a protected file just opened with O_TRUNC and let
+ * through (audit, allowlist). The kernel then calls path_truncate for the
+ * same open; that decision was already made and reported once. */
+BPF_TABLE("lru_hash", __u64, __u64, truncating_opens, 1024);
 BPF_PERCPU_ARRAY(scratch_map, struct scratch, 1);
 BPF_RINGBUF_OUTPUT(events, ENFORCER_RINGBUF_PAGES);
 
@@ -608,7 +612,7 @@ static __always_inline __u8 target_access(__u32 target)
 
 /* Shared by file_open and path_truncate. */
 static __always_inline int check_file(struct dentry *dentry, struct vfsmount *vfsmnt,
-				      struct super_block *sb, int write, __u8 hook)
+				      struct super_block *sb, int write, int truncating, __u8 hook)
 {
 	unsigned long magic = 0;
 	struct enforcer_settings *cfg;
@@ -616,6 +620,7 @@ static __always_inline int check_file(struct dentry *dentry, struct vfsmount *vf
 	struct verdict_ctx v = {};
 	__u64 mntns = 0;
 	__u32 target, scope;
+	int verdict;
 
 	READ_KERNEL(magic, sb->s_magic);
 	if (magic != PROC_SUPER_MAGIC && magic != CGROUP_SUPER_MAGIC)
@@ -626,6 +631,16 @@ static __always_inline int check_file(struct dentry *dentry, struct vfsmount *vf
 	target = classify_file(dentry, sb, magic, write, cfg->watch);
 	if (target >= ENFORCER_TARGET_COUNT)
 		return 0;
+	if (hook == ENFORCER_HOOK_PATH_TRUNCATE) {
+		__u64 pid_tgid = bpf_get_current_pid_tgid();
+		__u64 *marker = truncating_opens.lookup(&pid_tgid);
+
+		if (marker && *marker == (__u64)dentry) {
+			/* the O_TRUNC of an open that file_open already decided on */
+			truncating_opens.delete(&pid_tgid);
+			return 0;
+		}
+	}
 	scope = task_scope(cfg, &mntns);
 	v.rule = target_rule(target, scope);
 	if (!v.rule)
@@ -637,7 +652,14 @@ static __always_inline int check_file(struct dentry *dentry, struct vfsmount *vf
 	v.access = target_access(target);
 	v.sb = sb;
 	resolve_path(s, &s->obj, dentry, vfsmnt);
-	return apply_rule(s, &v, mntns, scope);
+	verdict = apply_rule(s, &v, mntns, scope);
+	if (verdict == 0 && truncating) {
+		__u64 pid_tgid = bpf_get_current_pid_tgid();
+		__u64 marker = (__u64)dentry;
+
+		truncating_opens.update(&pid_tgid, &marker);
+	}
+	return verdict;
 }
 
 LSM_PROBE(file_open, struct file *file, int ret)
@@ -664,7 +686,7 @@ LSM_PROBE(file_open, struct file *file, int ret)
 	 * permission in that case), so it counts as a write. */
 	return check_file(dentry, vfsmnt, sb,
 			  (f_mode & ENF_FMODE_WRITE) || (f_flags & ENF_O_TRUNC),
-			  ENFORCER_HOOK_FILE_OPEN);
+			  (f_flags & ENF_O_TRUNC) != 0, ENFORCER_HOOK_FILE_OPEN);
 }
 
 LSM_PROBE(path_truncate, const struct path *path, int ret)
@@ -686,7 +708,7 @@ LSM_PROBE(path_truncate, const struct path *path, int ret)
 	READ_KERNEL(sb, inode->i_sb);
 	if (!sb)
 		return 0;
-	return check_file(dentry, vfsmnt, sb, 1, ENFORCER_HOOK_PATH_TRUNCATE);
+	return check_file(dentry, vfsmnt, sb, 1, 0, ENFORCER_HOOK_PATH_TRUNCATE);
 }
 
 LSM_PROBE(inode_rename, struct inode *old_dir, struct dentry *old_dentry,
