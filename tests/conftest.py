@@ -54,7 +54,6 @@ class KernelState:
     """Per-session: whether/how the guest runs, and its outcome."""
 
     def __init__(self, config: pytest.Config) -> None:
-        self.config = config
         self.in_guest = vm.env_flag(os.environ, vm.ENV_IN_GUEST)
         self.skip_reason: Optional[str] = None
         if config.getoption("--no-kernel"):
@@ -67,7 +66,13 @@ class KernelState:
             )
         timeout = config.getoption("--kernel-timeout")
         if timeout is None:
-            timeout = float(os.environ.get(vm.ENV_TIMEOUT, vm.DEFAULT_TIMEOUT_S))
+            raw = os.environ.get(vm.ENV_TIMEOUT, str(vm.DEFAULT_TIMEOUT_S))
+            try:
+                timeout = float(raw)
+            except ValueError:
+                raise pytest.UsageError(f"{vm.ENV_TIMEOUT}={raw!r} is not a number of seconds") from None
+        if timeout <= 0:
+            raise pytest.UsageError(f"kernel VM timeout must be positive, got {timeout}")
         self.timeout_s = timeout
         self.results_opt = config.getoption("--kernel-results-dir") or os.environ.get(vm.ENV_RESULTS)
         self.python = os.environ.get(vm.ENV_PYTHON) or sys.executable
