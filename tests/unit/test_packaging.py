@@ -162,7 +162,7 @@ def test_removal_unloads_but_upgrade_does_not():
     assert block and "/usr/bin/enforcer unload" in block.group(0), prerm
     assert prerm.index("#DEBHELPER#") < prerm.index("enforcer unload")  # stop first
     spec = SPEC.read_text()
-    preun = spec[spec.index("%preun"):spec.index("%postun")]
+    preun = re.search(r"^%preun$(.*?)^%postun$", spec, re.M | re.S).group(1)
     assert "if [ $1 -eq 0 ]; then\n    /usr/bin/enforcer unload" in preun
 
 
