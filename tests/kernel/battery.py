@@ -1,0 +1,69 @@
+"""Shared driver for the enforce and audit modules: one agent per module,
+one action process per scenario, the outcome and the event both checked."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Iterator, List
+
+from enforcer_agent import Agent, run_action, unload
+from scenarios import Scenario, Stage, all_scenarios, check_event, events_for, policy_dir
+
+
+def artifacts_root(fallback: Path) -> Path:
+    return Path(os.environ.get("ENFORCER_TEST_ARTIFACTS") or fallback)
+
+
+def module_agent(stage: Stage, workdir: Path, mode: str, log_name: str) -> Iterator[Agent]:
+    """Start `enforcer run` on policies/default.toml (+ test allow.d) in `mode`."""
+    del stage  # staged before the agent starts: the policy refers to staged paths
+    directory = policy_dir(workdir)
+    log_path = artifacts_root(workdir) / log_name
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    agent = Agent(directory / "policy.toml", mode, log_path, workdir)
+    agent.start()
+    try:
+        yield agent
+    finally:
+        agent.stop()
+        unload(workdir)
+
+
+def attach_log(agent: Agent, agent_log_path: Path) -> None:
+    shutil.copy(agent.log_path, agent_log_path)
+
+
+def scenario_by_id(stage: Stage, scenario_id: str) -> Scenario:
+    return next(s for s in all_scenarios(stage) if s.id == scenario_id)
+
+
+def perform(agent: Agent, scenario: Scenario):
+    """Run the scenario's action; return (process, its events)."""
+    if scenario.setup:
+        scenario.setup()
+    mark = agent.mark()
+    proc = run_action(scenario.argv)
+    return proc, events_for(agent.events(mark), scenario, proc.pid)
+
+
+def describe(proc, events: List[dict]) -> str:
+    return f"exit {proc.returncode}; stderr: {proc.stderr.strip()!r}; events: {events}"
+
+
+def assert_outcome(proc, denied: bool, scenario: Scenario, events: List[dict]) -> None:
+    if denied:
+        assert proc.returncode != 0, f"{scenario.id} was allowed: " + describe(proc, events)
+        if scenario.argv[1:2] and scenario.argv[1].endswith("actions.py"):
+            assert proc.returncode == 77, f"{scenario.id} failed, but not with EPERM/EACCES: " + describe(proc, events)
+    else:
+        assert proc.returncode == 0, f"{scenario.id} was refused: " + describe(proc, events)
+
+
+def assert_single_event(scenario: Scenario, events: List[dict], action: str, pid: int, proc) -> None:
+    if scenario.rule is None:
+        assert events == [], f"{scenario.id} must not report anything: " + describe(proc, events)
+        return
+    assert len(events) == 1, f"{scenario.id}: expected one event, got: " + describe(proc, events)
+    check_event(events[0], scenario, action, pid)

@@ -1,0 +1,374 @@
+"""The scenario battery: the actions an attacker (or a normal host) performs,
+and what enforcer must do with each under --mode enforce and --mode audit.
+
+Everything is staged once per guest, idempotently (two test modules stage
+it); nothing is torn down because the guest is thrown away afterwards.
+
+Places: /tmp, /var/tmp and /dev/shm are "unusual" in policies/default.toml;
+/var/lib/enftest is an ordinary place on the same (overlay) filesystem as
+/var/tmp, which the hard-link scenario needs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+import pytest
+
+ACTIONS = str(Path(__file__).with_name("actions.py"))
+PY = sys.executable
+# comm of an action process: exec keeps the caller's comm until the new image
+# is committed, so bprm_check_security still sees the interpreter's name
+COMM = os.path.basename(PY)[:15]
+
+TMP = Path("/tmp/enftest")
+VARTMP = Path("/var/tmp/enftest")
+SHM = Path("/dev/shm/enftest")
+NORMAL = Path("/var/lib/enftest")
+CG1 = NORMAL / "cgv1"  # a named cgroup v1 hierarchy at an unusual place
+PROC2 = NORMAL / "proc2"  # a second procfs mount
+CG2 = Path("/sys/fs/cgroup")
+DEEP_LEVELS = 70  # > abi.PATH_WALK_STEPS (64): the walk cannot reach the root
+
+ALLOW_D = """
+# test-only exceptions, added through allow.d as an operator would
+[rule_allow.exec-unusual-dir]
+exe = ["/var/lib/enftest/bin/allowed-sh"]
+exe_dirs = ["/var/lib/enftest/trusted"]
+uid = [4242]
+cgroup = ["/enftest-allowed"]
+"""
+
+
+def _mounted() -> Dict[str, str]:
+    table = {}
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        parts = line.split()
+        table[parts[1]] = parts[2]
+    return table
+
+
+def _mount(args: List[str], target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    if str(target) not in _mounted():
+        subprocess.run(["mount", *args, str(target)], check=True, capture_output=True, text=True)
+
+
+def _copy_exec(source: str, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.exists():
+        shutil.copy(source, target)
+    target.chmod(0o755)
+    return target
+
+
+def fstype_of(path: Path) -> str:
+    best, kind = "", ""
+    for mount_point, fstype in _mounted().items():
+        if (str(path) + "/").startswith(mount_point.rstrip("/") + "/") and len(mount_point) >= len(best):
+            best, kind = mount_point, fstype
+    return kind
+
+
+@dataclass(frozen=True)
+class Stage:
+    deep_file: Path
+    tmp_fstype: str
+
+
+def stage_environment() -> Stage:
+    for directory in (TMP, VARTMP, NORMAL):
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o755)
+    if not Path("/dev/shm").is_dir() or "/dev/shm" not in _mounted():
+        _mount(["-t", "tmpfs", "tmpfs"], Path("/dev/shm"))
+    SHM.mkdir(parents=True, exist_ok=True)
+    SHM.chmod(0o755)
+    true = shutil.which("true") or "/bin/true"
+    dash = os.path.realpath(shutil.which("dash") or "/bin/sh")
+    for target in (TMP / "true", TMP / "a/b/c/true", VARTMP / "true", SHM / "true"):
+        _copy_exec(true, target)
+    for directory in (TMP / "a", TMP / "a/b", TMP / "a/b/c"):
+        directory.chmod(0o755)
+    script = TMP / "script.sh"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    script.chmod(0o755)
+    link = NORMAL / "link-to-tmp"
+    if not link.is_symlink():
+        link.symlink_to(TMP / "true")
+    # deeper than the kernel walk's bound, in an ordinary place
+    deep = NORMAL / "deep"
+    for _ in range(DEEP_LEVELS):
+        deep = deep / "d"
+    deep_file = _copy_exec(true, deep / "true")
+    # /tmp/enftest/mnt: a tmpfs of its own under /tmp (the walk crosses a mount)
+    _mount(["-t", "tmpfs", "tmpfs"], TMP / "mnt")
+    _copy_exec(true, TMP / "mnt/true")
+    # a bind mount of /tmp/enftest at an ordinary place
+    _mount(["--bind", str(TMP)], NORMAL / "bind")
+    # a hard link of a /var/tmp binary into an ordinary place
+    hard = NORMAL / "hardlink-true"
+    if not hard.exists():
+        os.link(VARTMP / "true", hard)
+    # cgroup v1 named hierarchy and a second procfs, both at unusual places
+    _mount(["-t", "cgroup", "-o", "none,name=enftest", "cgroup"], CG1)
+    _mount(["-t", "proc", "proc"], PROC2)
+    # rename targets (on /tmp's filesystem)
+    for name in ("rn-to", "rn-from"):
+        (TMP / name).mkdir(exist_ok=True)
+    # subjects for the allowlist scenarios
+    _copy_exec(dash, NORMAL / "bin/allowed-sh")
+    _copy_exec(dash, NORMAL / "bin/other-sh")
+    _copy_exec(dash, NORMAL / "trusted/sh")
+    if CG2.joinpath("cgroup.procs").exists() and _mounted().get(str(CG2)) == "cgroup2":
+        for name in ("enftest-allowed", "enftest-other"):
+            (CG2 / name).mkdir(exist_ok=True)
+    return Stage(deep_file=deep_file, tmp_fstype=fstype_of(TMP))
+
+
+def refresh_rename_files() -> None:
+    """Each rename scenario consumes its source; recreate it."""
+    source = TMP / "rn-to/src"
+    source.write_text("x")
+    agent = TMP / "rn-from/release_agent"
+    agent.write_text("x")
+
+
+# --- scenarios --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scenario:
+    id: str
+    argv: Tuple[str, ...]
+    rule: Optional[str]  # expected rule in the event; None: no event at all
+    path: Optional[str] = None  # expected event path (exact), if checkable
+    path_suffix: Optional[str] = None  # or: expected ending (fs-relative rename paths)
+    access: Optional[str] = None
+    hook: Optional[str] = None
+    match: Optional[str] = None
+    comm: Optional[str] = COMM
+    same_pid: bool = True  # event pid is the started process's pid
+    container: bool = False
+    blocks: bool = True  # under --mode enforce (rule's mode enforce)
+    setup: Optional[Callable[[], None]] = None
+    note: str = ""
+
+
+def _act(*args: str) -> Tuple[str, ...]:
+    return (PY, ACTIONS, *args)
+
+
+def sysrq_scenarios() -> List[Scenario]:
+    host = dict(rule="sysrq-write-host", access="write", hook="file_open")
+    return [
+        Scenario("sysrq-trigger-write", _act("open", "/proc/sysrq-trigger", "w"), path="/proc/sysrq-trigger", **host),
+        Scenario("sysrq-trigger-append", _act("open", "/proc/sysrq-trigger", "append"), path="/proc/sysrq-trigger", **host),
+        Scenario("sysctl-sysrq-write", _act("open", "/proc/sys/kernel/sysrq", "w"), path="/proc/sys/kernel/sysrq", **host),
+        Scenario("sysctl-sysrq-rdwr", _act("open", "/proc/sys/kernel/sysrq", "rw"), path="/proc/sys/kernel/sysrq", **host),
+        Scenario(
+            "sysctl-sysrq-openat-dirfd",
+            _act("open", "sysrq", "w", "/proc/sys/kernel"),
+            path="/proc/sys/kernel/sysrq",
+            **host,
+        ),
+        Scenario(
+            "sysrq-trigger-second-procfs",
+            _act("open", str(PROC2 / "sysrq-trigger"), "w"),
+            path=str(PROC2 / "sysrq-trigger"),
+            **host,
+        ),
+        Scenario(
+            "sysrq-trigger-via-proc-self-root",
+            _act("open", "/proc/self/root/proc/sysrq-trigger", "w"),
+            path="/proc/sysrq-trigger",
+            **host,
+        ),
+        Scenario(
+            "sysctl-w-kernel-sysrq",
+            # writes back the current value: harmless if it were ever allowed
+            ("sh", "-c", "sysctl -w kernel.sysrq=$(cat /proc/sys/kernel/sysrq)"),
+            path="/proc/sys/kernel/sysrq",
+            comm="sysctl",
+            same_pid=False,
+            **host,
+        ),
+        Scenario(
+            "sysrq-trigger-from-new-namespaces",
+            ("unshare", "-m", "-p", "-f", "--mount-proc", *_act("open", "/proc/sysrq-trigger", "w")),
+            rule="sysrq-write-container",
+            path="/proc/sysrq-trigger",
+            access="write",
+            hook="file_open",
+            same_pid=False,
+            container=True,
+        ),
+        Scenario("sysctl-sysrq-read", _act("open", "/proc/sys/kernel/sysrq", "r"), rule=None, blocks=False),
+    ]
+
+
+def release_agent_scenarios() -> List[Scenario]:
+    agent_file = str(CG1 / "release_agent")
+    write = dict(rule="release-agent", path=agent_file, access="write")
+    return [
+        Scenario("release-agent-write", _act("open", agent_file, "w"), hook="file_open", **write),
+        Scenario("release-agent-o-trunc", _act("open", agent_file, "trunc_ro"), hook="file_open", **write),
+        Scenario("release-agent-truncate", _act("truncate", agent_file), hook="path_truncate", **write),
+        Scenario("release-agent-read", _act("open", agent_file, "r"), rule=None, blocks=False),
+        Scenario(
+            "rename-to-release-agent",
+            _act("rename", str(TMP / "rn-to/src"), str(TMP / "rn-to/release_agent")),
+            rule="release-agent",
+            path_suffix="/rn-to/src",
+            access="rename",
+            hook="inode_rename",
+            setup=refresh_rename_files,
+        ),
+        Scenario(
+            "rename-from-release-agent",
+            _act("rename", str(TMP / "rn-from/release_agent"), str(TMP / "rn-from/other")),
+            rule="release-agent",
+            path_suffix="/rn-from/release_agent",
+            access="rename",
+            hook="inode_rename",
+            setup=refresh_rename_files,
+        ),
+    ]
+
+
+def exec_scenarios(stage: Stage) -> List[Scenario]:
+    unusual = dict(rule="exec-unusual-dir", access="exec", hook="bprm_check_security")
+    ld_so = next((p for p in ("/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1") if os.path.exists(p)), "")
+    # A bind mount hides /tmp's path; only a filesystem-type rule can still see
+    # it. default.toml audits tmpfs (exec-run-audit), so on a tmpfs /tmp the
+    # exec is allowed but reported.
+    bind_rule = "exec-run-audit" if stage.tmp_fstype == "tmpfs" else None
+    return [
+        Scenario("exec-tmp", _act("exec", str(TMP / "true")), path=str(TMP / "true"), match="directory", **unusual),
+        Scenario("exec-tmp-subdir", _act("exec", str(TMP / "a/b/c/true")), path=str(TMP / "a/b/c/true"), match="directory", **unusual),
+        Scenario("exec-var-tmp", _act("exec", str(VARTMP / "true")), path=str(VARTMP / "true"), match="directory", **unusual),
+        Scenario("exec-dev-shm", _act("exec", str(SHM / "true")), path=str(SHM / "true"), match="directory", **unusual),
+        Scenario("exec-shebang-script-in-tmp", _act("exec", str(TMP / "script.sh")), path=str(TMP / "script.sh"), match="directory", **unusual),
+        Scenario(
+            "exec-symlink-to-tmp",
+            _act("exec", str(NORMAL / "link-to-tmp")),
+            path=str(TMP / "true"),
+            match="directory",
+            note="the symlink resolves to the real file before the check",
+            **unusual,
+        ),
+        Scenario("exec-tmp-own-tmpfs-mount", _act("exec", str(TMP / "mnt/true")), path=str(TMP / "mnt/true"), match="directory", **unusual),
+        Scenario(
+            "exec-memfd",
+            _act("memfd-exec", shutil.which("true") or "/bin/true"),
+            rule="exec-memfd",
+            path="/memfd:enftest",
+            access="exec",
+            hook="bprm_check_security",
+            match="memfd",
+        ),
+        Scenario(
+            "exec-deeper-than-walk-bound",
+            _act("exec", str(stage.deep_file)),
+            path="",
+            match="unresolved",
+            note="fail-safe: a path the kernel cannot resolve is treated as unusual",
+            **unusual,
+        ),
+        Scenario(
+            "exec-bind-mount-of-tmp",
+            _act("exec", str(NORMAL / "bind/true")),
+            rule=bind_rule,
+            path=str(NORMAL / "bind/true"),
+            access="exec" if bind_rule else None,
+            match="filesystem" if bind_rule else None,
+            blocks=False,
+            note="documented limit: the directory rule sees the bind mount's path",
+        ),
+        Scenario(
+            "exec-hard-link-into-ordinary-dir",
+            _act("exec", str(NORMAL / "hardlink-true")),
+            rule=None,
+            blocks=False,
+            note="documented limit: a hard link has its own path",
+        ),
+        Scenario(
+            "exec-interpreter-with-script-argument",
+            ("/bin/sh", str(TMP / "script.sh")),
+            rule=None,
+            blocks=False,
+            note="documented limit: the file executed is /bin/sh",
+        ),
+        Scenario(
+            "exec-ld-so-with-tmp-binary",
+            (ld_so, str(TMP / "true")),
+            rule=None,
+            blocks=False,
+            note="documented limit: the file executed is the dynamic loader",
+        ),
+        Scenario("exec-usr-bin", _act("exec", shutil.which("true") or "/bin/true"), rule=None, blocks=False),
+    ]
+
+
+def all_scenarios(stage: Stage) -> List[Scenario]:
+    return sysrq_scenarios() + release_agent_scenarios() + exec_scenarios(stage)
+
+
+#: Scenario ids for parametrize; ids do not depend on the staged environment.
+SCENARIO_IDS = [s.id for s in all_scenarios(Stage(deep_file=Path("/"), tmp_fstype=""))]
+
+
+def check_event(event: dict, scenario: Scenario, action: str, pid: int) -> None:
+    assert event["action"] == action, event
+    assert event["rule"] == scenario.rule, event
+    if scenario.path is not None:
+        assert event["path"] == scenario.path, event
+    if scenario.path_suffix is not None:
+        assert str(event["path"]).endswith(scenario.path_suffix), event
+    if scenario.access:
+        assert event["access"] == scenario.access, event
+    if scenario.hook:
+        assert event["hook"] == scenario.hook, event
+    if scenario.match:
+        assert event["match"] == scenario.match, event
+    if scenario.comm:
+        assert event["comm"] == scenario.comm, event
+    if scenario.same_pid:
+        assert event["pid"] == pid, event
+    assert event["container"] is scenario.container, event
+    for required in ("time", "severity", "mitre", "ppid", "uid", "gid", "exe", "cgroup", "mntns"):
+        assert required in event, (required, event)
+
+
+def events_for(events: List[dict], scenario: Scenario, pid: int) -> List[dict]:
+    """The events this scenario's process caused."""
+    if scenario.same_pid:
+        return [e for e in events if e["pid"] == pid]
+    return [e for e in events if e.get("comm") == scenario.comm and e.get("container") is scenario.container]
+
+
+@pytest.fixture(scope="module")
+def stage() -> Stage:
+    return stage_environment()
+
+
+def policy_dir(workdir: Path) -> Path:
+    """policies/default.toml, as shipped, plus a test allow.d."""
+    repo = Path(__file__).resolve().parents[2]
+    directory = workdir / "etc"
+    (directory / "allow.d").mkdir(parents=True, exist_ok=True)
+    shutil.copy(repo / "policies/default.toml", directory / "policy.toml")
+    (directory / "allow.d/test.toml").write_text(ALLOW_D)
+    return directory
+
+
+__all__ = [
+    "ACTIONS", "COMM", "PY", "Scenario", "Stage", "all_scenarios", "check_event", "events_for",
+    "policy_dir", "stage", "TMP", "NORMAL", "CG2", "SCENARIO_IDS",
+]

@@ -1,0 +1,47 @@
+"""policies/default.toml under `enforcer run --mode audit`: nothing is denied,
+and every action enforce mode would deny is reported once as `audited`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from battery import assert_outcome, assert_single_event, attach_log, module_agent, perform, scenario_by_id
+from scenarios import ACTIONS, PY, SCENARIO_IDS, TMP, stage  # noqa: F401 - fixture
+from enforcer_agent import run_action
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("audit")
+
+
+@pytest.fixture(scope="module")
+def agent(stage, workdir):
+    yield from module_agent(stage, workdir, "audit", "agent-audit.log")
+
+
+@pytest.fixture(autouse=True)
+def _agent_log(request, agent, agent_log_path):
+    yield
+    attach_log(agent, agent_log_path)
+
+
+@pytest.mark.parametrize("scenario_id", SCENARIO_IDS)
+def test_scenario_under_audit(agent, stage, scenario_id: str) -> None:
+    scenario = scenario_by_id(stage, scenario_id)
+    proc, events = perform(agent, scenario)
+    assert_outcome(proc, False, scenario, events)
+    assert_single_event(scenario, events, "audited", proc.pid, proc)
+
+
+def test_allowlisted_uid_is_not_reported_in_audit(agent) -> None:
+    mark = agent.mark()
+    allowed = run_action([PY, ACTIONS, "uid-exec", "4242", str(TMP / "true")])
+    other = run_action([PY, ACTIONS, "uid-exec", "4243", str(TMP / "true")])
+    events = [e for e in agent.events(mark) if e["path"] == str(TMP / "true")]
+    assert (allowed.returncode, other.returncode) == (0, 0)
+    assert [e["uid"] for e in events] == [4243]
