@@ -34,6 +34,8 @@ NORMAL = Path("/var/lib/enftest")
 CG1 = NORMAL / "cgv1"  # a named cgroup v1 hierarchy at an unusual place
 PROC2 = NORMAL / "proc2"  # a second procfs mount
 CG2 = Path("/sys/fs/cgroup")
+CHROOT = NORMAL / "chroot"  # a tmpfs root with its own /tmp and /usr/bin
+BUSYBOX = "/bin/busybox"  # static (busybox-static): runs inside the chroot
 DEEP_LEVELS = 70  # > abi.PATH_WALK_STEPS (64): the walk cannot reach the root
 
 ALLOW_D = """
@@ -112,10 +114,16 @@ def stage_environment() -> Stage:
     _copy_exec(true, TMP / "mnt/true")
     # a bind mount of /tmp/enftest at an ordinary place
     _mount(["--bind", str(TMP)], NORMAL / "bind")
-    # a hard link of a /var/tmp binary into an ordinary place
-    hard = NORMAL / "hardlink-true"
-    if not hard.exists():
-        os.link(VARTMP / "true", hard)
+    # A root of its own on one filesystem, with a /tmp and a /usr/bin, so that a
+    # hard link can join an unusual and an ordinary place (the guest's /tmp and
+    # /var/tmp are filesystems of their own). Paths are seen from this root.
+    _mount(["-t", "tmpfs", "tmpfs"], CHROOT)
+    busybox = _copy_exec(BUSYBOX, CHROOT / "tmp/busybox")
+    (CHROOT / "tmp").chmod(0o1777)
+    linked = CHROOT / "usr/bin/busybox-link"
+    linked.parent.mkdir(parents=True, exist_ok=True)
+    if not linked.exists():
+        os.link(busybox, linked)
     # cgroup v1 named hierarchy and a second procfs, both at unusual places
     _mount(["-t", "cgroup", "-o", "none,name=enftest", "cgroup"], CG1)
     _mount(["-t", "proc", "proc"], PROC2)
@@ -292,8 +300,17 @@ def exec_scenarios(stage: Stage) -> List[Scenario]:
             note="documented limit: the directory rule sees the bind mount's path",
         ),
         Scenario(
+            "exec-tmp-inside-chroot",
+            ("chroot", str(CHROOT), "/tmp/busybox", "true"),
+            path="/tmp/busybox",
+            match="directory",
+            comm="chroot",
+            note="paths are relative to the executing task's root",
+            **unusual,
+        ),
+        Scenario(
             "exec-hard-link-into-ordinary-dir",
-            _act("exec", str(NORMAL / "hardlink-true")),
+            ("chroot", str(CHROOT), "/usr/bin/busybox-link", "true"),
             rule=None,
             blocks=False,
             note="documented limit: a hard link has its own path",
