@@ -158,7 +158,7 @@ class Agent:
 
     def reload(self) -> None:
         """Re-read the policy; apply it only if it parses, compiles and writes cleanly."""
-        from enforcer.kernel.loader import ReloadError  # noqa: PLC0415
+        from enforcer.kernel.maps import ReloadError  # noqa: PLC0415
 
         self.notifier.send("RELOADING=1")
         try:

@@ -17,7 +17,6 @@ import ctypes
 import logging
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
@@ -25,14 +24,8 @@ from enforcer import abi
 from enforcer.kernel import bpfsys
 from enforcer.kernel.bcc_compat import kernel_source_env
 from enforcer.kernel.btf import BtfInfo, KernelHeaders, generate_headers, load_btf
-from enforcer.plan import (
-    POLICY_MAPS,
-    MapPlan,
-    PlanDiff,
-    diff,
-    encode_key,
-    encode_value,
-)
+from enforcer.kernel.maps import CapacityError, PolicyMaps, check_capacity
+from enforcer.plan import POLICY_MAPS, MapPlan, PlanDiff
 
 log = logging.getLogger(__name__)
 
@@ -51,29 +44,12 @@ HOOK_PARAMS: Mapping[str, Tuple[str, ...]] = {
     "bprm_check_security": ("bprm",),
 }
 
-#: Arrays cannot delete keys; a removed entry is written as zero instead.
-ARRAY_MAPS = frozenset({"rules", "targets"})
-
-MAP_CAPACITY: Mapping[str, int] = {
-    "rules": abi.MAX_RULES + 1,
-    "targets": abi.TARGET_COUNT * len(abi.Scope),
-    "exec_places": abi.MAX_PLACES,
-    "exec_fstypes": abi.MAX_FSTYPES,
-    "allow_exe": abi.MAX_ALLOW,
-    "allow_uid": abi.MAX_ALLOW,
-    "allow_cgroup": abi.MAX_ALLOW,
-}
-
 #: Maps pinned with each instance, for `enforcer status` and for inspection.
 PINNED_MAPS = POLICY_MAPS + ("settings", "stats")
 
 
 class LoadError(RuntimeError):
     """Enforcement could not be established; nothing was left attached."""
-
-
-class ReloadError(RuntimeError):
-    """A new plan could not be applied; the previous one is still in force."""
 
 
 def default_bpf_dir() -> Path:
@@ -107,13 +83,6 @@ def check_hook_signatures(btf: BtfInfo) -> None:
             )
     if problems:
         raise LoadError("kernel hook signatures differ from what enforcer supports:\n  " + "\n  ".join(problems))
-
-
-def check_capacity(plan: MapPlan) -> None:
-    for name, capacity in MAP_CAPACITY.items():
-        size = len(plan.maps.get(name, {}))
-        if size > capacity:
-            raise LoadError(f"policy needs {size} entries in map {name}, the kernel map holds {capacity}")
 
 
 def ensure_bpffs() -> None:
@@ -153,17 +122,6 @@ def _bcc():
     return bcc
 
 
-@dataclass
-class _Applied:
-    """Undo log of map writes during a reload."""
-
-    undo: List[Callable[[], None]] = field(default_factory=list)
-
-    def rollback(self) -> None:
-        for step in reversed(self.undo):
-            step()
-
-
 class Enforcement:
     """One agent instance's loaded programs, maps and pins."""
 
@@ -171,70 +129,11 @@ class Enforcement:
         self._bpf = bpf
         self.plan = plan
         self.instance_dir = instance_dir
-        self.host_mntns = host_mntns
-
-    # --- maps ---------------------------------------------------------------------
-
-    def _fd(self, name: str) -> int:
-        return self._bpf[name].map_fd
-
-    def _zero_value(self, name: str) -> ctypes.Structure:
-        return abi.RuleConfig() if name == "rules" else ctypes.c_uint32(0)  # type: ignore[return-value]
-
-    def _write(self, name: str, key, value) -> None:
-        bpfsys.map_update(self._fd(name), encode_key(key), encode_value(value), what=f"map {name}")
-
-    def _remove(self, name: str, key) -> None:
-        if name in ARRAY_MAPS:
-            bpfsys.map_update(self._fd(name), encode_key(key), self._zero_value(name), what=f"map {name}")
-        else:
-            bpfsys.map_delete(self._fd(name), encode_key(key), what=f"map {name}")
-
-    def write_settings(self, watch: int) -> None:
-        settings = abi.Settings(host_mntns=self.host_mntns, watch=watch)
-        bpfsys.map_update(self._fd("settings"), ctypes.c_uint32(0), settings, what="map settings")
-
-    def fill(self, plan: MapPlan) -> None:
-        """Write a whole plan into empty maps (initial load)."""
-        for name in POLICY_MAPS:
-            for key, value in plan.maps.get(name, {}).items():
-                self._write(name, key, value)
-        self.write_settings(plan.watch)
+        self.maps = PolicyMaps(lambda name: bpf[name].map_fd, host_mntns)
 
     def apply(self, new_plan: MapPlan) -> PlanDiff:
-        """Change the live maps to `new_plan`, touching only what differs.
-
-        Additions and changes go first, deletions last, the watch flags at
-        the very end when they grow and first when they shrink - so each
-        intermediate state denies at least what one of the two plans denies.
-        On any failure every write already made is undone.
-        """
-        check_capacity(new_plan)
-        old_plan = self.plan
-        changes = diff(old_plan, new_plan)
-        applied = _Applied()
-        try:
-            # rules first: a slot must never point at a rule number not yet configured
-            for name in ("rules",) + tuple(n for n in POLICY_MAPS if n != "rules"):
-                map_diff = changes.maps[name]
-                before = old_plan.maps.get(name, {})
-                for key, value in list(map_diff.added.items()) + list(map_diff.changed.items()):
-                    self._write(name, key, value)
-                    if key in before:
-                        applied.undo.append(lambda n=name, k=key, v=before[key]: self._write(n, k, v))
-                    else:
-                        applied.undo.append(lambda n=name, k=key: self._remove(n, k))
-            for name in POLICY_MAPS:
-                before = old_plan.maps.get(name, {})
-                for key in changes.maps[name].deleted:
-                    self._remove(name, key)
-                    applied.undo.append(lambda n=name, k=key, v=before[key]: self._write(n, k, v))
-            if changes.watch_changed:
-                self.write_settings(new_plan.watch)
-                applied.undo.append(lambda: self.write_settings(old_plan.watch))
-        except (OSError, ValueError) as error:
-            applied.rollback()
-            raise ReloadError(f"applying the new policy failed, previous policy kept: {error}") from error
+        """Reload: change the live maps to `new_plan` (see PolicyMaps.apply)."""
+        changes = self.maps.apply(self.plan, new_plan)
         self.plan = new_plan
         return changes
 
@@ -284,7 +183,10 @@ def load(
     pin: bool = True,
 ) -> Enforcement:
     """Establish enforcement of `plan`, all or nothing."""
-    check_capacity(plan)
+    try:
+        check_capacity(plan)
+    except CapacityError as error:
+        raise LoadError(str(error)) from error
     bcc = _bcc()
     bpf_dir = bpf_dir or default_bpf_dir()
     btf = load_btf(btf_path)
@@ -309,11 +211,10 @@ def load(
         bpf.cleanup()
         raise LoadError(f"the kernel refused to load enforcer's programs: {error}") from error
 
-    host_mntns = host_mount_namespace()
-    enforcement = Enforcement(bpf, plan, Path(), host_mntns)
+    enforcement = Enforcement(bpf, plan, Path(), host_mount_namespace())
     try:
-        enforcement.fill(plan)
-    except OSError as error:
+        enforcement.maps.fill(plan)
+    except (OSError, CapacityError) as error:
         bpf.cleanup()
         raise LoadError(f"filling the policy maps failed: {error}") from error
 

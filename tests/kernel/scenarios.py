@@ -370,8 +370,8 @@ def events_for(events: List[dict], scenario: Scenario, pid: int) -> List[dict]:
     return [e for e in events if e.get("comm") == scenario.comm and e.get("container") is scenario.container]
 
 
-@pytest.fixture(scope="module")
-def stage() -> Stage:
+@pytest.fixture(scope="module", name="stage")
+def stage_fixture() -> Stage:
     return stage_environment()
 
 
@@ -387,5 +387,5 @@ def policy_dir(workdir: Path) -> Path:
 
 __all__ = [
     "ACTIONS", "COMM", "PY", "Scenario", "Stage", "all_scenarios", "check_event", "events_for",
-    "policy_dir", "stage", "TMP", "NORMAL", "CG2", "SCENARIO_IDS",
+    "policy_dir", "stage_fixture", "TMP", "NORMAL", "CG2", "SCENARIO_IDS",
 ]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from battery import assert_outcome, assert_single_event, attach_log, module_agent, perform, scenario_by_id
-from scenarios import ACTIONS, PY, SCENARIO_IDS, TMP, stage  # noqa: F401 - fixture
+from scenarios import ACTIONS, PY, SCENARIO_IDS, TMP, stage_fixture  # noqa: F401 - the `stage` fixture
 from enforcer_agent import run_action
 
 pytestmark = pytest.mark.kernel

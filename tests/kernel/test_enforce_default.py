@@ -16,7 +16,7 @@ import pytest
 
 from battery import assert_outcome, assert_single_event, attach_log, module_agent, perform, scenario_by_id
 from enforcer_agent import REPO, run_action, unload
-from scenarios import ACTIONS, CG2, NORMAL, PY, SCENARIO_IDS, TMP, stage  # noqa: F401 - fixture
+from scenarios import ACTIONS, CG2, NORMAL, PY, SCENARIO_IDS, TMP, stage_fixture  # noqa: F401 - the `stage` fixture
 
 pytestmark = pytest.mark.kernel
 

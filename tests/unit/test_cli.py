@@ -88,7 +88,7 @@ def test_explain_default_policy(capsys):
     assert "    - executing a file anywhere under /tmp/\n" in rule4
     assert "    - executing a file from a filesystem of type devtmpfs, mqueue, proc, sysfs, wherever it is mounted\n" in rule4
     assert out.endswith(
-        "Deep paths: the kernel walks at most 40 path components. An executed file deeper than that cannot "
+        "Deep paths: the kernel walks at most 64 path components and mount points. An executed file deeper than that cannot "
         "be placed; instead of allowing it, the kernel applies:\n"
         '  - host: rule 4 "exec-unusual-dir" (enforce)\n'
         '  - containers: rule 4 "exec-unusual-dir" (enforce)\n\n'
