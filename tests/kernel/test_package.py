@@ -4,10 +4,11 @@ when started from its own systemd unit's command line.
 Runs inside the guest (see tests/kernel/README.md). The .deb must already be in
 dist/ (`packaging/build-deb`; packaging/ci-check builds it before the tests).
 
-The guest shares the host's root read-only; /etc and /var are writable
-overlays, /usr is not. The test mounts a tmpfs-backed overlay on /usr for the
-duration of the test, installs the package with dpkg into it, and removes both
-afterwards. systemd is not PID 1 in the guest, so the test plays its part: it
+The guest shares the host's root read-only, with writable overlays on /etc
+and /var (virtme-ng also overlays /usr, but the harness does not promise it).
+The test mounts its own tmpfs-backed overlay on /usr for the duration of the
+test, installs the package there with dpkg, purges it and unmounts the overlay
+afterwards, so nothing of the install outlives the test. systemd is not PID 1 in the guest, so the test plays its part: it
 reads ExecStart=, Environment= and EnvironmentFile= from the installed unit,
 sets ENFORCER_MODE=enforce in the installed /etc/default/enforcer as an
 operator would, and hands the agent a NOTIFY_SOCKET of its own.
