@@ -99,7 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="load the BPF programs and enforce a policy (root)")
     run.add_argument("--policy", default=DEFAULT_POLICY, metavar="FILE",
                      help=f"policy file (default {DEFAULT_POLICY})")
-    run.add_argument("--mode", choices=MODES, help="override every rule's mode for this run")
+    run.add_argument(
+        "--mode",
+        choices=MODES,
+        help="audit: every rule only reports (dry run); enforce: enforce every rule except those "
+        "the policy itself marks mode = \"audit\"",
+    )
     run.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="default info")
     run.set_defaults(handler=_delegate("enforcer.daemon", "run_command"))
 

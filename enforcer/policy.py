@@ -137,10 +137,18 @@ class Policy:
     allow_sources: Tuple[str, ...] = ()  # allow.d files merged in, in order
 
     def effective_mode(self, rule: Rule, override: Optional[Mode] = None) -> Mode:
-        """The mode a rule runs in: the run's override, else the rule's, else the policy's."""
-        if override is not None:
-            return override
-        return rule.meta.mode if rule.meta.mode is not None else self.mode
+        """The mode a rule runs in.
+
+        `override` is `enforcer run --mode`. AUDIT makes every rule audit (a
+        dry run). ENFORCE replaces the policy-wide `mode` but not a rule's own
+        `mode = "audit"`: a rule its author marked too broad to enforce is not
+        turned into a denial by a command-line flag.
+        """
+        if override is Mode.AUDIT:
+            return Mode.AUDIT
+        if rule.meta.mode is not None:
+            return rule.meta.mode
+        return override if override is not None else self.mode
 
     def rule(self, rule_id: str) -> Rule:
         for candidate in self.rules:

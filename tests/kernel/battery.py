@@ -45,7 +45,11 @@ def perform(agent: Agent, scenario: Scenario):
         scenario.setup()
     mark = agent.mark()
     proc = run_action(scenario.argv)
-    return proc, events_for(agent.events(mark), scenario, proc.pid)
+    expect = None
+    if scenario.rule is not None:
+        def expect(record, rule=scenario.rule):
+            return record.get("type") == "event" and record.get("rule") == rule
+    return proc, events_for(agent.events(mark, expect), scenario, proc.pid)
 
 
 def describe(proc, events: List[dict]) -> str:

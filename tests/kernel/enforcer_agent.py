@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -140,9 +141,21 @@ class Agent:
             + "\n".join(json.dumps(r) for r in self.since(mark))
         )
 
-    def events(self, mark: int, settle_s: float = 3.0) -> List[Event]:
-        """Security events since `mark`, after giving the ring buffer time to drain."""
-        time.sleep(settle_s)
+    def events(self, mark: int, expect: Optional[Callable[[Event], bool]] = None, settle_s: float = 1.0,
+               quiet_s: float = 3.0) -> List[Event]:
+        """Security events since `mark`.
+
+        With `expect`: wait until such an event arrives (at most
+        EVENT_TIMEOUT_S), then `settle_s` more so duplicates would show. Without:
+        give the ring buffer `quiet_s` to prove that nothing comes.
+        """
+        if expect is None:
+            time.sleep(quiet_s)
+        else:
+            deadline = time.monotonic() + EVENT_TIMEOUT_S
+            while time.monotonic() < deadline and not any(expect(r) for r in self.since(mark)):
+                time.sleep(0.1)
+            time.sleep(settle_s)
         return [r for r in self.since(mark) if r.get("type") == "event"]
 
     def reload(self, policy_text: str) -> Event:
@@ -156,11 +169,19 @@ class Agent:
         )
 
 
-def run_action(args: Sequence[str], timeout_s: float = 60, **popen) -> subprocess.Popen:
+@dataclass(frozen=True)
+class ActionResult:
+    pid: int
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_action(args: Sequence[str], timeout_s: float = 60) -> ActionResult:
     """Start one action process (tests/kernel/actions.py or any command) and wait for it."""
-    proc = subprocess.Popen(list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
-    proc.communicate(timeout=timeout_s)
-    return proc
+    proc = subprocess.Popen(list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate(timeout=timeout_s)
+    return ActionResult(proc.pid, proc.returncode, out, err)
 
 
 def unload(workdir: Path) -> None:

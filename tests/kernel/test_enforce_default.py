@@ -49,8 +49,11 @@ def test_scenario_under_enforce(agent, stage, scenario_id: str) -> None:
 # --- allowlists: the same exec of /tmp/enftest/true, from different subjects --------
 
 
-def _exec_events(agent, mark):
-    return [e for e in agent.events(mark) if e["path"] == str(TMP / "true")]
+def _exec_events(agent, mark, expected: bool):
+    def ours(record):
+        return record.get("type") == "event" and record.get("path") == str(TMP / "true")
+
+    return [e for e in agent.events(mark, ours if expected else None) if ours(e)]
 
 
 @pytest.mark.parametrize(
@@ -64,7 +67,7 @@ def _exec_events(agent, mark):
 def test_allowlisted_executable(agent, subject: str, allowed: bool) -> None:
     mark = agent.mark()
     proc = run_action([subject, "-c", f"{TMP / 'true'}"])
-    events = _exec_events(agent, mark)
+    events = _exec_events(agent, mark, expected=not allowed)
     if allowed:
         assert proc.returncode == 0, (proc.stderr, events)
         assert events == []
@@ -78,7 +81,7 @@ def test_allowlisted_executable(agent, subject: str, allowed: bool) -> None:
 def test_allowlisted_uid(agent, uid: int, allowed: bool) -> None:
     mark = agent.mark()
     proc = run_action([PY, ACTIONS, "uid-exec", str(uid), str(TMP / "true")])
-    events = _exec_events(agent, mark)
+    events = _exec_events(agent, mark, expected=not allowed)
     assert proc.returncode == (0 if allowed else 77), (proc.stderr, events)
     assert [e["uid"] for e in events] == ([] if allowed else [uid])
 
@@ -89,18 +92,20 @@ def test_allowlisted_cgroup(agent, cgroup: str, allowed: bool) -> None:
         pytest.fail(f"cgroup v2 is not mounted at {CG2} in the guest; cannot stage {cgroup}")
     mark = agent.mark()
     proc = run_action([PY, ACTIONS, "cgroup-exec", str(CG2 / cgroup), str(TMP / "true")])
-    events = _exec_events(agent, mark)
+    events = _exec_events(agent, mark, expected=not allowed)
     assert proc.returncode == (0 if allowed else 77), (proc.stderr, events)
     assert [e["cgroup"] for e in events] == ([] if allowed else [f"/{cgroup}"])
 
 
 # --- scope, via reload (no recompilation) ---------------------------------------------
 
+# keeps the id exec-unusual-dir: the test allow.d adds exceptions to it, and a
+# policy whose allow.d names a missing rule is (rightly) rejected
 SCOPED = """
 version = 1
 mode = "enforce"
 [[rule]]
-id = "exec-tmp-{scope}"
+id = "exec-unusual-dir"
 kind = "exec"
 scope = "{scope}"
 dirs = ["/tmp/enftest"]

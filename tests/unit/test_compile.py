@@ -132,7 +132,17 @@ def test_mode_override_and_audit_policy():
     assert set(audit.maps["rules"].values()) == {RuleValue(False)}
     assert {i.mode for i in audit.rules} == {"audit"}
     forced = compile_policy(policy, Mode.ENFORCE)
-    assert set(forced.maps["rules"].values()) == {RuleValue(True)}
+    # --mode enforce keeps a rule's own mode = "audit" (exec-run-audit)
+    assert {i.id: i.mode for i in forced.rules} == {
+        "sysrq-write-host": "enforce",
+        "sysrq-write-container": "enforce",
+        "release-agent": "enforce",
+        "exec-unusual-dir": "enforce",
+        "exec-memfd": "enforce",
+        "exec-run-audit": "audit",
+    }
+    audit_policy = load_policy(POLICIES / "audit.toml")
+    assert {i.mode for i in compile_policy(audit_policy, Mode.ENFORCE).rules} == {"enforce"}
     # the audit policy differs from the default only in modes
     shipped_audit = compile_policy(load_policy(POLICIES / "audit.toml"))
     for name in POLICY_MAPS:
