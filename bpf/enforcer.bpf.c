@@ -28,6 +28,7 @@
 #define CGROUP_SUPER_MAGIC	0x27e0eb
 #define TMPFS_MAGIC		0x01021994
 #define HUGETLBFS_MAGIC		0x958458f6
+#define OVERLAYFS_SUPER_MAGIC	0x794c7630
 #define ENF_FMODE_READ		0x1
 #define ENF_FMODE_WRITE		0x2
 #define ENF_O_TRUNC		01000
@@ -734,6 +735,18 @@ LSM_PROBE(inode_rename, struct inode *old_dir, struct dentry *old_dentry,
 	cfg = get_settings();
 	if (!cfg || !(cfg->watch & ENFORCER_WATCH_RENAME))
 		return 0;
+	READ_KERNEL(v.sb, old_dir->i_sb);
+	if (v.sb) {
+		unsigned long magic = 0;
+
+		READ_KERNEL(magic, v.sb->s_magic);
+		/* overlayfs performs the rename with vfs_rename() on its upper
+		 * layer, which calls this hook again: that call decides (and a
+		 * denial there fails the overlay rename), so one rename is
+		 * reported once */
+		if (magic == OVERLAYFS_SUPER_MAGIC)
+			return 0;
+	}
 	scope = task_scope(cfg, &mntns);
 	v.rule = target_rule(ENFORCER_TARGET_RELEASE_AGENT_RENAME, scope);
 	if (!v.rule)
@@ -744,7 +757,6 @@ LSM_PROBE(inode_rename, struct inode *old_dir, struct dentry *old_dentry,
 	v.hook = ENFORCER_HOOK_INODE_RENAME;
 	v.access = ENFORCER_ACCESS_RENAME;
 	v.has_new_path = 1;
-	READ_KERNEL(v.sb, old_dir->i_sb);
 	/* no vfsmount here: paths are relative to the filesystem's root */
 	resolve_path(s, &s->obj, old_dentry, NULL);
 	resolve_path(s, &s->aux, new_dentry, NULL);
