@@ -80,6 +80,7 @@ class KernelState:
         self.unavailable: Optional[str] = None  # why the guest could not be started
         self.outcome: Optional[vm.GuestOutcome] = None
         self.sigterm_installed = False
+        self.console_attached = False  # the console tail goes to one report only
 
     def start(self, nodeids: list) -> None:
         try:
@@ -170,21 +171,37 @@ class KernelProxyItem(pytest.Item):
 
     def _attach_logs(self, outcome: vm.GuestOutcome, run: vm.GuestRun,
                      res: Optional[vm.GuestResult] = None) -> None:
-        if res is not None:
+        state: KernelState = self.config.stash[_STATE]
+        raw = outcome.jsonl.get(self.nodeid, res)
+        if raw is not None:
             # The per-phase records hold the raw captured output; junit-xml
             # wraps it in headings, so it is only the fallback.
-            raw = outcome.jsonl.get(self.nodeid, res)
             if raw.stdout.strip():
                 self.add_report_section("call", "guest stdout", raw.stdout)
             if raw.stderr.strip():
                 self.add_report_section("call", "guest stderr", raw.stderr)
         for name, text in run.artifacts_for(self.nodeid).items():
             self.add_report_section("call", f"guest artifact {name} (tail)", vm.tail(text, 200))
-        self.add_report_section("call", "guest console (tail)", vm.tail(outcome.console, 60))
-        dmesg = vm.dmesg_since_script(run.dmesg())
-        if dmesg.strip():
-            self.add_report_section("call", "guest kernel log since the tests started (tail)",
-                                    vm.tail(dmesg, 60))
+        dmesg = run.dmesg()
+        if res is not None:
+            during = vm.dmesg_for_test(dmesg, self.nodeid)
+            if during.strip():
+                self.add_report_section("call", "guest kernel log during this test (tail)",
+                                        vm.tail(during, 60))
+        # The console and the whole kernel log are the session's, not this
+        # test's: shown with the first failure, and with every test the guest
+        # did not finish (there they are the only clue).
+        unfinished = res is None or res.outcome == "incomplete"
+        if unfinished or not state.console_attached:
+            state.console_attached = True
+            self.add_report_section(
+                "call", f"guest console (tail; whole: {run.results_dir / vm.CONSOLE_NAME})",
+                vm.tail(outcome.console, 60))
+            since = vm.dmesg_since_script(dmesg)
+            if since.strip():
+                self.add_report_section(
+                    "call", f"guest kernel log since the tests started (tail; whole: {run.results_dir / vm.DMESG_NAME})",
+                    vm.tail(since, 60))
 
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, GuestFailure):
@@ -225,6 +242,12 @@ def pytest_runtestloop(session: pytest.Session) -> None:
     nodeids = [i.nodeid for i in session.items if isinstance(i, KernelProxyItem)]
     if nodeids:
         state.start(nodeids)  # in the background; proxies wait for it
+        tr = config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None and state.run is not None:
+            tr.write_line(
+                f"kernel VM: booting {state.run.kernel.name} for {len(nodeids)} kernel test(s); "
+                f"follow with: tail -f {state.run.results_dir / vm.CONSOLE_NAME}"
+            )
 
 
 def _interrupt_on_sigterm(signum, frame):

@@ -149,8 +149,9 @@ def _fold_phases(recs: List[dict]) -> GuestResult:
     duration = sum(float(r.get("duration", 0)) for r in recs)
     sections = {}
     for r in recs:
+        # A report repeats the sections of the phases before it: keep one.
         for title, content in r.get("sections", []):
-            sections[title] = sections.get(title, "") + content
+            sections[title] = content
     stdout = "".join(v for k, v in sections.items() if "stdout" in k)
     stderr = "".join(v for k, v in sections.items() if "stderr" in k)
     for r in recs:
@@ -191,6 +192,28 @@ def dmesg_since_script(dmesg: str) -> str:
         return dmesg
     nl = dmesg.find("\n", idx)
     return "" if nl < 0 else dmesg[nl + 1:]
+
+
+# Written to /dev/kmsg by tests/kernel/conftest.py around each test, so the
+# host can cut out the kernel log of one test (no clock comparison needed).
+KMSG_START = "enforcer-test: start "
+KMSG_END = "enforcer-test: end "
+
+
+def dmesg_for_test(dmesg: str, nodeid: str) -> str:
+    """Kernel log lines between this test's start and end marks (to the end
+    of the log if the end mark is missing); "" if the test never started."""
+    lines = dmesg.splitlines()
+    start_mark, end_mark = KMSG_START + nodeid, KMSG_END + nodeid
+    starts = [i for i, line in enumerate(lines) if line.endswith(start_mark)]
+    if not starts:
+        return ""
+    out = []
+    for line in lines[starts[-1] + 1:]:
+        if line.endswith(end_mark):
+            break
+        out.append(line)
+    return "\n".join(out)
 
 
 # ----------------------------------------------------------------- kernel --
@@ -309,6 +332,8 @@ def build_guest_script(
         f"export PYTHONPATH={q(str(repo))}${{PYTHONPATH:+:$PYTHONPATH}}",
         f"export {ENV_ARTIFACTS}={q(str(res / ARTIFACTS_SUBDIR))}",
         f"mkdir -p {q(str(res / ARTIFACTS_SUBDIR))}",
+        # Per-test marks go to /dev/kmsg; without this most are rate-limited away.
+        "echo on > /proc/sys/kernel/printk_devkmsg",
         'echo "guest: kernel $(uname -r), uptime $(cut -d" " -f1 /proc/uptime) s"',
         " ".join(q(a) for a in args),
         "rc=$?",

@@ -98,3 +98,18 @@ def pytest_runtest_logreport(report) -> None:
         f.write(json.dumps(rec) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def _kmsg(line: str) -> None:
+    if vm.env_flag(os.environ, vm.ENV_IN_GUEST):
+        with open("/dev/kmsg", "w") as f:
+            f.write(line + "\n")
+
+
+def pytest_runtest_logstart(nodeid, location) -> None:
+    """Mark each test's start and end in the kernel log (see vm.dmesg_for_test)."""
+    _kmsg(vm.KMSG_START + nodeid)
+
+
+def pytest_runtest_logfinish(nodeid, location) -> None:
+    _kmsg(vm.KMSG_END + nodeid)

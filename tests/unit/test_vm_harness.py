@@ -124,7 +124,8 @@ def test_parse_jsonl_folds_phases_and_tolerates_a_cut_last_line():
         _rec("t.py::bad", "setup", "passed"),
         _rec("t.py::bad", "call", "failed", longrepr="E assert 0",
              sections=[["Captured stdout call", "out\n"]]),
-        _rec("t.py::bad", "teardown", "passed"),
+        _rec("t.py::bad", "teardown", "passed",
+             sections=[["Captured stdout call", "out\n"], ["Captured stdout teardown", "td\n"]]),
         _rec("t.py::sk", "setup", "skipped", skip_reason="nope"),
         _rec("t.py::xf", "setup", "passed"),
         _rec("t.py::xf", "call", "skipped", wasxfail="known"),
@@ -135,12 +136,24 @@ def test_parse_jsonl_folds_phases_and_tolerates_a_cut_last_line():
     r = vm.parse_jsonl(lines)
     assert r["t.py::ok"].outcome == "passed"
     assert r["t.py::bad"].outcome == "failed" and r["t.py::bad"].text == "E assert 0"
-    assert r["t.py::bad"].stdout == "out\n"
+    assert r["t.py::bad"].stdout == "out\ntd\n"  # each section once
     assert r["t.py::sk"].outcome == "skipped" and r["t.py::sk"].message == "nope"
     assert r["t.py::xf"].outcome == "xfailed" and r["t.py::xf"].message == "known"
     assert r["t.py::setup_err"].outcome == "error"
     assert r["t.py::hung"].outcome == "incomplete"
     assert "t.py::cut" not in r
+
+
+def test_dmesg_for_test_cuts_between_marks():
+    a, b = "tests/kernel/t.py::a", "tests/kernel/t.py::a[1]"
+    dmesg = "\n".join([
+        "[ 1.0] boot",
+        f"[ 2.0] {vm.KMSG_START}{a}", "[ 2.1] bpf: from a", f"[ 2.2] {vm.KMSG_END}{a}",
+        f"[ 3.0] {vm.KMSG_START}{b}", "[ 3.1] from b, which never ended",
+    ])
+    assert vm.dmesg_for_test(dmesg, a) == "[ 2.1] bpf: from a"
+    assert vm.dmesg_for_test(dmesg, b) == "[ 3.1] from b, which never ended"
+    assert vm.dmesg_for_test(dmesg, "tests/kernel/t.py::never") == ""
 
 
 def test_outcome_prefers_junit_then_jsonl():
