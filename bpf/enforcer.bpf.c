@@ -558,6 +558,19 @@ static __always_inline struct scratch *get_scratch(void)
 	return scratch_map.lookup(&zero);
 }
 
+/* A fixed target was hit: find the rule covering it for the current task's
+ * scope (into v->rule) and the scratch space to decide it. NULL when no rule
+ * applies. */
+static __always_inline struct scratch *target_hit(struct enforcer_settings *cfg, __u32 target,
+						  struct verdict_ctx *v, __u64 *mntns, __u32 *scope)
+{
+	*scope = task_scope(cfg, mntns);
+	v->rule = target_rule(target, *scope);
+	if (!v->rule)
+		return NULL;
+	return get_scratch();
+}
+
 /* Which fixed target a write (or read) of this dentry on this superblock is.
  * Returns ENFORCER_TARGET_COUNT for none. The file is recognised by its
  * place inside its filesystem, never by where that filesystem is mounted. */
@@ -642,11 +655,7 @@ static __always_inline int check_file(struct dentry *dentry, struct vfsmount *vf
 			return 0;
 		}
 	}
-	scope = task_scope(cfg, &mntns);
-	v.rule = target_rule(target, scope);
-	if (!v.rule)
-		return 0;
-	s = get_scratch();
+	s = target_hit(cfg, target, &v, &mntns, &scope);
 	if (!s)
 		return 0;
 	v.hook = hook;
@@ -747,11 +756,7 @@ LSM_PROBE(inode_rename, struct inode *old_dir, struct dentry *old_dentry,
 		if (magic == OVERLAYFS_SUPER_MAGIC)
 			return 0;
 	}
-	scope = task_scope(cfg, &mntns);
-	v.rule = target_rule(ENFORCER_TARGET_RELEASE_AGENT_RENAME, scope);
-	if (!v.rule)
-		return 0;
-	s = get_scratch();
+	s = target_hit(cfg, ENFORCER_TARGET_RELEASE_AGENT_RENAME, &v, &mntns, &scope);
 	if (!s)
 		return 0;
 	v.hook = ENFORCER_HOOK_INODE_RENAME;

@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Iterator, List
+from typing import Iterator, List, Tuple
+
+import pytest
 
 from enforcer_agent import Agent, run_action, unload
 from scenarios import Scenario, Stage, all_scenarios, check_event, events_for, policy_dir
@@ -31,8 +33,24 @@ def module_agent(stage: Stage, workdir: Path, mode: str, log_name: str) -> Itera
         unload(workdir)
 
 
-def attach_log(agent: Agent, agent_log_path: Path) -> None:
-    shutil.copy(agent.log_path, agent_log_path)
+def agent_fixtures(mode: str) -> Tuple[object, object, object]:
+    """The fixtures of a battery module: its work dir, its agent in `mode`,
+    and (autouse) the agent's log copied into every test's artifacts."""
+
+    @pytest.fixture(scope="module")
+    def workdir(tmp_path_factory) -> Path:
+        return tmp_path_factory.mktemp(mode)
+
+    @pytest.fixture(scope="module")
+    def agent(stage, workdir) -> Iterator[Agent]:
+        yield from module_agent(stage, workdir, mode, f"agent-{mode}.log")
+
+    @pytest.fixture(autouse=True)
+    def agent_log(agent, agent_log_path) -> Iterator[None]:
+        yield
+        shutil.copy(agent.log_path, agent_log_path)
+
+    return workdir, agent, agent_log
 
 
 def scenario_by_id(stage: Stage, scenario_id: str) -> Scenario:

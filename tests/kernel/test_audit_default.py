@@ -3,31 +3,17 @@ and every action enforce mode would deny is reported once as `audited`."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
-from battery import assert_outcome, assert_single_event, attach_log, module_agent, perform, scenario_by_id
+from battery import agent_fixtures, assert_outcome, assert_single_event, perform, scenario_by_id
 from scenarios import ACTIONS, PY, SCENARIO_IDS, TMP, stage_fixture  # noqa: F401 - the `stage` fixture
 from enforcer_agent import run_action
 
 pytestmark = pytest.mark.kernel
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("audit")
-
-
-@pytest.fixture(scope="module")
-def agent(stage, workdir):
-    yield from module_agent(stage, workdir, "audit", "agent-audit.log")
-
-
-@pytest.fixture(autouse=True)
-def _agent_log(request, agent, agent_log_path):
-    yield
-    attach_log(agent, agent_log_path)
+workdir, agent, agent_log = agent_fixtures("audit")
 
 
 @pytest.mark.parametrize("scenario_id", SCENARIO_IDS)

@@ -10,31 +10,17 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from battery import assert_outcome, assert_single_event, attach_log, module_agent, perform, scenario_by_id
+from battery import agent_fixtures, assert_outcome, assert_single_event, perform, scenario_by_id
 from enforcer_agent import REPO, run_action, unload
 from scenarios import ACTIONS, CG2, NORMAL, PY, SCENARIO_IDS, TMP, stage_fixture  # noqa: F401 - the `stage` fixture
 
 pytestmark = pytest.mark.kernel
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("enforce")
-
-
-@pytest.fixture(scope="module")
-def agent(stage, workdir):
-    yield from module_agent(stage, workdir, "enforce", "agent-enforce.log")
-
-
-@pytest.fixture(autouse=True)
-def _agent_log(request, agent, agent_log_path):
-    yield
-    attach_log(agent, agent_log_path)
+workdir, agent, agent_log = agent_fixtures("enforce")
 
 
 @pytest.mark.parametrize("scenario_id", SCENARIO_IDS)
