@@ -7,9 +7,11 @@ scopes, reload, pinning and unload behave as documented.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -139,7 +141,14 @@ def test_status_reports_enforcement(agent, workdir) -> None:
 # --- last: the agent stops, pinned programs keep enforcing, unload ends it -------------
 
 
-def test_zz_enforcement_survives_agent_exit_until_unload(agent, workdir) -> None:
+def _bench() -> dict:
+    result = run_action([PY, str(Path(__file__).with_name("bench_open.py"))], timeout_s=300)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_zz_enforcement_survives_agent_exit_until_unload(agent, workdir, artifacts_dir) -> None:
+    with_programs = _bench()
     assert agent.stop() == 0, agent.log_tail()
     still = run_action([PY, ACTIONS, "exec", str(TMP / "true")])
     assert still.returncode == 77, "after the agent exited, pinned programs must still deny"
@@ -152,3 +161,9 @@ def test_zz_enforcement_survives_agent_exit_until_unload(agent, workdir) -> None
             break
         time.sleep(1)
     assert after.returncode == 0, f"still denied 30s after unload: {after.stderr}"
+    # recorded, never asserted: the ratio of open() cost with/without programs
+    without = _bench()
+    ratios = {key: round(with_programs[key] / without[key], 3) for key in without}
+    record = {"with_programs": with_programs, "without": without, "ratio": ratios}
+    (artifacts_dir / "bench-open.json").write_text(json.dumps(record, indent=2))
+    print("open() cost with/without enforcer:", json.dumps(record))
