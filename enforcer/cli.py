@@ -101,9 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"policy file (default {DEFAULT_POLICY})")
     run.add_argument(
         "--mode",
-        choices=MODES,
-        help="audit: every rule only reports (dry run); enforce: enforce every rule except those "
-        "the policy itself marks mode = \"audit\"",
+        choices=MODES + ("policy",),
+        help="audit: every rule only reports (dry run); enforce: enforce every rule except those the "
+        "policy itself marks mode = \"audit\"; policy (the default): the policy's own modes",
     )
     run.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="default info")
     run.set_defaults(handler=_delegate("enforcer.daemon", "run_command"))

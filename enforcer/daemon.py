@@ -206,13 +206,19 @@ class Agent:
         return EXIT_OK
 
 
+def mode_override(value: Optional[str]) -> Optional[Mode]:
+    """`--mode`: "enforce"/"audit" override the policy (Policy.effective_mode);
+    "policy" or nothing keeps the policy's own modes."""
+    return Mode(value) if value not in (None, "policy") else None
+
+
 def run_command(args) -> int:
     logging.basicConfig(
         level=getattr(logging, str(getattr(args, "log_level", "info")).upper(), logging.INFO),
         stream=sys.stderr,
         format="enforcer: %(levelname)s %(message)s",
     )
-    override = Mode(args.mode) if getattr(args, "mode", None) else None
+    override = mode_override(getattr(args, "mode", None))
     agent = Agent(Path(args.policy), override, JsonReporter(sys.stdout))
     status = agent.start()
     if status != EXIT_OK:

@@ -69,7 +69,13 @@ def host_mount_namespace() -> int:
     Our own namespace is not used: under systemd sandboxing the agent runs in
     a private mount namespace of its own.
     """
-    return os.stat("/proc/1/ns/mnt").st_ino
+    try:
+        return os.stat("/proc/1/ns/mnt").st_ino
+    except PermissionError as error:
+        raise LoadError(
+            "cannot read /proc/1/ns/mnt (the host's mount namespace, which defines host and "
+            "container scope): the agent needs CAP_SYS_PTRACE and the host's PID namespace"
+        ) from error
 
 
 def check_hook_signatures(btf: BtfInfo) -> None:
@@ -211,9 +217,12 @@ def load(
         bpf.cleanup()
         raise LoadError(f"the kernel refused to load enforcer's programs: {error}") from error
 
-    enforcement = Enforcement(bpf, plan, Path(), host_mount_namespace())
     try:
+        enforcement = Enforcement(bpf, plan, Path(), host_mount_namespace())
         enforcement.maps.fill(plan)
+    except LoadError:
+        bpf.cleanup()
+        raise
     except (OSError, CapacityError) as error:
         bpf.cleanup()
         raise LoadError(f"filling the policy maps failed: {error}") from error

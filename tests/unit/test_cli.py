@@ -193,3 +193,15 @@ def test_python_dash_m_enforcer(tmp_path):
     assert result.returncode == 2
     assert result.stderr == f"{bad}: not valid UTF-8: byte 0xff at offset 0 (line 1)\n"
     assert "Traceback" not in result.stderr
+
+
+def test_run_mode_choices_map_to_overrides():
+    from enforcer.daemon import mode_override
+    from enforcer.policy import Mode
+
+    parser = cli.build_parser()
+    chosen = {m: parser.parse_args(["run", "--mode", m]).mode for m in ("enforce", "audit", "policy")}
+    assert {m: mode_override(v) for m, v in chosen.items()} == {
+        "enforce": Mode.ENFORCE, "audit": Mode.AUDIT, "policy": None,
+    }
+    assert mode_override(parser.parse_args(["run"]).mode) is None
