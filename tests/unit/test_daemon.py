@@ -1,0 +1,124 @@
+"""enforcer run's agent logic without a kernel: reload verdicts, lost-event
+reports, sd_notify. The enforcement object is a fake with the loader's API."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+from pathlib import Path
+from typing import List
+
+import pytest
+
+from enforcer import daemon
+from enforcer.compile import compile_policy
+from enforcer.kernel.maps import ReloadError
+from enforcer.parse import load_policy
+from enforcer.plan import MapPlan, diff
+from enforcer.report import JsonReporter
+
+POLICY = """
+version = 1
+[[rule]]
+id = "sysrq"
+kind = "sysrq"
+"""
+
+
+class FakeEnforcement:
+    def __init__(self, plan: MapPlan, fail_with: Exception = None) -> None:
+        self.plan = plan
+        self.instance_dir = Path("/sys/fs/bpf/enforcer/1-1")
+        self.applied: List[MapPlan] = []
+        self.fail_with = fail_with
+        self.lost = 0
+
+    def apply(self, new_plan: MapPlan):
+        if self.fail_with is not None:
+            raise self.fail_with
+        changes = diff(self.plan, new_plan)
+        self.applied.append(new_plan)
+        self.plan = new_plan
+        return changes
+
+    def stats(self):
+        return {"events_lost": self.lost, "blocked": 0, "audited": 0, "allowlisted": 0}
+
+
+@pytest.fixture
+def agent(tmp_path, monkeypatch):
+    monkeypatch.setattr(daemon, "STATE_DIR", tmp_path / "state")
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    out = io.StringIO()
+    agent = daemon.Agent(policy, None, JsonReporter(out))
+    agent.enforcement = FakeEnforcement(compile_policy(load_policy(policy)))
+    agent.out = out
+    return agent
+
+
+def records(agent) -> List[dict]:
+    return [json.loads(line) for line in agent.out.getvalue().splitlines()]
+
+
+def test_valid_reload_applies_and_publishes(agent, tmp_path) -> None:
+    agent.policy_path.write_text(POLICY + '[[rule]]\nid = "tmp"\nkind = "exec"\ndirs = ["/tmp"]\n')
+    agent.reload()
+    (notice,) = records(agent)
+    assert notice["message"] == "reloaded"
+    assert notice["map_entries_changed"] > 0
+    assert [r.id for r in agent.enforcement.plan.rules] == ["sysrq", "tmp"]
+    state = json.loads((tmp_path / "state/status.json").read_text())
+    assert [r["id"] for r in state["rules"]] == ["sysrq", "tmp"]
+
+
+def test_invalid_policy_is_rejected_without_touching_the_kernel(agent) -> None:
+    before = agent.enforcement.plan
+    agent.policy_path.write_text('version = 1\n[[rule]]\nid = "x"\nkind = "nope"\n')
+    agent.reload()
+    (notice,) = records(agent)
+    assert notice["message"] == "reload rejected, previous policy still in force"
+    assert 'rule[0].kind: unknown value "nope"' in notice["error"]
+    assert agent.enforcement.applied == [] and agent.enforcement.plan is before
+
+
+def test_failed_map_write_is_reported_and_old_plan_kept(agent) -> None:
+    before = agent.enforcement.plan
+    agent.enforcement.fail_with = ReloadError("applying the new policy failed, previous policy kept: ENOMEM")
+    agent.policy_path.write_text(POLICY.replace('kind = "sysrq"', 'kind = "sysrq"\nmode = "audit"'))
+    agent.reload()
+    (notice,) = records(agent)
+    assert notice["message"].startswith("reload rejected") and "ENOMEM" in notice["error"]
+    assert agent.enforcement.plan is before
+
+
+def test_lost_records_are_reported_as_increments(agent) -> None:
+    for total in (0, 3, 3, 5):
+        agent.enforcement.lost = total
+        agent._report_lost()
+    assert [(r["type"], r["count"]) for r in records(agent)] == [("lost", 3), ("lost", 2)]
+
+
+def test_notifier_sends_only_under_systemd(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "notify"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(2)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    monkeypatch.setenv("WATCHDOG_USEC", "4000000")
+    notifier = daemon.Notifier()
+    assert notifier.watchdog_interval_s == 2.0
+    notifier.send("READY=1")
+    notifier.ping()
+    notifier.ping()  # within the interval: not sent again
+    assert sock.recv(100) == b"READY=1"
+    assert sock.recv(100) == b"WATCHDOG=1"
+    sock.settimeout(0.2)
+    with pytest.raises(socket.timeout):
+        sock.recv(100)
+    monkeypatch.delenv("NOTIFY_SOCKET")
+    silent = daemon.Notifier()
+    assert silent._notifier is None
+    silent.send("READY=1")  # no socket: nothing is sent, and no error
