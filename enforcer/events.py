@@ -14,14 +14,6 @@ from typing import Any, Dict, Optional
 from enforcer import abi
 from enforcer.plan import MapPlan, RuleInfo
 
-_HOOK_NAMES = {
-    abi.Hook.FILE_OPEN: "file_open",
-    abi.Hook.INODE_RENAME: "inode_rename",
-    abi.Hook.BPRM_CHECK_SECURITY: "bprm_check_security",
-    abi.Hook.PATH_TRUNCATE: "path_truncate",
-}
-
-
 @dataclass(frozen=True)
 class Event:
     """One blocked or audited action, as reported to the operator."""
@@ -89,7 +81,7 @@ def decode(record: abi.Event, plan: MapPlan, clock: BootClock) -> Event:
         info = _unknown_rule(record.rule)
     flags = abi.EventFlag(record.flags)
     try:
-        hook = _HOOK_NAMES[abi.Hook(record.hook)]
+        hook = abi.Hook(record.hook).name.lower()  # the LSM hook's own name
     except ValueError:
         hook = f"hook#{record.hook}"
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, TextIO, Tuple
+from typing import Callable, Dict, TextIO, Tuple
 
 from enforcer.events import Event
 
@@ -63,10 +63,7 @@ class JsonReporter:
         record.update(fields)
         self._write(record)
 
-    def flush(self, now: Optional[float] = None) -> None:
+    def flush(self) -> None:
         """Close the window (used at shutdown so suppressed counts are not lost)."""
-        if now is not None:
-            self._window_start = now - self.window_s
-        else:
-            self._window_start = self.clock() - self.window_s
+        self._window_start = self.clock() - self.window_s
         self._roll_window()

@@ -144,11 +144,7 @@ class Enforcement:
         return changes
 
     def stats(self) -> Dict[str, int]:
-        table = self._bpf["stats"]
-        totals = {}
-        for stat in abi.Stat:
-            totals[stat.name.lower()] = int(sum(table[ctypes.c_int(int(stat))]))
-        return totals
+        return sum_stats(self._bpf["stats"].map_fd)
 
     # --- events -------------------------------------------------------------------
 
@@ -279,17 +275,22 @@ def unload(pin_root: Path = PIN_ROOT) -> List[str]:
     return removed
 
 
+def sum_stats(fd: int) -> Dict[str, int]:
+    """Totals of the per-CPU counters in the `stats` map behind `fd`."""
+    cpus = bpfsys.possible_cpus()
+    totals = {}
+    for stat in abi.Stat:
+        values = (ctypes.c_uint64 * cpus)()
+        bpfsys.map_lookup(fd, ctypes.c_uint32(int(stat)), values, what="map stats")  # type: ignore[arg-type]
+        totals[stat.name.lower()] = int(sum(values))
+    return totals
+
+
 def read_pinned_stats(instance: Path) -> Dict[str, int]:
     """Sum the per-CPU counters of a pinned instance (no bcc needed)."""
     fd = bpfsys.obj_get(str(instance / "map_stats"))
     try:
-        cpus = bpfsys.possible_cpus()
-        totals = {}
-        for stat in abi.Stat:
-            values = (ctypes.c_uint64 * cpus)()
-            bpfsys.map_lookup(fd, ctypes.c_uint32(int(stat)), values, what="map stats")  # type: ignore[arg-type]
-            totals[stat.name.lower()] = int(sum(values))
-        return totals
+        return sum_stats(fd)
     finally:
         os.close(fd)
 

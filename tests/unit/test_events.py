@@ -128,3 +128,13 @@ def test_reporter_rate_limits_repeats_and_summarises_them() -> None:
 @pytest.mark.parametrize("boot_ns,expected", [(0, "1970-01-01T00:00:00.000000Z"), (1_500_000, "1970-01-01T00:00:00.001500Z")])
 def test_boot_clock_formats_rfc3339(boot_ns: int, expected: str) -> None:
     assert BootClock(0).rfc3339(boot_ns) == expected
+
+
+def test_reporter_flush_at_shutdown_summarises_the_open_window() -> None:
+    out = io.StringIO()
+    reporter = JsonReporter(out, burst=1, window_s=10.0, clock=FakeClock())
+    for _ in range(3):
+        reporter.event(_event(pid=9))
+    reporter.flush()
+    last = json.loads(out.getvalue().splitlines()[-1])
+    assert (last["type"], last["pid"], last["count"]) == ("suppressed", 9, 2)
