@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, TextIO, Tuple
+from typing import Callable, Dict, Optional, TextIO, Tuple
 
 from enforcer.events import Event
 
@@ -24,7 +24,7 @@ class JsonReporter:
     burst: int = 20
     window_s: float = 10.0
     clock: Callable[[], float] = time.monotonic
-    _window_start: float = field(default=-1.0, init=False)
+    _window_start: Optional[float] = field(default=None, init=False)  # None: no event yet
     _counts: Dict[_Key, int] = field(default_factory=dict, init=False)
 
     def _write(self, record: Dict[str, object]) -> None:
@@ -33,7 +33,7 @@ class JsonReporter:
 
     def _roll_window(self) -> None:
         now = self.clock()
-        if self._window_start < 0:
+        if self._window_start is None:
             self._window_start = now
             return
         if now - self._window_start < self.window_s:
@@ -65,5 +65,7 @@ class JsonReporter:
 
     def flush(self) -> None:
         """Close the window (used at shutdown so suppressed counts are not lost)."""
+        if self._window_start is None:
+            return  # nothing was reported, nothing to summarise
         self._window_start = self.clock() - self.window_s
         self._roll_window()
