@@ -61,7 +61,7 @@ MAX_ALLOW = 4096  # entries in each allowlist map
 # --- enumerations shared with C -----------------------------------------------
 
 
-class Scope(enum.IntEnum):
+class KernelScope(enum.IntEnum):
     """Which tasks a rule covers; the kernel compares mount namespaces."""
 
     HOST = 0  # task's mount namespace is the initial one
@@ -203,7 +203,7 @@ class FsTypeKey(ctypes.Structure):
     ]
 
 
-class Event(ctypes.Structure):
+class EventRecord(ctypes.Structure):
     """One ring-buffer record."""
 
     _fields_ = [
@@ -237,7 +237,7 @@ SHARED_STRUCTS: Dict[str, type] = {
     "lpm_key": LpmKey,
     "exec_place": ExecPlace,
     "fstype_key": FsTypeKey,
-    "event": Event,
+    "event": EventRecord,
 }
 
 
@@ -262,7 +262,7 @@ def cflags() -> List[str]:
         f"-DENFORCER_MAX_ALLOW={MAX_ALLOW}",
         f"-DENFORCER_STAT_COUNT={STAT_COUNT}",
     ]
-    flags += _enum_defines("SCOPE", Scope)
+    flags += _enum_defines("SCOPE", KernelScope)
     flags += _enum_defines("TARGET", Target)
     flags += _enum_defines("HOOK", Hook)
     flags += _enum_defines("ACCESS", Access)
@@ -275,6 +275,6 @@ def cflags() -> List[str]:
     return flags
 
 
-def target_index(target: Target, scope: Scope) -> int:
+def target_index(target: Target, scope: KernelScope) -> int:
     """Index of a (target, scope) slot in the `targets` array."""
     return int(target) * 2 + int(scope)

@@ -14,10 +14,7 @@ import sys
 from typing import List, Optional, Sequence
 
 from enforcer import __version__
-
-EXIT_OK = 0
-EXIT_UNAVAILABLE = 1
-EXIT_INVALID = 2
+from enforcer.exitcodes import ExitCode
 
 DEFAULT_POLICY = "/etc/enforcer/policy.toml"
 MODES = ("enforce", "audit")
@@ -36,20 +33,18 @@ def check_command(args: argparse.Namespace) -> int:
     from enforcer.policy import Mode
 
     override = Mode(args.mode) if args.mode else None
-    status = EXIT_OK
+    status = ExitCode.OK
     for path in args.policies:
         try:
             policy = load_policy(path)
         except PolicyError as exc:
             for problem in exc.errors:
                 print(problem, file=sys.stderr)
-            status = EXIT_INVALID
+            status = ExitCode.INVALID_POLICY
             continue
         plan = compile_policy(policy, override)
-        enforcing = sum(1 for info in plan.rules if info.mode == Mode.ENFORCE.value)
-        auditing = len(plan.rules) - enforcing
         print(
-            f"{path}: ok: {_plural(len(policy.rules), 'rule')} ({enforcing} enforce, {auditing} audit), "
+            f"{path}: ok: {plan.mode_summary()}, "
             f"{_plural(count_allow_entries(policy), 'allowlist entry', 'allowlist entries')}, "
             f"{_plural(len(policy.allow_sources), 'allow.d file')}"
         )
@@ -70,7 +65,7 @@ def _delegate(module: str, function: str):
                 raise
             print(f"enforcer {args.command}: not available in this installation ({module} is missing)",
                   file=sys.stderr)
-            return EXIT_UNAVAILABLE
+            return ExitCode.UNAVAILABLE
         return int(getattr(target, function)(args))
 
     return handler
@@ -129,7 +124,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except BrokenPipeError:  # e.g. `enforcer check --explain ... | head`: no traceback
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_UNAVAILABLE
+        return ExitCode.UNAVAILABLE
 
 
 __all__: List[str] = ["main", "build_parser", "check_command"]

@@ -54,13 +54,13 @@ _RELEASE_AGENT_TARGETS = {
 UNRESOLVED_FALLBACK = abi.Target.EXEC_UNRESOLVED
 
 
-def kernel_scopes(scope: Scope) -> Tuple[abi.Scope, ...]:
+def kernel_scopes(scope: Scope) -> Tuple[abi.KernelScope, ...]:
     """The kernel scopes a policy scope covers."""
     if scope is Scope.HOST:
-        return (abi.Scope.HOST,)
+        return (abi.KernelScope.HOST,)
     if scope is Scope.CONTAINER:
-        return (abi.Scope.CONTAINER,)
-    return (abi.Scope.HOST, abi.Scope.CONTAINER)
+        return (abi.KernelScope.CONTAINER,)
+    return (abi.KernelScope.HOST, abi.KernelScope.CONTAINER)
 
 
 def dir_node(path: str) -> str:
@@ -74,7 +74,7 @@ def _put(table: Dict, key, value, what: str) -> None:
     table[key] = value
 
 
-def _exec_rules_in(rules: Sequence[Rule], scope: abi.Scope) -> List[Tuple[int, ExecRule]]:
+def _exec_rules_in(rules: Sequence[Rule], scope: abi.KernelScope) -> List[Tuple[int, ExecRule]]:
     return [
         (number, rule)
         for number, rule in enumerate(rules, start=1)
@@ -82,7 +82,7 @@ def _exec_rules_in(rules: Sequence[Rule], scope: abi.Scope) -> List[Tuple[int, E
     ]
 
 
-def unresolved_rule(policy: Policy, scope: abi.Scope, mode_override: Optional[Mode] = None) -> int:
+def unresolved_rule(policy: Policy, scope: abi.KernelScope, mode_override: Optional[Mode] = None) -> int:
     """The rule the kernel applies to an exec whose path it cannot resolve, in `scope` (0: none).
 
     Among exec rules with dirs covering the scope: the first in file order that
@@ -97,7 +97,7 @@ def unresolved_rule(policy: Policy, scope: abi.Scope, mode_override: Optional[Mo
 
 def _exec_places(rules: Sequence[Rule]) -> Dict[Prefix, ExecPlaceValue]:
     places: Dict[Prefix, ExecPlaceValue] = {}
-    for scope in abi.Scope:
+    for scope in abi.KernelScope:
         covering = _exec_rules_in(rules, scope)
         nodes = set()
         for _, rule in covering:
@@ -178,10 +178,10 @@ def compile_policy(policy: Policy, mode_override: Optional[Mode] = None) -> MapP
                 index=number,
                 id=rule.meta.id,
                 description=rule.meta.description,
-                severity=rule.meta.severity.value,
+                severity=rule.meta.severity,
                 mitre=rule.meta.mitre,
-                kind=rule.kind.value,
-                mode=mode.value,
+                kind=rule.kind,
+                mode=mode,
             )
         )
         scopes = kernel_scopes(rule.meta.scope)
@@ -201,7 +201,7 @@ def compile_policy(policy: Policy, mode_override: Optional[Mode] = None) -> MapP
             for scope in scopes:
                 _put(maps["targets"], TargetSlot(target, scope), RuleNumber(number), "targets")
 
-    for scope in abi.Scope:
+    for scope in abi.KernelScope:
         fallback = unresolved_rule(policy, scope, mode_override)
         if fallback:
             maps["targets"][TargetSlot(abi.Target.EXEC_UNRESOLVED, scope)] = RuleNumber(fallback)

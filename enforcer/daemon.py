@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 from enforcer.compile import compile_policy
+from enforcer.exitcodes import ExitCode
 from enforcer.events import BootClock, decode
 from enforcer.parse import PolicyError, load_policy
 from enforcer.plan import MapPlan
@@ -30,10 +31,6 @@ from enforcer.report import JsonReporter
 log = logging.getLogger("enforcer")
 
 STATE_DIR = Path(os.environ.get("ENFORCER_STATE_DIR", "/run/enforcer"))
-EXIT_OK = 0
-EXIT_UNAVAILABLE = 1
-EXIT_BAD_POLICY = 2
-
 POLL_MS = 500
 STATS_EVERY_S = 1.0
 
@@ -84,11 +81,6 @@ def write_state(state: dict) -> None:
     tmp.replace(STATE_DIR / "status.json")
 
 
-def _mode_summary(plan: MapPlan) -> str:
-    enforce = sum(1 for r in plan.rules if r.mode == "enforce")
-    return f"{len(plan.rules)} rules ({enforce} enforce, {len(plan.rules) - enforce} audit)"
-
-
 class Agent:
     def __init__(self, policy_path: Path, override: Optional[Mode], reporter: JsonReporter) -> None:
         self.policy_path = policy_path
@@ -116,29 +108,29 @@ class Agent:
             loaded = load_and_compile(self.policy_path, self.override)
         except PolicyError as error:
             print(str(error), file=sys.stderr)
-            return EXIT_BAD_POLICY
+            return ExitCode.INVALID_POLICY
         report = run_probe()
         if not report.usable:
             print(report.explain(), file=sys.stderr)
             print("refusing to start: enforcer never falls back to audit on its own", file=sys.stderr)
-            return EXIT_UNAVAILABLE
+            return ExitCode.UNAVAILABLE
         try:
             self.enforcement = load(loaded.plan)
         except LoadError as error:
             print(f"enforcer: {error}", file=sys.stderr)
-            return EXIT_UNAVAILABLE
+            return ExitCode.UNAVAILABLE
         self.enforcement.on_event(self._on_record)
         self._publish_state(loaded)
         self.reporter.notice(
             "started",
             policy=str(self.policy_path),
             mode=self.override.value if self.override else loaded.policy.mode.value,
-            rules=_mode_summary(loaded.plan),
+            rules=loaded.plan.mode_summary(),
             instance=self.enforcement.instance_dir.name,
         )
         # READY only now: every program attached, every map filled.
-        self.notifier.send("READY=1\nSTATUS=enforcing " + _mode_summary(loaded.plan))
-        return EXIT_OK
+        self.notifier.send("READY=1\nSTATUS=enforcing " + loaded.plan.mode_summary())
+        return ExitCode.OK
 
     def _publish_state(self, loaded: Loaded) -> None:
         write_state(
@@ -170,7 +162,7 @@ class Agent:
         else:
             changed = sum(len(d.added) + len(d.changed) + len(d.deleted) for d in changes.maps.values())
             self._publish_state(loaded)
-            self.reporter.notice("reloaded", rules=_mode_summary(loaded.plan), map_entries_changed=changed)
+            self.reporter.notice("reloaded", rules=loaded.plan.mode_summary(), map_entries_changed=changed)
         self.notifier.send("READY=1")
 
     def _report_lost(self) -> None:
@@ -203,7 +195,7 @@ class Agent:
             instance=self.enforcement.instance_dir.name,
         )
         self.enforcement.close()
-        return EXIT_OK
+        return ExitCode.OK
 
 
 def mode_override(value: Optional[str]) -> Optional[Mode]:
@@ -221,6 +213,6 @@ def run_command(args) -> int:
     override = mode_override(getattr(args, "mode", None))
     agent = Agent(Path(args.policy), override, JsonReporter(sys.stdout))
     status = agent.start()
-    if status != EXIT_OK:
+    if status != ExitCode.OK:
         return status
     return agent.loop()

@@ -68,17 +68,13 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", errors="backslashreplace")
 
 
-def _unknown_rule(index: int) -> RuleInfo:
-    # A record from before a reload can name a rule number that no longer
-    # exists; report it rather than drop it.
-    return RuleInfo(index=index, id=f"rule#{index}", description="", severity="", mitre="", kind="", mode="")
-
-
-def decode(record: abi.Event, plan: MapPlan, clock: BootClock) -> Event:
+def decode(record: abi.EventRecord, plan: MapPlan, clock: BootClock) -> Event:
     try:
-        info = plan.rule_info(record.rule)
+        info: Optional[RuleInfo] = plan.rule_info(record.rule)
     except KeyError:
-        info = _unknown_rule(record.rule)
+        # A record from before a reload can name a rule number that no longer
+        # exists; report it rather than drop it.
+        info = None
     flags = abi.EventFlag(record.flags)
     try:
         hook = abi.Hook(record.hook).name.lower()  # the LSM hook's own name
@@ -92,9 +88,9 @@ def decode(record: abi.Event, plan: MapPlan, clock: BootClock) -> Event:
     return Event(
         time=clock.rfc3339(record.boot_ns),
         action="blocked" if record.action == abi.Action.BLOCKED else "audited",
-        rule=info.id,
-        severity=info.severity,
-        mitre=info.mitre,
+        rule=info.id if info else f"rule#{record.rule}",
+        severity=info.severity.value if info else "",
+        mitre=info.mitre if info else "",
         hook=hook,
         access=access,
         path=_text(record.path),
@@ -113,5 +109,5 @@ def decode(record: abi.Event, plan: MapPlan, clock: BootClock) -> Event:
         mntns=record.mntns,
         container=bool(flags & abi.EventFlag.CONTAINER),
         path_truncated=bool(flags & abi.EventFlag.PATH_TRUNCATED),
-        description=info.description,
+        description=info.description if info else "",
     )

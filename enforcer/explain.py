@@ -132,7 +132,7 @@ def explain_policy(policy: Policy, mode_override: Optional[Mode] = None) -> str:
             f"Deep paths: the kernel walks at most {abi.PATH_WALK_STEPS} path components and mount points. An executed file "
             "deeper than that cannot be placed; instead of allowing it, the kernel applies:"
         )
-        for scope, words in ((abi.Scope.HOST, "host"), (abi.Scope.CONTAINER, "containers")):
+        for scope, words in ((abi.KernelScope.HOST, "host"), (abi.KernelScope.CONTAINER, "containers")):
             number = unresolved_rule(policy, scope, mode_override)
             if number:
                 rule = policy.rules[number - 1]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Hashable, Mapping, Tuple
 
 from enforcer import abi
+from enforcer.policy import Mode, RuleKind, Severity
 
 #: Names of the kernel maps a MapPlan fills (the BPF C declares them).
 POLICY_MAPS = ("rules", "targets", "exec_places", "exec_fstypes", "allow_exe", "allow_uid", "allow_cgroup")
@@ -25,10 +26,10 @@ class RuleInfo:
     index: int
     id: str
     description: str
-    severity: str
+    severity: Severity
     mitre: str
-    kind: str
-    mode: str  # effective mode: "enforce" or "audit"
+    kind: RuleKind
+    mode: Mode  # effective mode, after any --mode override
 
 
 # --- keys -------------------------------------------------------------------------
@@ -42,7 +43,7 @@ class RuleIndex:
 @dataclass(frozen=True, order=True)
 class TargetSlot:
     target: abi.Target
-    scope: abi.Scope
+    scope: abi.KernelScope
 
 
 @dataclass(frozen=True, order=True)
@@ -65,7 +66,7 @@ class Prefix:
 @dataclass(frozen=True, order=True)
 class FsTypeSlot:
     name: str
-    scope: abi.Scope
+    scope: abi.KernelScope
 
 
 @dataclass(frozen=True, order=True)
@@ -109,6 +110,12 @@ class MapPlan:
     maps: Mapping[str, MapContents]
     watch: int  # abi.Watch flags for the settings map
     rules: Tuple[RuleInfo, ...] = field(default=())
+
+    def mode_summary(self) -> str:
+        """"6 rules (5 enforce, 1 audit)": the one wording for check, run and status."""
+        enforcing = sum(1 for info in self.rules if info.mode is Mode.ENFORCE)
+        noun = "rule" if len(self.rules) == 1 else "rules"
+        return f"{len(self.rules)} {noun} ({enforcing} enforce, {len(self.rules) - enforcing} audit)"
 
     def rule_info(self, index: int) -> RuleInfo:
         for info in self.rules:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from enforcer import abi
+from enforcer.exitcodes import ExitCode
 
 
 def _state(state_dir: Path) -> Optional[dict]:
@@ -62,7 +63,7 @@ def status_command(args) -> int:
                 print(f"  rule {rule['id']}: {rule['mode']} ({rule['kind']})")
         else:
             print("agent: no status file (agent not running, or never started)")
-    return 0 if status["enforcing"] else 3
+    return ExitCode.OK if status["enforcing"] else ExitCode.NOT_ENFORCING
 
 
 def unload_command(args) -> int:
@@ -74,4 +75,4 @@ def unload_command(args) -> int:
         print("enforcement stops once no running agent holds the programs")
     else:
         print("nothing pinned")
-    return 0
+    return ExitCode.OK

@@ -148,12 +148,12 @@ class Enforcement:
 
     # --- events -------------------------------------------------------------------
 
-    def on_event(self, callback: Callable[[abi.Event], None]) -> None:
+    def on_event(self, callback: Callable[[abi.EventRecord], None]) -> None:
         def _raw(_ctx, data, size):
-            if size < ctypes.sizeof(abi.Event):
-                log.error("short event record: %d bytes, expected %d", size, ctypes.sizeof(abi.Event))
+            if size < ctypes.sizeof(abi.EventRecord):
+                log.error("short event record: %d bytes, expected %d", size, ctypes.sizeof(abi.EventRecord))
                 return
-            callback(abi.Event.from_buffer_copy(ctypes.string_at(data, ctypes.sizeof(abi.Event))))
+            callback(abi.EventRecord.from_buffer_copy(ctypes.string_at(data, ctypes.sizeof(abi.EventRecord))))
 
         self._callback = _raw  # keep a reference: bcc holds only a C pointer
         self._bpf["events"].open_ring_buffer(_raw)

@@ -20,7 +20,7 @@ ARRAY_MAPS = frozenset({"rules", "targets"})
 
 MAP_CAPACITY: Mapping[str, int] = {
     "rules": abi.MAX_RULES + 1,
-    "targets": abi.TARGET_COUNT * len(abi.Scope),
+    "targets": abi.TARGET_COUNT * len(abi.KernelScope),
     "exec_places": abi.MAX_PLACES,
     "exec_fstypes": abi.MAX_FSTYPES,
     "allow_exe": abi.MAX_ALLOW,

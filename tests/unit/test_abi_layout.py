@@ -67,5 +67,5 @@ def test_header_refuses_to_compile_without_flags(tmp_path: Path) -> None:
 
 
 def test_target_slots_are_dense() -> None:
-    indices = {abi.target_index(t, s) for t in abi.Target for s in abi.Scope}
-    assert indices == set(range(abi.TARGET_COUNT * len(abi.Scope)))
+    indices = {abi.target_index(t, s) for t in abi.Target for s in abi.KernelScope}
+    assert indices == set(range(abi.TARGET_COUNT * len(abi.KernelScope)))

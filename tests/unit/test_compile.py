@@ -26,10 +26,10 @@ from enforcer.plan import (
     encode_key,
     encode_value,
 )
-from enforcer.policy import Mode
+from enforcer.policy import Mode, RuleKind, Severity
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
-H, C = abi.Scope.HOST, abi.Scope.CONTAINER
+H, C = abi.KernelScope.HOST, abi.KernelScope.CONTAINER
 T = abi.Target
 
 
@@ -337,8 +337,8 @@ def test_rule_info_fields():
         index=1,
         id="sysrq",
         description=plan.rules[0].description,
-        severity="critical",
+        severity=Severity.CRITICAL,
         mitre="T1611",
-        kind="sysrq",
-        mode="enforce",
+        kind=RuleKind.SYSRQ,
+        mode=Mode.ENFORCE,
     )

@@ -10,14 +10,15 @@ import pytest
 from enforcer import abi
 from enforcer.events import BootClock, Event, decode
 from enforcer.plan import MapPlan, RuleInfo
+from enforcer.policy import Mode, RuleKind, Severity
 from enforcer.report import JsonReporter
 
 PLAN = MapPlan(
     maps={},
     watch=0,
     rules=(
-        RuleInfo(1, "sysrq-write-host", "SysRq", "critical", "T1611", "sysrq", "enforce"),
-        RuleInfo(2, "exec-unusual-dir", "exec", "high", "T1059", "exec", "audit"),
+        RuleInfo(1, "sysrq-write-host", "SysRq", Severity.CRITICAL, "T1611", RuleKind.SYSRQ, Mode.ENFORCE),
+        RuleInfo(2, "exec-unusual-dir", "exec", Severity.HIGH, "T1059", RuleKind.EXEC, Mode.AUDIT),
     ),
 )
 
@@ -27,8 +28,8 @@ REQUIRED_FIELDS = {
 }
 
 
-def record(**fields) -> abi.Event:
-    raw = abi.Event()
+def record(**fields) -> abi.EventRecord:
+    raw = abi.EventRecord()
     for name, value in fields.items():
         setattr(raw, name, value)
     return raw
