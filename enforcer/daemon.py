@@ -10,7 +10,6 @@ Exit codes: 0 clean stop, 1 enforcement impossible, 2 invalid policy.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -21,16 +20,18 @@ from pathlib import Path
 from typing import Optional
 
 from enforcer.compile import compile_policy
+from enforcer.events import BootClock
 from enforcer.exitcodes import ExitCode
-from enforcer.events import BootClock, decode
 from enforcer.parse import PolicyError, load_policy
+from enforcer.periodic import Scheduler
+from enforcer.pipeline import EventPipeline
 from enforcer.plan import MapPlan
 from enforcer.policy import Mode, Policy
-from enforcer.report import JsonReporter
+from enforcer.report import Reporter
+from enforcer.state import AgentState, write_state
 
 log = logging.getLogger("enforcer")
 
-STATE_DIR = Path(os.environ.get("ENFORCER_STATE_DIR", "/run/enforcer"))
 POLL_MS = 500
 STATS_EVERY_S = 1.0
 
@@ -73,21 +74,20 @@ def load_and_compile(path: Path, override: Optional[Mode]) -> Loaded:
     return Loaded(policy, compile_policy(policy, override))
 
 
-def write_state(state: dict) -> None:
-    """Facts for `enforcer status`, replaced atomically."""
-    STATE_DIR.mkdir(parents=True, exist_ok=True)
-    tmp = STATE_DIR / "status.json.tmp"
-    tmp.write_text(json.dumps(state, indent=2) + "\n")
-    tmp.replace(STATE_DIR / "status.json")
-
-
 class Agent:
-    def __init__(self, policy_path: Path, override: Optional[Mode], reporter: JsonReporter) -> None:
+    def __init__(
+        self, policy_path: Path, override: Optional[Mode], reporter: Reporter, state_dir: Optional[Path] = None
+    ) -> None:
         self.policy_path = policy_path
         self.override = override
         self.reporter = reporter
+        self.state_dir = state_dir
         self.notifier = Notifier()
-        self.clock = BootClock.now()
+        self.events = EventPipeline(lambda: self.enforcement.plan, BootClock.now(), reporter)
+        self.scheduler = Scheduler()
+        self.scheduler.every(STATS_EVERY_S, "report-lost-events", self._report_lost)
+        # Notifier.ping keeps the watchdog's own pace; it is offered every turn.
+        self.scheduler.every(0.0, "watchdog", self.notifier.ping)
         self._stop = False
         self._reload = False
         self._lost_seen = 0
@@ -119,7 +119,7 @@ class Agent:
         except LoadError as error:
             print(f"enforcer: {error}", file=sys.stderr)
             return ExitCode.UNAVAILABLE
-        self.enforcement.on_event(self._on_record)
+        self.enforcement.on_event(self.events.on_record)
         self._publish_state(loaded)
         self.reporter.notice(
             "started",
@@ -133,20 +133,16 @@ class Agent:
         return ExitCode.OK
 
     def _publish_state(self, loaded: Loaded) -> None:
-        write_state(
-            {
-                "pid": os.getpid(),
-                "policy": str(self.policy_path),
-                "allow_d": list(loaded.policy.allow_sources),
-                "mode_override": self.override.value if self.override else None,
-                "instance": self.enforcement.instance_dir.name,
-                "rules": [r.__dict__ for r in loaded.plan.rules],
-                "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            }
+        state = AgentState(
+            pid=os.getpid(),
+            policy=str(self.policy_path),
+            allow_d=tuple(loaded.policy.allow_sources),
+            mode_override=self.override.value if self.override else None,
+            instance=self.enforcement.instance_dir.name,
+            rules=loaded.plan.rules,
+            updated=AgentState.now(),
         )
-
-    def _on_record(self, record) -> None:
-        self.reporter.event(decode(record, self.enforcement.plan, self.clock))
+        write_state(state, self.state_dir)
 
     def reload(self) -> None:
         """Re-read the policy; apply it only if it parses, compiles and writes cleanly."""
@@ -175,17 +171,12 @@ class Agent:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
-        last_stats = 0.0
         while not self._stop:
             self.enforcement.poll(POLL_MS)
             if self._reload:
                 self._reload = False
                 self.reload()
-            now = time.monotonic()
-            if now - last_stats >= STATS_EVERY_S:
-                self._report_lost()
-                last_stats = now
-            self.notifier.ping()
+            self.scheduler.run_due()
         self.notifier.send("STOPPING=1")
         self.enforcement.poll(0)  # drain what is already in the ring buffer
         self._report_lost()
@@ -194,6 +185,7 @@ class Agent:
             "stopping; pinned programs keep enforcing until `enforcer unload`",
             instance=self.enforcement.instance_dir.name,
         )
+        self.reporter.close()
         self.enforcement.close()
         return ExitCode.OK
 
@@ -211,7 +203,7 @@ def run_command(args) -> int:
         format="enforcer: %(levelname)s %(message)s",
     )
     override = mode_override(getattr(args, "mode", None))
-    agent = Agent(Path(args.policy), override, JsonReporter(sys.stdout))
+    agent = Agent(Path(args.policy), override, Reporter.json_lines(sys.stdout))
     status = agent.start()
     if status != ExitCode.OK:
         return status

@@ -1,58 +1,77 @@
-"""Event -> one JSON object per line. Reports; decides nothing.
+"""Events and agent notices -> records -> sinks. Reports; decides nothing.
 
-A flood of identical denials (an attacker looping on a blocked action) must
-not drown the log: per (rule, pid, path) at most `burst` events are written
-per `window_s`; the rest are counted and summarised in a `suppressed` record
-when the window closes. Lost ring-buffer records are reported as `lost`.
+A record is a flat JSON-able mapping with a "type": "event", "suppressed",
+"lost" or "agent". The `Reporter` builds records and hands each to every sink;
+repeats are folded by a `RepeatLimiter` (enforcer.ratelimit) so that a flood
+of identical denials (an attacker looping on a blocked action) does not
+drown the log. Sinks only deliver: JSON lines on a stream today; the journal,
+a file and metrics are further implementations of `Sink`.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, TextIO, Tuple
+from dataclasses import dataclass
+from typing import Callable, Dict, Mapping, Optional, Protocol, Sequence, TextIO, Tuple
 
 from enforcer.events import Event
+from enforcer.ratelimit import RepeatLimiter, Suppressed
 
-_Key = Tuple[str, int, str]
+Record = Mapping[str, object]
+
+#: Event fields that make two events "the same" for repeat suppression.
+REPEAT_KEY_FIELDS: Tuple[str, ...] = ("rule", "pid", "path")
+
+
+class Sink(Protocol):
+    """Where records go. `write` must not raise for a well-formed record."""
+
+    def write(self, record: Record) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass
-class JsonReporter:
-    stream: TextIO
-    burst: int = 20
-    window_s: float = 10.0
-    clock: Callable[[], float] = time.monotonic
-    _window_start: Optional[float] = field(default=None, init=False)  # None: no event yet
-    _counts: Dict[_Key, int] = field(default_factory=dict, init=False)
+class JsonLinesSink:
+    """One JSON object per line, flushed at once (stdout in the foreground and in containers)."""
 
-    def _write(self, record: Dict[str, object]) -> None:
+    stream: TextIO
+
+    def write(self, record: Record) -> None:
         self.stream.write(json.dumps(record, sort_keys=False) + "\n")
         self.stream.flush()
 
-    def _roll_window(self) -> None:
-        now = self.clock()
-        if self._window_start is None:
-            self._window_start = now
-            return
-        if now - self._window_start < self.window_s:
-            return
-        for (rule, pid, path), seen in self._counts.items():
-            if seen > self.burst:
-                self._write(
-                    {"type": "suppressed", "rule": rule, "pid": pid, "path": path, "count": seen - self.burst}
-                )
-        self._counts.clear()
-        self._window_start = now
+    def close(self) -> None:
+        self.stream.flush()
+
+
+class Reporter:
+    def __init__(self, sinks: Sequence[Sink], limiter: Optional[RepeatLimiter] = None) -> None:
+        self.sinks = tuple(sinks)
+        self.limiter = limiter or RepeatLimiter()
+
+    @classmethod
+    def json_lines(
+        cls, stream: TextIO, burst: int = 20, window_s: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> "Reporter":
+        """JSON lines on `stream` with the given repeat limits: what `enforcer run` uses."""
+        return cls([JsonLinesSink(stream)], RepeatLimiter(burst=burst, window_s=window_s, clock=clock))
+
+    def _write(self, record: Record) -> None:
+        for sink in self.sinks:
+            sink.write(record)
+
+    def _write_summaries(self, summaries: Sequence[Suppressed]) -> None:
+        for summary in summaries:
+            fields = dict(zip(REPEAT_KEY_FIELDS, summary.key))  # type: ignore[arg-type]
+            self._write({"type": "suppressed", **fields, "count": summary.count})
 
     def event(self, event: Event) -> None:
-        self._roll_window()
-        key = (event.rule, event.pid, event.path)
-        seen = self._counts.get(key, 0) + 1
-        self._counts[key] = seen
-        if seen <= self.burst:
-            self._write({"type": "event", **event.to_dict()})
+        self._write_summaries(self.limiter.roll())
+        details = event.to_dict()
+        if self.limiter.admit(tuple(details[name] for name in REPEAT_KEY_FIELDS)):
+            self._write({"type": "event", **details})
 
     def lost(self, count: int) -> None:
         self._write({"type": "lost", "count": count, "reason": "ring buffer full"})
@@ -64,8 +83,9 @@ class JsonReporter:
         self._write(record)
 
     def flush(self) -> None:
-        """Close the window (used at shutdown so suppressed counts are not lost)."""
-        if self._window_start is None:
-            return  # nothing was reported, nothing to summarise
-        self._window_start = self.clock() - self.window_s
-        self._roll_window()
+        """Close the repeat window (at shutdown, so suppressed counts are not lost)."""
+        self._write_summaries(self.limiter.close_window())
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()

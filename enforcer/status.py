@@ -8,21 +8,13 @@ from typing import Dict, List, Optional
 
 from enforcer import abi
 from enforcer.exitcodes import ExitCode
-
-
-def _state(state_dir: Path) -> Optional[dict]:
-    try:
-        return json.loads((state_dir / "status.json").read_text())
-    except (OSError, ValueError):
-        return None
+from enforcer.state import read_state
 
 
 def collect(pin_root: Optional[Path] = None, state_dir: Optional[Path] = None) -> Dict[str, object]:
-    from enforcer.daemon import STATE_DIR  # noqa: PLC0415
     from enforcer.kernel import loader  # noqa: PLC0415
 
     pin_root = pin_root or loader.PIN_ROOT
-    state_dir = state_dir or STATE_DIR
     instances: List[Dict[str, object]] = []
     for directory in loader.instance_dirs(pin_root):
         entry: Dict[str, object] = {
@@ -36,10 +28,11 @@ def collect(pin_root: Optional[Path] = None, state_dir: Optional[Path] = None) -
         except OSError as error:
             entry["error"] = str(error)
         instances.append(entry)
+    agent = read_state(state_dir)
     return {
         "enforcing": any(len(i["links"]) == len(loader.HOOK_PARAMS) for i in instances),  # type: ignore[arg-type]
         "instances": instances,
-        "agent": _state(state_dir),
+        "agent": agent.to_json() if agent else None,
     }
 
 

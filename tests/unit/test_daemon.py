@@ -16,7 +16,7 @@ from enforcer.compile import compile_policy
 from enforcer.kernel.maps import ReloadError
 from enforcer.parse import load_policy
 from enforcer.plan import MapPlan, diff
-from enforcer.report import JsonReporter
+from enforcer.report import Reporter
 
 POLICY = """
 version = 1
@@ -48,12 +48,11 @@ class FakeEnforcement:
 
 @pytest.fixture
 def agent(tmp_path, monkeypatch):
-    monkeypatch.setattr(daemon, "STATE_DIR", tmp_path / "state")
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     policy = tmp_path / "policy.toml"
     policy.write_text(POLICY)
     out = io.StringIO()
-    agent = daemon.Agent(policy, None, JsonReporter(out))
+    agent = daemon.Agent(policy, None, Reporter.json_lines(out), state_dir=tmp_path / "state")
     agent.enforcement = FakeEnforcement(compile_policy(load_policy(policy)))
     agent.out = out
     return agent

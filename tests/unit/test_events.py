@@ -11,7 +11,7 @@ from enforcer import abi
 from enforcer.events import BootClock, Event, decode
 from enforcer.plan import MapPlan, RuleInfo
 from enforcer.policy import Mode, RuleKind, Severity
-from enforcer.report import JsonReporter
+from enforcer.report import Reporter
 
 PLAN = MapPlan(
     maps={},
@@ -103,7 +103,7 @@ class FakeClock:
 
 def test_reporter_writes_one_json_object_per_line() -> None:
     out = io.StringIO()
-    reporter = JsonReporter(out)
+    reporter = Reporter.json_lines(out)
     reporter.event(_event())
     reporter.lost(3)
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
@@ -114,7 +114,7 @@ def test_reporter_writes_one_json_object_per_line() -> None:
 def test_reporter_rate_limits_repeats_and_summarises_them() -> None:
     out = io.StringIO()
     clock = FakeClock()
-    reporter = JsonReporter(out, burst=2, window_s=10.0, clock=clock)
+    reporter = Reporter.json_lines(out, burst=2, window_s=10.0, clock=clock)
     for _ in range(5):
         reporter.event(_event(pid=7))
     reporter.event(_event(pid=8))  # a different actor is not suppressed
@@ -133,7 +133,7 @@ def test_boot_clock_formats_rfc3339(boot_ns: int, expected: str) -> None:
 
 def test_reporter_flush_at_shutdown_summarises_the_open_window() -> None:
     out = io.StringIO()
-    reporter = JsonReporter(out, burst=1, window_s=10.0, clock=FakeClock())
+    reporter = Reporter.json_lines(out, burst=1, window_s=10.0, clock=FakeClock())
     for _ in range(3):
         reporter.event(_event(pid=9))
     reporter.flush()
