@@ -6,9 +6,9 @@ explain look kinds up in.
 
 Kinds that protect fixed objects (the SysRq files, release_agent) describe
 each thing a rule can cover as a `TargetClaim`: one kernel target slot, the
-hook checks it needs, and how messages name it. `claims_plan` and
-`claims_overlap` turn a kind's claims into its compile contribution and its
-contradiction check, so such a kind only lists its claims.
+hook checks it needs, and how messages name it. `claiming_kind` builds the
+spec of such a kind from its claims: its compile contribution and its
+contradiction check follow from them.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ __all__ = [
     "RuleDraft",
     "RulePlan",
     "TargetClaim",
+    "claiming_kind",
     "claims_overlap",
     "claims_plan",
     "enum_set",
@@ -156,3 +157,15 @@ def claims_overlap(claims: Callable[[Rule], Sequence[TargetClaim]]) -> OverlapCh
                 )
 
     return overlap
+
+
+def claiming_kind(
+    kind: RuleKind,
+    keys: Tuple[str, ...],
+    defaults: KindDefaults,
+    parse: ParseCheck,
+    claims: Callable[[Rule], Sequence[TargetClaim]],
+    describe: Callable[[Rule], List[str]],
+) -> KindSpec:
+    """The spec of a kind whose rules claim fixed objects, each a target slot."""
+    return KindSpec(kind, keys, defaults, parse, claims_overlap(claims), claims_plan(claims), describe)

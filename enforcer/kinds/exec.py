@@ -9,7 +9,7 @@ the kernel applies to a file too deep to place, is in `exec_places`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, List, Mapping, Optional, Tuple
 
 from enforcer import abi
 from enforcer.kinds import exec_places
@@ -56,66 +56,42 @@ class _Origin:
     filesystems: Tuple[Tuple[int, str], ...]  # includes memfd
 
 
-def _dirs(c: Checker, value: Any, loc: str) -> List[Tuple[int, ExecDir]]:
-    """Valid, distinct places of `dirs`, with their indices."""
-    out: List[Tuple[int, ExecDir]] = []
-    items = c.array(value, f"{loc}.dirs") or []
-    seen: Dict[str, int] = {}
-    for i, item in enumerate(items):
-        where = f"{loc}.dirs[{i}]"
-        recursive = True
-        if isinstance(item, dict):
-            c.keys(item, where, _DIR_TABLE_KEYS)
-            if "path" not in item:
-                c.err(f"{where}.path", "missing (write {path = \"/dir\", recursive = false})")
-                continue
-            if "recursive" in item:
-                if not isinstance(item["recursive"], bool):
-                    c.err(f"{where}.recursive", f"expected a boolean, got {type_name(item['recursive'])}")
-                    continue
-                recursive = item["recursive"]
-            path = c.path(item["path"], f"{where}.path", "dir")
-        elif isinstance(item, str):
-            path = c.path(item, where, "dir")
-        else:
-            c.err(
-                where,
-                'expected a string or a table {path = "/dir", recursive = false}, '
-                f"got {type_name(item)}",
-            )
-            continue
-        if path is None:
-            continue
-        if path in seen:
-            c.err(where, f"{quoted(path)} is listed twice (also {loc}.dirs[{seen[path]}])")
-            continue
-        seen[path] = i
-        out.append((i, ExecDir(path=path, recursive=recursive)))
-    return out
+def _dir(c: Checker, item: Any, where: str) -> Optional[ExecDir]:
+    """One entry of `dirs`: "/dir" or {path = "/dir", recursive = false}."""
+    if isinstance(item, str):
+        path = c.path(item, where, "dir")
+        return ExecDir(path=path) if path is not None else None
+    if not isinstance(item, dict):
+        c.err(where, f'expected a string or a table {{path = "/dir", recursive = false}}, got {type_name(item)}')
+        return None
+    c.keys(item, where, _DIR_TABLE_KEYS)
+    if "path" not in item:
+        c.err(f"{where}.path", "missing (write {path = \"/dir\", recursive = false})")
+        return None
+    recursive = item.get("recursive", True)
+    if not isinstance(recursive, bool):
+        c.err(f"{where}.recursive", f"expected a boolean, got {type_name(recursive)}")
+        return None
+    path = c.path(item["path"], f"{where}.path", "dir")
+    return ExecDir(path=path, recursive=recursive) if path is not None else None
 
 
-def _filesystems(c: Checker, value: Any, loc: str) -> List[Tuple[int, str]]:
-    """Valid, distinct names of `filesystems` (memfd included), with their indices."""
-    out: List[Tuple[int, str]] = []
-    items = c.array(value, f"{loc}.filesystems") or []
-    seen: Dict[str, int] = {}
-    for i, item in enumerate(items):
-        where = f"{loc}.filesystems[{i}]"
-        name = c.string(item, where)
-        if name is None:
-            continue
-        if name not in KNOWN_FILESYSTEMS:
-            c.err(where, f"unknown filesystem {quoted(name)} (known: {', '.join(KNOWN_FILESYSTEMS)})")
-            continue
-        if len(name.encode()) > abi.FSTYPE_NAME_LEN - 1:  # pragma: no cover - known names fit
-            c.err(where, f"filesystem name {quoted(name)} is longer than {abi.FSTYPE_NAME_LEN - 1} bytes")
-            continue
-        if name in seen:
-            c.err(where, f"{quoted(name)} is listed twice (also {loc}.filesystems[{seen[name]}])")
-            continue
-        seen[name] = i
-        out.append((i, name))
-    return out
+def _filesystem(c: Checker, item: Any, where: str) -> Optional[str]:
+    """One entry of `filesystems`: a known name."""
+    name = c.string(item, where)
+    if name is None:
+        return None
+    if name not in KNOWN_FILESYSTEMS:
+        c.err(where, f"unknown filesystem {quoted(name)} (known: {', '.join(KNOWN_FILESYSTEMS)})")
+        return None
+    if len(name.encode()) > abi.FSTYPE_NAME_LEN - 1:  # pragma: no cover - known names fit
+        c.err(where, f"filesystem name {quoted(name)} is longer than {abi.FSTYPE_NAME_LEN - 1} bytes")
+        return None
+    return name
+
+
+def _path_of(d: ExecDir) -> str:
+    return d.path
 
 
 def _check_excludes(
@@ -145,8 +121,14 @@ def _check_excludes(
 
 
 def _parse(c: Checker, table: Mapping[str, Any], loc: str, meta: RuleMeta) -> Parsed:
-    dirs = _dirs(c, table["dirs"], loc) if "dirs" in table else []
-    fs = _filesystems(c, table["filesystems"], loc) if "filesystems" in table else []
+    dirs: List[Tuple[int, ExecDir]] = []
+    if "dirs" in table:
+        items = c.array(table["dirs"], f"{loc}.dirs") or []
+        dirs = c.distinct(items, f"{loc}.dirs", _dir, key=_path_of)
+    fs: List[Tuple[int, str]] = []
+    if "filesystems" in table:
+        items = c.array(table["filesystems"], f"{loc}.filesystems") or []
+        fs = c.distinct(items, f"{loc}.filesystems", _filesystem)
     exclude = []
     if "exclude" in table:
         exclude = c.path_list(table["exclude"], f"{loc}.exclude", "dir", refuse_root="exclude every place")
@@ -218,15 +200,18 @@ def _describe(rule: Rule) -> List[str]:
     return lines
 
 
+#: Defaults justified in docs/policy.md.
+DEFAULTS = KindDefaults(
+    description="Execution of a file from an unusual place "
+    "(temporary, shared-memory or pseudo filesystem, or an anonymous memory file)",
+    severity=Severity.HIGH,
+    mitre="T1059",
+)
+
 SPEC = KindSpec(
     kind=RuleKind.EXEC,
     keys=("dirs", "filesystems", "exclude"),
-    defaults=KindDefaults(
-        description="Execution of a file from an unusual place "
-        "(temporary, shared-memory or pseudo filesystem, or an anonymous memory file)",
-        severity=Severity.HIGH,
-        mitre="T1059",
-    ),
+    defaults=DEFAULTS,
     parse=_parse,
     overlap=_overlap,
     plan=_plan,

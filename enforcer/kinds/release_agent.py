@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, List, Mapping
 
 from enforcer import abi
-from enforcer.kinds.base import KindDefaults, KindSpec, Parsed, TargetClaim, claims_overlap, claims_plan, enum_set
+from enforcer.kinds.base import KindDefaults, Parsed, TargetClaim, claiming_kind, enum_set
 from enforcer.policy import ReleaseAgentAccess, ReleaseAgentRule, Rule, RuleKind, RuleMeta, Severity
 from enforcer.policyfile.schema import Checker
 
@@ -42,17 +42,12 @@ def _describe(rule: Rule) -> List[str]:
     return [words for access, words in _WORDS.items() if access in rule.access]
 
 
-SPEC = KindSpec(
-    kind=RuleKind.RELEASE_AGENT,
-    keys=("access",),
-    defaults=KindDefaults(
-        description="Write to or rename of a cgroup v1 release_agent file, "
-        "a known way to run a program on the host from a container",
-        severity=Severity.CRITICAL,
-        mitre="T1611",
-    ),
-    parse=_parse,
-    overlap=claims_overlap(_claims),
-    plan=claims_plan(_claims),
-    describe=_describe,
+#: Defaults justified in docs/policy.md.
+DEFAULTS = KindDefaults(
+    description="Write to or rename of a cgroup v1 release_agent file, "
+    "a known way to run a program on the host from a container",
+    severity=Severity.CRITICAL,
+    mitre="T1611",
 )
+
+SPEC = claiming_kind(RuleKind.RELEASE_AGENT, ("access",), DEFAULTS, _parse, _claims, _describe)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, List, Mapping
 
 from enforcer import abi
-from enforcer.kinds.base import KindDefaults, KindSpec, Parsed, TargetClaim, claims_overlap, claims_plan, enum_set
+from enforcer.kinds.base import KindDefaults, Parsed, TargetClaim, claiming_kind, enum_set
 from enforcer.policy import Rule, RuleKind, RuleMeta, Severity, SysrqAccess, SysrqFile, SysrqRule
 from enforcer.policyfile.schema import Checker
 
@@ -49,17 +49,12 @@ def _describe(rule: Rule) -> List[str]:
     return lines
 
 
-SPEC = KindSpec(
-    kind=RuleKind.SYSRQ,
-    keys=("access", "files"),
-    defaults=KindDefaults(
-        description="Access to the magic SysRq controls (/proc/sysrq-trigger, /proc/sys/kernel/sysrq), "
-        "which can crash, reboot or dump the host kernel",
-        severity=Severity.CRITICAL,
-        mitre="T1611",
-    ),
-    parse=_parse,
-    overlap=claims_overlap(_claims),
-    plan=claims_plan(_claims),
-    describe=_describe,
+#: Defaults justified in docs/policy.md.
+DEFAULTS = KindDefaults(
+    description="Access to the magic SysRq controls (/proc/sysrq-trigger, /proc/sys/kernel/sysrq), "
+    "which can crash, reboot or dump the host kernel",
+    severity=Severity.CRITICAL,
+    mitre="T1611",
 )
+
+SPEC = claiming_kind(RuleKind.SYSRQ, ("access", "files"), DEFAULTS, _parse, _claims, _describe)

@@ -34,6 +34,16 @@ _UID_MAX = 4294967294
 # --- allowlists ---------------------------------------------------------------------
 
 
+def _uid(c: Checker, item: Any, where: str) -> Optional[int]:
+    if isinstance(item, bool) or not isinstance(item, int):
+        c.err(where, f"expected an integer, got {type_name(item)}")
+        return None
+    if not 0 <= item <= _UID_MAX:
+        c.err(where, f"uid {item} is out of range (0..{_UID_MAX})")
+        return None
+    return item
+
+
 def check_allowlist(c: Checker, value: Any, loc: str) -> Allowlist:
     table = c.table(value, loc)
     if table is None:
@@ -50,19 +60,8 @@ def check_allowlist(c: Checker, value: Any, loc: str) -> Allowlist:
     if "cgroup" in table:
         cgroups = c.path_list(table["cgroup"], f"{loc}.cgroup", "cgroup", refuse_root="allow every process")
     if "uid" in table:
-        items = c.array(table["uid"], f"{loc}.uid")
-        seen: Dict[int, int] = {}
-        for i, item in enumerate(items or []):
-            where = f"{loc}.uid[{i}]"
-            if isinstance(item, bool) or not isinstance(item, int):
-                c.err(where, f"expected an integer, got {type_name(item)}")
-            elif not 0 <= item <= _UID_MAX:
-                c.err(where, f"uid {item} is out of range (0..{_UID_MAX})")
-            elif item in seen:
-                c.err(where, f"{item} is listed twice (also {loc}.uid[{seen[item]}])")
-            else:
-                seen[item] = i
-                uids.append(item)
+        items = c.array(table["uid"], f"{loc}.uid") or []
+        uids = [uid for _, uid in c.distinct(items, f"{loc}.uid", _uid)]
     return Allowlist(
         exe=tuple(exe),
         exe_dirs=tuple(p for _, p in exe_dirs),

@@ -10,13 +10,15 @@ from __future__ import annotations
 import difflib
 import json
 import posixpath
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Hashable, Iterable, List, Optional, Sequence, Tuple, TypeVar
 
 from enforcer import abi
 from enforcer.matching import dir_node
 from enforcer.policyfile.problems import PolicyProblem
 
 __all__ = ["Checker", "quoted", "type_name", "listed"]
+
+T = TypeVar("T")
 
 
 def quoted(value: Any, limit: int = 80) -> str:
@@ -28,21 +30,27 @@ def quoted(value: Any, limit: int = 80) -> str:
     return repr(value)
 
 
+#: Decoded TOML types and their names in messages; bool before int (a bool is an int).
+_TYPE_NAMES = (
+    (bool, "a boolean"),
+    (int, "an integer"),
+    (float, "a float"),
+    (str, "a string"),
+    (list, "an array"),
+    (dict, "a table"),
+)
+
+
 def type_name(value: Any) -> str:
     """What a decoded TOML value is, for "expected X, got Y"."""
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a float"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "a table"
+    for python_type, name in _TYPE_NAMES:
+        if isinstance(value, python_type):
+            return name
     return "a date/time"
+
+
+def _enum_value(member: Any) -> str:
+    return member.value
 
 
 def listed(values: Iterable[str]) -> str:
@@ -101,27 +109,38 @@ class Checker:
         items = self.array(value, loc)
         if items is None:
             return None
-        out: List[Any] = []
-        seen: Dict[Any, int] = {}
-        ok = True
-        for i, item in enumerate(items):
-            member = self.enum(item, f"{loc}[{i}]", enum_type)
-            if member is None:
-                ok = False
-                continue
-            if member in seen:
-                self.err(f"{loc}[{i}]", f"{quoted(member.value)} is listed twice (also {loc}[{seen[member]}])")
-                ok = False
-                continue
-            seen[member] = i
-            out.append(member)
+        before = len(self.problems)
+        members = self.distinct(items, loc, lambda c, item, where: c.enum(item, where, enum_type), key=_enum_value)
         if not items:
             self.err(
                 loc,
                 f"empty: the rule could never match (allowed {what}: {listed(m.value for m in enum_type)})",
             )
             return None
-        return out if ok else None
+        return [member for _, member in members] if len(self.problems) == before else None
+
+    def distinct(
+        self,
+        items: Sequence[Any],
+        loc: str,
+        check: Callable[["Checker", Any, str], Optional[T]],
+        key: Callable[[T], Hashable] = lambda value: value,
+    ) -> List[Tuple[int, T]]:
+        """The entries of array `loc` that pass `check`, each `key` once, with their indices."""
+        out: List[Tuple[int, T]] = []
+        seen: Dict[Hashable, int] = {}
+        for i, item in enumerate(items):
+            where = f"{loc}[{i}]"
+            value = check(self, item, where)
+            if value is None:
+                continue
+            name = key(value)
+            if name in seen:
+                self.err(where, f"{quoted(name)} is listed twice (also {loc}[{seen[name]}])")
+                continue
+            seen[name] = i
+            out.append((i, value))
+        return out
 
     def path(self, value: Any, loc: str, kind: str) -> Optional[str]:
         """kind: "dir" (matched as a prefix with "/"), "exe" (exact), "cgroup" (prefix)."""
@@ -165,19 +184,9 @@ class Checker:
         the array): '"/" would REFUSE_ROOT'.
         """
         items = self.array(value, loc)
-        out: List[Tuple[int, str]] = []
         if items is None:
-            return out
-        seen: Dict[str, int] = {}
-        for i, item in enumerate(items):
-            text = self.path(item, f"{loc}[{i}]", kind)
-            if text is None:
-                continue
-            if text in seen:
-                self.err(f"{loc}[{i}]", f"{quoted(text)} is listed twice (also {loc}[{seen[text]}])")
-                continue
-            seen[text] = i
-            out.append((i, text))
+            return []
+        out = self.distinct(items, loc, lambda c, item, where: c.path(item, where, kind))
         if refuse_root:
             for i, text in out:
                 if text == "/":
