@@ -97,6 +97,8 @@ OverlapCheck = Callable[[Checker, RuleDraft, RuleDraft], None]
 PolicyPlan = Callable[[Policy, Optional[Mode]], Mapping[str, Mapping]]
 #: (policy, --mode override) -> lines for `enforcer check --explain`
 PolicyNotes = Callable[[Policy, Optional[Mode]], List[str]]
+#: rule -> the objects it covers, in message order
+Claims = Callable[[Rule], Sequence[TargetClaim]]
 
 
 @dataclass(frozen=True)
@@ -131,19 +133,20 @@ def enum_set(
     return frozenset(got if got is not None else ())
 
 
-def claims_plan(claims: Callable[[Rule], Sequence[TargetClaim]]) -> Callable[[Rule], RulePlan]:
+def claims_plan(claims: Claims) -> Callable[[Rule], RulePlan]:
     """A rule owns the target slots of its claims and needs their hook checks."""
 
     def plan(rule: Rule) -> RulePlan:
+        covered = claims(rule)
         watch = abi.Watch(0)
-        for claim in claims(rule):
+        for claim in covered:
             watch |= claim.watch
-        return RulePlan(targets=tuple(claim.target for claim in claims(rule)), watch=watch)
+        return RulePlan(targets=tuple(claim.target for claim in covered), watch=watch)
 
     return plan
 
 
-def claims_overlap(claims: Callable[[Rule], Sequence[TargetClaim]]) -> OverlapCheck:
+def claims_overlap(claims: Claims) -> OverlapCheck:
     """A target slot holds one rule per kernel scope: two rules may not claim the same object."""
 
     def overlap(c: Checker, earlier: RuleDraft, later: RuleDraft) -> None:
@@ -164,8 +167,16 @@ def claiming_kind(
     keys: Tuple[str, ...],
     defaults: KindDefaults,
     parse: ParseCheck,
-    claims: Callable[[Rule], Sequence[TargetClaim]],
+    claims: Claims,
     describe: Callable[[Rule], List[str]],
 ) -> KindSpec:
     """The spec of a kind whose rules claim fixed objects, each a target slot."""
-    return KindSpec(kind, keys, defaults, parse, claims_overlap(claims), claims_plan(claims), describe)
+    return KindSpec(
+        kind=kind,
+        keys=keys,
+        defaults=defaults,
+        parse=parse,
+        overlap=claims_overlap(claims),
+        plan=claims_plan(claims),
+        describe=describe,
+    )

@@ -52,7 +52,7 @@ _DIR_TABLE_KEYS = ("path", "recursive")
 class _Origin:
     """Valid entries with their indices in the rule's arrays, for overlap messages."""
 
-    dirs: Tuple[Tuple[int, ExecDir], ...]
+    dirs: Tuple[Tuple[int, str], ...]  # paths
     filesystems: Tuple[Tuple[int, str], ...]  # includes memfd
 
 
@@ -129,7 +129,7 @@ def _parse(c: Checker, table: Mapping[str, Any], loc: str, meta: RuleMeta) -> Pa
     if "filesystems" in table:
         items = c.array(table["filesystems"], f"{loc}.filesystems") or []
         fs = c.distinct(items, f"{loc}.filesystems", _filesystem)
-    exclude = []
+    exclude: List[Tuple[int, str]] = []
     if "exclude" in table:
         exclude = c.path_list(table["exclude"], f"{loc}.exclude", "dir", refuse_root="exclude every place")
     if not dirs and not fs and not c.has_problem_under(f"{loc}.dirs", f"{loc}.filesystems"):
@@ -142,23 +142,22 @@ def _parse(c: Checker, table: Mapping[str, Any], loc: str, meta: RuleMeta) -> Pa
         memfd=any(n == MEMFD for _, n in fs),
         exclude=tuple(e for _, e in exclude),
     )
-    return Parsed(rule, _Origin(dirs=tuple(dirs), filesystems=tuple(fs)))
+    return Parsed(rule, _Origin(dirs=tuple((i, d.path) for i, d in dirs), filesystems=tuple(fs)))
 
 
 def _overlap(c: Checker, earlier: RuleDraft, later: RuleDraft) -> None:
     """A place or filesystem decides for one rule only (per kernel scope)."""
     assert earlier.parsed is not None and later.parsed is not None
     mine, theirs = later.parsed.origin, earlier.parsed.origin
-    _claimed_twice(c, "dirs", [(i, d.path) for i, d in mine.dirs], [(i, d.path) for i, d in theirs.dirs],
-                   earlier, later, "a place")
-    _claimed_twice(c, "filesystems", list(mine.filesystems), list(theirs.filesystems), earlier, later, "a filesystem")
+    _claimed_twice(c, "dirs", mine.dirs, theirs.dirs, earlier, later, "a place")
+    _claimed_twice(c, "filesystems", mine.filesystems, theirs.filesystems, earlier, later, "a filesystem")
 
 
 def _claimed_twice(
     c: Checker,
     key: str,
-    mine: List[Tuple[int, str]],
-    theirs: List[Tuple[int, str]],
+    mine: Tuple[Tuple[int, str], ...],
+    theirs: Tuple[Tuple[int, str], ...],
     earlier: RuleDraft,
     later: RuleDraft,
     what: str,
