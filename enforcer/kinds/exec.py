@@ -18,7 +18,15 @@ from enforcer.matching import dir_node, is_below
 from enforcer.policy import MEMFD, ExecDir, ExecRule, Rule, RuleKind, RuleMeta, Severity
 from enforcer.policyfile.schema import Checker, quoted, type_name
 
-__all__ = ["SPEC", "KNOWN_FILESYSTEMS"]
+__all__ = ["SPEC", "DEFAULTS", "KNOWN_FILESYSTEMS"]
+
+#: Defaults justified in docs/policy.md.
+DEFAULTS = KindDefaults(
+    description="Execution of a file from an unusual place "
+    "(temporary, shared-memory or pseudo filesystem, or an anonymous memory file)",
+    severity=Severity.HIGH,
+    mitre="T1059",
+)
 
 #: Filesystem type names an exec rule may name (as in /proc/filesystems), plus "memfd".
 KNOWN_FILESYSTEMS = (
@@ -198,14 +206,6 @@ def _describe(rule: Rule) -> List[str]:
         lines.append(f"but never for files under {e}/ (excluded)")
     return lines
 
-
-#: Defaults justified in docs/policy.md.
-DEFAULTS = KindDefaults(
-    description="Execution of a file from an unusual place "
-    "(temporary, shared-memory or pseudo filesystem, or an anonymous memory file)",
-    severity=Severity.HIGH,
-    mitre="T1059",
-)
 
 SPEC = KindSpec(
     kind=RuleKind.EXEC,

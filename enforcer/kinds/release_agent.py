@@ -9,7 +9,15 @@ from enforcer.kinds.base import KindDefaults, Parsed, TargetClaim, claiming_kind
 from enforcer.policy import ReleaseAgentAccess, ReleaseAgentRule, Rule, RuleKind, RuleMeta, Severity
 from enforcer.policyfile.schema import Checker
 
-__all__ = ["SPEC"]
+__all__ = ["SPEC", "DEFAULTS"]
+
+#: Defaults justified in docs/policy.md.
+DEFAULTS = KindDefaults(
+    description="Write to or rename of a cgroup v1 release_agent file, "
+    "a known way to run a program on the host from a container",
+    severity=Severity.CRITICAL,
+    mitre="T1611",
+)
 
 #: Each access a rule can cover; the order is the order of messages.
 _SLOTS = {
@@ -41,13 +49,5 @@ def _describe(rule: Rule) -> List[str]:
     assert isinstance(rule, ReleaseAgentRule)
     return [words for access, words in _WORDS.items() if access in rule.access]
 
-
-#: Defaults justified in docs/policy.md.
-DEFAULTS = KindDefaults(
-    description="Write to or rename of a cgroup v1 release_agent file, "
-    "a known way to run a program on the host from a container",
-    severity=Severity.CRITICAL,
-    mitre="T1611",
-)
 
 SPEC = claiming_kind(RuleKind.RELEASE_AGENT, ("access",), DEFAULTS, _parse, _claims, _describe)

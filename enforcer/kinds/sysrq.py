@@ -9,7 +9,15 @@ from enforcer.kinds.base import KindDefaults, Parsed, TargetClaim, claiming_kind
 from enforcer.policy import Rule, RuleKind, RuleMeta, Severity, SysrqAccess, SysrqFile, SysrqRule
 from enforcer.policyfile.schema import Checker
 
-__all__ = ["SPEC"]
+__all__ = ["SPEC", "DEFAULTS"]
+
+#: Defaults justified in docs/policy.md.
+DEFAULTS = KindDefaults(
+    description="Access to the magic SysRq controls (/proc/sysrq-trigger, /proc/sys/kernel/sysrq), "
+    "which can crash, reboot or dump the host kernel",
+    severity=Severity.CRITICAL,
+    mitre="T1611",
+)
 
 _PATHS = {SysrqFile.TRIGGER: "/proc/sysrq-trigger", SysrqFile.SYSCTL: "/proc/sys/kernel/sysrq"}
 
@@ -48,13 +56,5 @@ def _describe(rule: Rule) -> List[str]:
         lines.append(f"{how} {_PATHS[file]} (in every procfs mount)")
     return lines
 
-
-#: Defaults justified in docs/policy.md.
-DEFAULTS = KindDefaults(
-    description="Access to the magic SysRq controls (/proc/sysrq-trigger, /proc/sys/kernel/sysrq), "
-    "which can crash, reboot or dump the host kernel",
-    severity=Severity.CRITICAL,
-    mitre="T1611",
-)
 
 SPEC = claiming_kind(RuleKind.SYSRQ, ("access", "files"), DEFAULTS, _parse, _claims, _describe)
