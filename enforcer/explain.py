@@ -1,32 +1,18 @@
 """A policy in plain words: what is denied or audited, for whom, and who is allowed.
 
-Pure text from a validated Policy (and the plan compiled from it, for the
-deep-path fail-safe); used by `enforcer check --explain`.
+Pure text from a validated Policy; each rule kind says what its rules cover
+(enforcer.kinds). Used by `enforcer check --explain`.
 """
 
 from __future__ import annotations
 
 from typing import List, Optional
 
-from enforcer import abi
-from enforcer.compile import unresolved_rule
-from enforcer.policy import (
-    Allowlist,
-    ExecRule,
-    Mode,
-    Policy,
-    ReleaseAgentAccess,
-    ReleaseAgentRule,
-    Rule,
-    Scope,
-    SysrqAccess,
-    SysrqFile,
-    SysrqRule,
-)
+from enforcer.kinds import KINDS, kinds_in
+from enforcer.policy import Allowlist, Mode, Policy, Scope
 
 __all__ = ["explain_policy", "count_allow_entries"]
 
-_SYSRQ_FILES = {SysrqFile.TRIGGER: "/proc/sysrq-trigger", SysrqFile.SYSCTL: "/proc/sys/kernel/sysrq"}
 _SCOPE_WORDS = {
     Scope.ALL: "every process, on the host and in containers",
     Scope.HOST: "processes on the host only (initial mount namespace)",
@@ -57,40 +43,6 @@ def _allow_lines(allow: Allowlist, indent: str) -> List[str]:
     return lines
 
 
-def _what(rule: Rule) -> List[str]:
-    if isinstance(rule, SysrqRule):
-        lines = []
-        for f in (SysrqFile.TRIGGER, SysrqFile.SYSCTL):
-            if f not in rule.files:
-                continue
-            verbs = [a.value for a in (SysrqAccess.WRITE, SysrqAccess.READ) if a in rule.access]
-            how = " or ".join("writing" if v == "write" else "reading" for v in verbs)
-            lines.append(f"{how} {_SYSRQ_FILES[f]} (in every procfs mount)")
-        return lines
-    if isinstance(rule, ReleaseAgentRule):
-        lines = []
-        if ReleaseAgentAccess.WRITE in rule.access:
-            lines.append("writing or truncating release_agent in any cgroup v1 hierarchy")
-        if ReleaseAgentAccess.RENAME in rule.access:
-            lines.append("renaming a file to or from the name release_agent, on any filesystem")
-        return lines
-    assert isinstance(rule, ExecRule)
-    lines = []
-    for d in rule.dirs:
-        if d.recursive:
-            lines.append(f"executing a file anywhere under {d.path if d.path == '/' else d.path + '/'}")
-        else:
-            lines.append(f"executing a file directly in {d.path}/ (not in its subdirectories)")
-    if rule.filesystems:
-        lines.append(f"executing a file from a filesystem of type {', '.join(sorted(rule.filesystems))}, "
-                     "wherever it is mounted")
-    if rule.memfd:
-        lines.append("executing an anonymous in-memory file (memfd_create, or an unlinked shared-memory file)")
-    for e in rule.exclude:
-        lines.append(f"but never for files under {e}/ (excluded)")
-    return lines
-
-
 def explain_policy(policy: Policy, mode_override: Optional[Mode] = None) -> str:
     """A readable account of `policy`, rule by rule, in file order."""
     out: List[str] = []
@@ -114,7 +66,7 @@ def explain_policy(policy: Policy, mode_override: Optional[Mode] = None) -> str:
         out.append(f"  {meta.description}")
         out.append(f"  severity {meta.severity.value}, MITRE ATT&CK {meta.mitre}")
         out.append("  What:")
-        out += [f"    - {line}" for line in _what(rule)]
+        out += [f"    - {line}" for line in KINDS[rule.kind].describe(rule)]
         out.append(f"  Who: {_SCOPE_WORDS[meta.scope]}")
         exceptions = _allow_lines(meta.allow, "    ")
         if exceptions or not policy.allow.is_empty():
@@ -124,20 +76,7 @@ def explain_policy(policy: Policy, mode_override: Optional[Mode] = None) -> str:
                 out.append("    - anything in the global allowlist")
         else:
             out.append("  Except: nobody")
-    exec_rules = [r for r in policy.rules if isinstance(r, ExecRule)]
-    if exec_rules:
-        out.append("")
-        out.append("Where exec places of several rules nest, the deepest listed directory decides.")
-        out.append(
-            f"Deep paths: the kernel walks at most {abi.PATH_WALK_STEPS} path components and mount points. An executed file "
-            "deeper than that cannot be placed; instead of allowing it, the kernel applies:"
-        )
-        for scope, words in ((abi.KernelScope.HOST, "host"), (abi.KernelScope.CONTAINER, "containers")):
-            number = unresolved_rule(policy, scope, mode_override)
-            if number:
-                rule = policy.rules[number - 1]
-                mode = policy.effective_mode(rule, mode_override).value
-                out.append(f"  - {words}: rule {number} \"{rule.meta.id}\" ({mode})")
-            else:
-                out.append(f"  - {words}: nothing (no exec rule with dirs covers {words}); such files run")
+    for spec in kinds_in(policy):
+        if spec.policy_notes is not None:
+            out += spec.policy_notes(policy, mode_override)
     return "\n".join(out) + "\n"

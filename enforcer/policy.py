@@ -29,6 +29,8 @@ class Severity(str, enum.Enum):
 
 
 class RuleKind(str, enum.Enum):
+    """Each kind has its spec (keys, checks, map contribution, explanation) in enforcer.kinds."""
+
     SYSRQ = "sysrq"
     RELEASE_AGENT = "release_agent"
     EXEC = "exec"

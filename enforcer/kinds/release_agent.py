@@ -1,0 +1,53 @@
+"""kind = "release_agent": writing or renaming a cgroup v1 release_agent file."""
+
+from __future__ import annotations
+
+from typing import Any, List, Mapping
+
+from enforcer import abi
+from enforcer.kinds.base import KindDefaults, Parsed, TargetClaim, claiming_kind, enum_set
+from enforcer.policy import ReleaseAgentAccess, ReleaseAgentRule, Rule, RuleKind, RuleMeta, Severity
+from enforcer.policyfile.schema import Checker
+
+__all__ = ["SPEC", "DEFAULTS"]
+
+#: Defaults justified in docs/policy.md.
+DEFAULTS = KindDefaults(
+    description="Write to or rename of a cgroup v1 release_agent file, "
+    "a known way to run a program on the host from a container",
+    severity=Severity.CRITICAL,
+    mitre="T1611",
+)
+
+#: Each access a rule can cover; the order is the order of messages.
+_SLOTS = {
+    ReleaseAgentAccess.WRITE: (abi.Target.RELEASE_AGENT_WRITE, abi.Watch.CGROUP_WRITE),
+    ReleaseAgentAccess.RENAME: (abi.Target.RELEASE_AGENT_RENAME, abi.Watch.RENAME),
+}
+
+_WORDS = {
+    ReleaseAgentAccess.WRITE: "writing or truncating release_agent in any cgroup v1 hierarchy",
+    ReleaseAgentAccess.RENAME: "renaming a file to or from the name release_agent, on any filesystem",
+}
+
+
+def _claims(rule: Rule) -> List[TargetClaim]:
+    assert isinstance(rule, ReleaseAgentRule)
+    return [
+        TargetClaim(target, watch, f"release_agent {access.value}")
+        for access, (target, watch) in _SLOTS.items()
+        if access in rule.access
+    ]
+
+
+def _parse(c: Checker, table: Mapping[str, Any], loc: str, meta: RuleMeta) -> Parsed:
+    access = enum_set(c, table, loc, "access", ReleaseAgentAccess, [ReleaseAgentAccess.WRITE, ReleaseAgentAccess.RENAME])
+    return Parsed(ReleaseAgentRule(meta=meta, access=access))
+
+
+def _describe(rule: Rule) -> List[str]:
+    assert isinstance(rule, ReleaseAgentRule)
+    return [words for access, words in _WORDS.items() if access in rule.access]
+
+
+SPEC = claiming_kind(RuleKind.RELEASE_AGENT, ("access",), DEFAULTS, _parse, _claims, _describe)

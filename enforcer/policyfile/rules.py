@@ -1,0 +1,266 @@
+"""Decoded TOML -> Policy: the top level, what every rule has, allowlists, allow.d.
+
+Each rule kind's own keys are checked by its spec in `enforcer.kinds`; this
+module checks everything else, then asks each kind whether a rule contradicts
+an earlier one of the same kind. Problems are recorded in the order found:
+the order of keys below is the order of messages, and tests pin it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from enforcer import abi
+from enforcer.kinds import KINDS, RuleDraft
+from enforcer.kinds.base import Parsed
+from enforcer.matching import scopes_overlap
+from enforcer.policy import Allowlist, Mode, Policy, RuleKind, RuleMeta, Scope, Severity
+from enforcer.policyfile.schema import Checker, listed, quoted, type_name
+
+__all__ = ["SUPPORTED_VERSION", "check_policy", "check_allow_d"]
+
+SUPPORTED_VERSION = 1
+
+_TOP_KEYS = ("version", "mode", "allow", "rule")
+_ALLOW_D_KEYS = ("allow", "rule_allow")
+_ALLOW_KEYS = ("exe", "exe_dirs", "uid", "cgroup")
+_COMMON_RULE_KEYS = ("id", "kind", "description", "severity", "mitre", "mode", "scope", "allow")
+_ID_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}\Z")
+_MITRE_RE = re.compile(r"T\d{4}(\.\d{3})?\Z")
+_UID_MAX = 4294967294
+
+
+# --- allowlists ---------------------------------------------------------------------
+
+
+def _uid(c: Checker, item: Any, where: str) -> Optional[int]:
+    if isinstance(item, bool) or not isinstance(item, int):
+        c.err(where, f"expected an integer, got {type_name(item)}")
+        return None
+    if not 0 <= item <= _UID_MAX:
+        c.err(where, f"uid {item} is out of range (0..{_UID_MAX})")
+        return None
+    return item
+
+
+def check_allowlist(c: Checker, value: Any, loc: str) -> Allowlist:
+    table = c.table(value, loc)
+    if table is None:
+        return Allowlist()
+    c.keys(table, loc, _ALLOW_KEYS)
+    exe: List[str] = []
+    exe_dirs: List[Tuple[int, str]] = []
+    cgroups: List[Tuple[int, str]] = []
+    uids: List[int] = []
+    if "exe" in table:
+        exe = [p for _, p in c.path_list(table["exe"], f"{loc}.exe", "exe")]
+    if "exe_dirs" in table:
+        exe_dirs = c.path_list(table["exe_dirs"], f"{loc}.exe_dirs", "dir", refuse_root="allow every executable")
+    if "cgroup" in table:
+        cgroups = c.path_list(table["cgroup"], f"{loc}.cgroup", "cgroup", refuse_root="allow every process")
+    if "uid" in table:
+        items = c.array(table["uid"], f"{loc}.uid") or []
+        uids = [uid for _, uid in c.distinct(items, f"{loc}.uid", _uid)]
+    return Allowlist(
+        exe=tuple(exe),
+        exe_dirs=tuple(p for _, p in exe_dirs),
+        uid=tuple(uids),
+        cgroup=tuple(p for _, p in cgroups),
+    )
+
+
+# --- rules --------------------------------------------------------------------------
+
+#: Every key any rule may have: the common ones, then each kind's in RuleKind order.
+_ALL_RULE_KEYS: Tuple[str, ...] = tuple(
+    dict.fromkeys(_COMMON_RULE_KEYS + tuple(key for spec in KINDS.values() for key in spec.keys))
+)
+
+
+def _check_rule_keys(c: Checker, table: Dict[str, Any], loc: str, kind: Optional[RuleKind]) -> None:
+    if kind is None:
+        c.keys(table, loc, _ALL_RULE_KEYS)
+        return
+    allowed = _COMMON_RULE_KEYS + KINDS[kind].keys
+    for key in table:
+        if key in allowed:
+            continue
+        if key in _ALL_RULE_KEYS:
+            owners = [k.value for k, spec in KINDS.items() if key in spec.keys]
+            c.err(f"{loc}.{key}", f'"{key}" is not valid for kind "{kind.value}" (only for {listed(owners)})')
+        else:
+            c.keys({key: None}, loc, allowed, where=f' for kind "{kind.value}"')
+
+
+def _check_id(c: Checker, table: Dict[str, Any], loc: str) -> Optional[str]:
+    if "id" not in table:
+        c.err(f"{loc}.id", "missing (every rule needs an id)")
+        return None
+    rule_id = c.string(table["id"], f"{loc}.id")
+    if rule_id is not None and not _ID_RE.match(rule_id):
+        c.err(
+            f"{loc}.id",
+            f"invalid id {quoted(rule_id)} (1-63 characters: lowercase letters, digits, "
+            '"_", "." and "-", starting with a letter or digit)',
+        )
+        return None
+    return rule_id
+
+
+def _check_rule(c: Checker, value: Any, index: int) -> Optional[RuleDraft]:
+    loc = f"rule[{index}]"
+    table = c.table(value, loc)
+    if table is None:
+        return None
+
+    kind: Optional[RuleKind] = None
+    if "kind" not in table:
+        c.err(f"{loc}.kind", f"missing (allowed: {listed(k.value for k in RuleKind)})")
+    else:
+        kind = c.enum(table["kind"], f"{loc}.kind", RuleKind)
+    _check_rule_keys(c, table, loc, kind)
+    rule_id = _check_id(c, table, loc)
+
+    defaults = KINDS[kind].defaults if kind is not None else None
+    description = defaults.description if defaults else ""
+    if "description" in table:
+        text = c.string(table["description"], f"{loc}.description")
+        if text is not None and not text.strip():
+            c.err(f"{loc}.description", "empty (leave the key out for the default description)")
+        elif text is not None:
+            description = text.strip()
+
+    severity = defaults.severity if defaults else Severity.HIGH
+    if "severity" in table:
+        severity = c.enum(table["severity"], f"{loc}.severity", Severity) or severity
+
+    mitre = defaults.mitre if defaults else ""
+    if "mitre" in table:
+        text = c.string(table["mitre"], f"{loc}.mitre")
+        if text is not None and not _MITRE_RE.match(text):
+            c.err(f"{loc}.mitre", f'invalid ATT&CK technique {quoted(text)} (expected like "T1611" or "T1562.001")')
+        elif text is not None:
+            mitre = text
+
+    mode: Optional[Mode] = None
+    if "mode" in table:
+        mode = c.enum(table["mode"], f"{loc}.mode", Mode)
+
+    scope = Scope.ALL
+    if "scope" in table:
+        scope = c.enum(table["scope"], f"{loc}.scope", Scope) or scope
+
+    allow = Allowlist()
+    if "allow" in table:
+        allow = check_allowlist(c, table["allow"], f"{loc}.allow")
+
+    parsed: Optional[Parsed] = None
+    if kind is not None:
+        meta = RuleMeta(
+            id=rule_id or "",
+            description=description,
+            severity=severity,
+            mitre=mitre,
+            mode=mode,
+            scope=scope,
+            allow=allow,
+        )
+        parsed = KINDS[kind].parse(c, table, loc, meta)
+    return RuleDraft(loc=loc, id=rule_id, kind=kind, scope=scope, parsed=parsed)
+
+
+def _check_overlaps(c: Checker, drafts: List[RuleDraft]) -> None:
+    """Contradictions between rules of the same kind whose scopes overlap."""
+    for n, later in enumerate(drafts):
+        if later.parsed is None or later.kind is None:
+            continue
+        for earlier in drafts[:n]:
+            if earlier.parsed is None or earlier.kind is not later.kind:
+                continue
+            if scopes_overlap(earlier.scope, later.scope):
+                KINDS[later.kind].overlap(c, earlier, later)
+
+
+# --- files --------------------------------------------------------------------------
+
+
+def _check_version(c: Checker, data: Dict[str, Any]) -> Optional[int]:
+    if "version" not in data:
+        c.err("version", f"missing (write version = {SUPPORTED_VERSION} at the top)")
+        return None
+    value = data["version"]
+    if isinstance(value, bool) or not isinstance(value, int):
+        c.err("version", f"expected an integer, got {type_name(value)}")
+        return None
+    if value != SUPPORTED_VERSION:
+        c.err("version", f"unsupported version {value} (this enforcer reads version {SUPPORTED_VERSION})")
+        return None
+    return value
+
+
+def _check_rules(c: Checker, raw_rules: Any) -> List[RuleDraft]:
+    drafts: List[RuleDraft] = []
+    if raw_rules is None:
+        c.err("rule", "no rules: a policy needs at least one [[rule]]")
+        return drafts
+    if not isinstance(raw_rules, list):
+        hint = "; write [[rule]], not [rule]" if isinstance(raw_rules, dict) else ""
+        c.err("rule", f"expected an array of tables ([[rule]]), got {type_name(raw_rules)}{hint}")
+        return drafts
+    if not raw_rules:
+        c.err("rule", "no rules: a policy needs at least one [[rule]]")
+    if len(raw_rules) > abi.MAX_RULES:
+        c.err("rule", f"{len(raw_rules)} rules; at most {abi.MAX_RULES} are supported")
+    ids: Dict[str, int] = {}
+    for index, value in enumerate(raw_rules):
+        draft = _check_rule(c, value, index)
+        if draft is None:
+            continue
+        drafts.append(draft)
+        if draft.id is not None:
+            if draft.id in ids:
+                c.err(f"{draft.loc}.id", f"duplicate id {quoted(draft.id)} (also rule[{ids[draft.id]}])")
+            else:
+                ids[draft.id] = index
+    _check_overlaps(c, drafts)
+    return drafts
+
+
+def check_policy(c: Checker, data: Dict[str, Any]) -> Tuple[Optional[Policy], List[RuleDraft]]:
+    """The policy in `data`, or None when `c` recorded problems; and every rule as far as it got."""
+    c.keys(data, "", _TOP_KEYS)
+    version = _check_version(c, data)
+    mode: Optional[Mode] = Mode.ENFORCE
+    if "mode" in data:
+        mode = c.enum(data["mode"], "mode", Mode)
+    allow = Allowlist()
+    if "allow" in data:
+        allow = check_allowlist(c, data["allow"], "allow")
+    drafts = _check_rules(c, data.get("rule"))
+    if any(p.file == c.file for p in c.problems) or version is None or mode is None:
+        return None, drafts
+    rules = tuple(d.parsed.rule for d in drafts if d.parsed is not None)
+    return Policy(source=c.file, version=version, mode=mode, allow=allow, rules=rules), drafts
+
+
+def check_allow_d(
+    c: Checker, data: Dict[str, Any], rule_ids: Sequence[str], policy_path: str
+) -> Tuple[Allowlist, Dict[str, Allowlist]]:
+    """The global and per-rule exceptions of one allow.d file of the policy at `policy_path`."""
+    c.keys(data, "", _ALLOW_D_KEYS, where=" in an allow.d file")
+    allow = Allowlist()
+    per_rule: Dict[str, Allowlist] = {}
+    if "allow" in data:
+        allow = check_allowlist(c, data["allow"], "allow")
+    if "rule_allow" in data:
+        table = c.table(data["rule_allow"], "rule_allow")
+        for rule_id, value in (table or {}).items():
+            loc = f"rule_allow.{rule_id}"
+            entries = check_allowlist(c, value, loc)
+            if rule_id not in rule_ids:
+                known = ", ".join(f'"{r}"' for r in rule_ids) or "none"
+                c.err(loc, f"no rule with id {quoted(rule_id)} in {policy_path} (rules: {known})")
+                continue
+            per_rule[rule_id] = entries
+    return allow, per_rule

@@ -1,0 +1,205 @@
+"""A generic checker for the shapes of decoded TOML: keys, tables, strings, enums, paths.
+
+It knows nothing of rules; `enforcer.policyfile.rules` and the kind modules in
+`enforcer.kinds` say which keys a table may have and what each must hold. All
+problems for one file are collected on a `Checker`, in the order found.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import posixpath
+from typing import Any, Callable, Dict, Hashable, Iterable, List, Optional, Sequence, Tuple, TypeVar
+
+from enforcer import abi
+from enforcer.matching import dir_node
+from enforcer.policyfile.problems import PolicyProblem
+
+__all__ = ["Checker", "quoted", "type_name", "listed"]
+
+T = TypeVar("T")
+
+
+def quoted(value: Any, limit: int = 80) -> str:
+    """A value quoted for a message, control characters escaped, long strings cut."""
+    if isinstance(value, str):
+        if len(value) > limit:
+            value = value[:limit] + "..."
+        return json.dumps(value, ensure_ascii=False)
+    return repr(value)
+
+
+#: Decoded TOML types and their names in messages; bool before int (a bool is an int).
+_TYPE_NAMES = (
+    (bool, "a boolean"),
+    (int, "an integer"),
+    (float, "a float"),
+    (str, "a string"),
+    (list, "an array"),
+    (dict, "a table"),
+)
+
+
+def type_name(value: Any) -> str:
+    """What a decoded TOML value is, for "expected X, got Y"."""
+    for python_type, name in _TYPE_NAMES:
+        if isinstance(value, python_type):
+            return name
+    return "a date/time"
+
+
+def _enum_value(member: Any) -> str:
+    return member.value
+
+
+def listed(values: Iterable[str]) -> str:
+    """Values for an "(allowed: ...)" hint: quoted, comma-separated."""
+    return ", ".join(f'"{v}"' for v in values)
+
+
+class Checker:
+    """Collects problems for one file."""
+
+    def __init__(self, path: str, problems: List[PolicyProblem]):
+        self.file = path
+        self.problems = problems
+
+    def err(self, location: str, message: str) -> None:
+        self.problems.append(PolicyProblem(self.file, location, message))
+
+    def keys(self, table: Dict[str, Any], prefix: str, allowed: Sequence[str], where: str = "") -> None:
+        for key in table:
+            if key not in allowed:
+                loc = f"{prefix}.{key}" if prefix else key
+                close = difflib.get_close_matches(key, allowed, n=1)
+                hint = f'; did you mean "{close[0]}"?' if close else ""
+                self.err(loc, f'unknown key "{key}"{where}{hint} (allowed: {", ".join(allowed)})')
+
+    def table(self, value: Any, loc: str) -> Optional[Dict[str, Any]]:
+        if isinstance(value, dict):
+            return value
+        self.err(loc, f"expected a table, got {type_name(value)}")
+        return None
+
+    def string(self, value: Any, loc: str) -> Optional[str]:
+        if isinstance(value, str):
+            return value
+        self.err(loc, f"expected a string, got {type_name(value)}")
+        return None
+
+    def array(self, value: Any, loc: str) -> Optional[List[Any]]:
+        if isinstance(value, list):
+            return value
+        self.err(loc, f"expected an array, got {type_name(value)}")
+        return None
+
+    def enum(self, value: Any, loc: str, enum_type: Any) -> Any:
+        text = self.string(value, loc)
+        if text is None:
+            return None
+        try:
+            return enum_type(text)
+        except ValueError:
+            self.err(loc, f"unknown value {quoted(text)} (allowed: {listed(m.value for m in enum_type)})")
+            return None
+
+    def enum_list(self, value: Any, loc: str, enum_type: Any, what: str) -> Optional[List[Any]]:
+        """An array of enum values; None when absent from the result because of errors."""
+        items = self.array(value, loc)
+        if items is None:
+            return None
+        before = len(self.problems)
+        members = self.distinct(items, loc, lambda c, item, where: c.enum(item, where, enum_type), key=_enum_value)
+        if not items:
+            self.err(
+                loc,
+                f"empty: the rule could never match (allowed {what}: {listed(m.value for m in enum_type)})",
+            )
+            return None
+        return [member for _, member in members] if len(self.problems) == before else None
+
+    def distinct(
+        self,
+        items: Sequence[Any],
+        loc: str,
+        check: Callable[["Checker", Any, str], Optional[T]],
+        key: Callable[[T], Hashable] = lambda value: value,
+    ) -> List[Tuple[int, T]]:
+        """The entries of array `loc` that pass `check`, each `key` once, with their indices."""
+        out: List[Tuple[int, T]] = []
+        seen: Dict[Hashable, int] = {}
+        for i, item in enumerate(items):
+            where = f"{loc}[{i}]"
+            value = check(self, item, where)
+            if value is None:
+                continue
+            name = key(value)
+            if name in seen:
+                self.err(where, f"{quoted(name)} is listed twice (also {loc}[{seen[name]}])")
+                continue
+            seen[name] = i
+            out.append((i, value))
+        return out
+
+    def path(self, value: Any, loc: str, kind: str) -> Optional[str]:
+        """kind: "dir" (matched as a prefix with "/"), "exe" (exact), "cgroup" (prefix)."""
+        text = self.string(value, loc)
+        if text is None:
+            return None
+        if "\0" in text:
+            self.err(loc, f"path {quoted(text)} contains a NUL character")
+            return None
+        if not text.startswith("/"):
+            self.err(loc, f"path {quoted(text)} is not absolute")
+            return None
+        normal = "/" + posixpath.normpath(text).lstrip("/")
+        if normal != text:
+            self.err(loc, f"path {quoted(text)} is not normalised (write {quoted(normal)})")
+            return None
+        if kind == "exe":
+            size = len(text.encode())
+            if size > abi.EXACT_PATH_MATCH_MAX:
+                self.err(
+                    loc,
+                    f"path {quoted(text)} is too long: {size} bytes, "
+                    f"the kernel can match at most {abi.EXACT_PATH_MATCH_MAX}",
+                )
+                return None
+        else:
+            size = len(dir_node(text).encode())
+            if size > abi.PATH_MATCH_MAX:
+                self.err(
+                    loc,
+                    f'path {quoted(text)} is too long: {size} bytes with the trailing "/", '
+                    f"the kernel can match at most {abi.PATH_MATCH_MAX}",
+                )
+                return None
+        return text
+
+    def path_list(self, value: Any, loc: str, kind: str, refuse_root: str = "") -> List[Tuple[int, str]]:
+        """Valid, distinct paths of an array, with their indices.
+
+        With `refuse_root`, "/" is refused too (after every other problem of
+        the array): '"/" would REFUSE_ROOT'.
+        """
+        items = self.array(value, loc)
+        if items is None:
+            return []
+        out = self.distinct(items, loc, lambda c, item, where: c.path(item, where, kind))
+        if refuse_root:
+            for i, text in out:
+                if text == "/":
+                    self.err(f"{loc}[{i}]", f'"/" would {refuse_root}')
+            out = [(i, text) for i, text in out if text != "/"]
+        return out
+
+    def has_problem_under(self, *prefixes: str) -> bool:
+        """Some problem of this file is at one of `prefixes` or inside it."""
+        for problem in self.problems:
+            if problem.file == self.file and any(
+                problem.location == p or problem.location.startswith(p + "[") or problem.location.startswith(p + ".")
+                for p in prefixes
+            ):
+                return True
+        return False
