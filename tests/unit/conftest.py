@@ -48,27 +48,15 @@ def bcc_blocked() -> Iterator[None]:
         sys.modules.update(hidden)
 
 
-# Hooks of this conftest only run for nodes under tests/unit.
-
 @pytest.hookimpl(hookwrapper=True)
-def pytest_make_collect_report(collector: pytest.Collector):  # type: ignore[no-untyped-def]
+def _with_bcc_blocked():  # type: ignore[no-untyped-def]
     with bcc_blocked():
         yield
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_setup(item: pytest.Item):  # type: ignore[no-untyped-def]
-    with bcc_blocked():
-        yield
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_call(item: pytest.Item):  # type: ignore[no-untyped-def]
-    with bcc_blocked():
-        yield
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_teardown(item: pytest.Item):  # type: ignore[no-untyped-def]
-    with bcc_blocked():
-        yield
+# Hooks of this conftest run only for nodes under tests/unit: importing a test
+# module (its collection), then each test's setup (fixtures), call, teardown.
+pytest_make_collect_report = _with_bcc_blocked
+pytest_runtest_setup = _with_bcc_blocked
+pytest_runtest_call = _with_bcc_blocked
+pytest_runtest_teardown = _with_bcc_blocked
