@@ -3,7 +3,7 @@
 This module is the single source of truth for every number the C side uses.
 The C never spells a number of this contract itself: `bpf/enforcer.h` receives them as `-D`
 flags built by `cflags()`, and refuses to compile without them. Struct layouts
-are declared twice by necessity (C and ctypes); `tests/unit/test_abi_layout.py`
+are declared twice by necessity (C and ctypes); `tests/compile/test_abi_layout.py`
 compiles the header with the host compiler and checks every size and offset
 against the ctypes mirror below.
 

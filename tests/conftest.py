@@ -1,4 +1,10 @@
-"""Suite-wide pytest wiring: runs ``kernel``-marked tests inside a VM.
+"""Suite-wide pytest wiring: test tiers by directory, and ``kernel``-marked
+tests run inside a VM.
+
+Tiers: the first directory under tests/ is a test's tier and is added as its
+marker (registered in pyproject.toml): unit (pure Python), compile (bcc,
+bpftool, gcc, host kernel BTF), package (dpkg/rpm tooling, systemd-analyze),
+kernel (the VM).  So ``-m "not kernel"`` or ``-m unit`` select whole tiers.
 
 On the host (the normal run) every kernel-marked test item is replaced by a
 proxy item.  One guest boot per session runs all selected kernel tests (a
@@ -28,6 +34,16 @@ _STATE = pytest.StashKey["KernelState"]()
 # Markers whose evaluation belongs to the guest: on the host their conditions
 # would be evaluated against the wrong kernel, and the guest already applied them.
 _GUEST_DECIDES = frozenset({"skip", "skipif", "xfail"})
+TIERS = ("unit", "compile", "package", "kernel")
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    # Before -m deselects (pytest_collection_modifyitems), so the marker counts.
+    tier = Path(item.path).resolve().relative_to(REPO / "tests").parts[0]
+    if tier not in TIERS:
+        raise pytest.UsageError(
+            f"{item.nodeid}: tests live in a tier directory, one of tests/{{{','.join(TIERS)}}}/")
+    item.add_marker(tier)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
-from enforcer.kernel.btf import KernelHeaders
+from enforcer.kernel.headers import KernelHeaders
 
 
 class BccError(Exception):

@@ -23,7 +23,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 from enforcer import abi
 from enforcer.kernel import bpfsys
 from enforcer.kernel.bcc_compat import kernel_source_env
-from enforcer.kernel.btf import BtfInfo, KernelHeaders, generate_headers, load_btf
+from enforcer.kernel.btf import BtfInfo, load_btf
+from enforcer.kernel.headers import KernelHeaders, generate_headers
 from enforcer.kernel.maps import CapacityError, PolicyMaps, check_capacity
 from enforcer.plan import POLICY_MAPS, MapPlan, PlanDiff
 

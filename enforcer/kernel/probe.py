@@ -186,7 +186,8 @@ def check_trial_attach() -> Check:
     if os.geteuid() != 0:
         return Check("trial attach", False, "not running as root", "run as root (CAP_BPF, CAP_SYS_ADMIN, CAP_PERFMON)")
     from enforcer.kernel.bcc_compat import BccError, load  # noqa: PLC0415
-    from enforcer.kernel.btf import BtfError, generate_headers  # noqa: PLC0415
+    from enforcer.kernel.btf import BtfError  # noqa: PLC0415
+    from enforcer.kernel.headers import generate_headers  # noqa: PLC0415
 
     try:
         headers = generate_headers(str(BTF_VMLINUX))

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
+import enforcer.kernel.headers as kernel_headers
 from enforcer import abi
 from enforcer.kernel import btf, loader
+from harness import vmlinuz
 
 BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
 EXPECTED = {f"lsm__{hook}" for hook in loader.HOOK_PARAMS}
@@ -38,7 +40,7 @@ def _debian_vmlinuz() -> str:
 def kernel_btfs(tmp_path_factory) -> dict:
     _require_root_and_bcc()
     out = tmp_path_factory.mktemp("btf")
-    extracted = btf.btf_from_vmlinuz(_debian_vmlinuz(), out / "debian.btf")
+    extracted = vmlinuz.btf_from_vmlinuz(_debian_vmlinuz(), out / "debian.btf")
     found = {"debian-" + extracted.kernel_release: (str(extracted.btf_path), extracted.kernel_release)}
     if Path("/sys/kernel/btf/vmlinux").is_file():
         found["host"] = ("/sys/kernel/btf/vmlinux", None)
@@ -53,7 +55,7 @@ def test_enforcer_bpf_compiles(kernel_btfs, which: str, tmp_path) -> None:
     if not matches:
         pytest.fail(f"no {which} kernel BTF available")
     (path, release), = matches.values()
-    headers = btf.generate_headers(path, cache_root=tmp_path, kernel_release=release)
+    headers = kernel_headers.generate_headers(path, cache_root=tmp_path, kernel_release=release)
     info = btf.load_btf(path)
     loader.check_hook_signatures(info)
     # compile_only adds the header tree's own flags; the rest is what the loader adds

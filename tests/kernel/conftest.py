@@ -69,9 +69,9 @@ def agent_log_path(artifacts_dir) -> Path:
 @pytest.fixture(scope="session")
 def bcc_headers(tmp_path_factory):
     """enforcer's BTF-generated include tree for bcc, for the running kernel."""
-    from enforcer.kernel import btf
+    from enforcer.kernel import headers
 
-    return btf.generate_headers(cache_root=tmp_path_factory.mktemp("btf-cache"))
+    return headers.generate_headers(cache_root=tmp_path_factory.mktemp("btf-cache"))
 
 
 def pytest_runtest_logreport(report) -> None:

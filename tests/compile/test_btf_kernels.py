@@ -1,0 +1,92 @@
+"""Facts read from real kernels' BTF (the host's and Debian 6.1's) by
+enforcer.kernel.btf, and BTF extraction from a bzImage (tests/harness/vmlinuz.py).
+
+Compile tier: needs the host's /sys/kernel/btf/vmlinux and /boot/vmlinuz-6.1.*,
+not bcc.  The parser itself is covered on synthetic BTF in tests/unit/test_btf.py.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+import enforcer.kernel.headers as kernel_headers
+from enforcer.kernel import btf, features
+from harness import vmlinuz
+
+HOST_BTF = Path(btf.DEFAULT_BTF_PATH)
+needs_host_btf = pytest.mark.skipif(
+    not os.access(HOST_BTF, os.R_OK), reason="no readable /sys/kernel/btf/vmlinux")
+
+
+EXPECTED_HOOKS = {
+    "file_open": ("file",),
+    "bprm_check_security": ("bprm",),
+    "inode_rename": ("old_dir", "old_dentry", "new_dir", "new_dentry"),
+    "path_truncate": ("path",),
+}
+
+
+@pytest.mark.parametrize("kernel", ["host", "6.1"])
+@pytest.mark.parametrize("hook", sorted(EXPECTED_HOOKS))
+def test_lsm_hook_params(kernels: dict, kernel: str, hook: str) -> None:
+    assert btf.lsm_hook_params(kernels[kernel][0], hook) == EXPECTED_HOOKS[hook]
+
+
+@pytest.mark.parametrize("kernel", ["host", "6.1"])
+def test_hook_types(kernels: dict, kernel: str) -> None:
+    sig = btf.lsm_hook_signature(kernels[kernel][0], "path_truncate")
+    assert sig == (btf.BtfParam("path", "const struct path *"),)
+    assert btf.lsm_hook_signature(kernels[kernel][0], "file_open")[0].c_type == \
+        "struct file *"
+
+
+def test_array_type_names(kernels: dict) -> None:
+    info = btf.load_btf(kernels["6.1"][0])
+    ids = info.find(btf.KIND_STRUCT, "task_struct")
+    assert ids and info.type_name(ids[0]) == "struct task_struct"
+    assert info.member_type("task_struct", "comm") == "char[16]"
+    # Found through the anonymous union that 6.18 wraps f_path in, too.
+    assert info.member_type("file", "f_path") == "struct path"
+    assert btf.load_btf(kernels["host"][0]).member_type("file", "f_path") == \
+        "const struct path"
+
+
+def test_missing_hook_names_the_hook(kernels: dict) -> None:
+    with pytest.raises(btf.LsmHookNotFoundError, match="no_such_hook"):
+        btf.lsm_hook_params(kernels["host"][0], "no_such_hook")
+
+
+def test_kernfs_parent_rename(kernels: dict) -> None:
+    # 6.1 has kernfs_node.parent; 6.15+ renamed it __parent.
+    assert btf.struct_has_member(kernels["6.1"][0], "kernfs_node", "parent")
+    assert not btf.struct_has_member(kernels["6.1"][0], "kernfs_node", "__parent")
+    assert btf.struct_has_member(kernels["host"][0], "kernfs_node", "__parent")
+    assert "-DENFORCER_KERNFS_PARENT=parent" in features.feature_cflags(kernels["6.1"][0])
+    assert "-DENFORCER_KERNFS_PARENT=__parent" in features.feature_cflags(kernels["host"][0])
+
+
+def test_members_through_anonymous_unions(kernels: dict) -> None:
+    info = btf.load_btf(kernels["6.1"][0])
+    # qstr.name sits inside an anonymous struct in an anonymous union.
+    assert {"hash", "len", "name"} <= set(info.struct_members("qstr"))
+    assert not info.struct_has_member("no_such_struct", "x")
+
+
+@needs_host_btf
+def test_parse_is_fast() -> None:
+    start = time.monotonic()
+    info = btf.BtfInfo.from_file(HOST_BTF)
+    assert time.monotonic() - start < 2.0
+    assert info.type_count > 10000
+    assert "BPF_FUNC_map_lookup_elem" in info.enum_values("bpf_func_id")
+
+
+def test_btf_from_vmlinuz(btf61: vmlinuz.ExtractedBtf) -> None:
+    assert btf61.compression in ("xz", "gzip", "zstd")
+    assert btf61.kernel_release.startswith("6.1.")
+    assert kernel_headers.parse_kernel_version(btf61.kernel_release)[:2] == (6, 1)
+    assert btf.BtfInfo.from_file(btf61.btf_path).has_struct("task_struct")
