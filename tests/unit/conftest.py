@@ -60,3 +60,18 @@ pytest_make_collect_report = _with_bcc_blocked
 pytest_runtest_setup = _with_bcc_blocked
 pytest_runtest_call = _with_bcc_blocked
 pytest_runtest_teardown = _with_bcc_blocked
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand: `clock.now += 10`."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()

@@ -93,13 +93,6 @@ def _event(pid: int = 1, path: str = "/proc/sysrq-trigger") -> Event:
     return decode(raw, PLAN, BootClock(0))
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
 
 def test_reporter_writes_one_json_object_per_line() -> None:
     out = io.StringIO()
@@ -111,9 +104,8 @@ def test_reporter_writes_one_json_object_per_line() -> None:
     assert lines[1] == {"type": "lost", "count": 3, "reason": "ring buffer full"}
 
 
-def test_reporter_rate_limits_repeats_and_summarises_them() -> None:
+def test_reporter_rate_limits_repeats_and_summarises_them(clock) -> None:
     out = io.StringIO()
-    clock = FakeClock()
     reporter = Reporter.json_lines(out, burst=2, window_s=10.0, clock=clock)
     for _ in range(5):
         reporter.event(_event(pid=7))
@@ -131,9 +123,9 @@ def test_boot_clock_formats_rfc3339(boot_ns: int, expected: str) -> None:
     assert BootClock(0).rfc3339(boot_ns) == expected
 
 
-def test_reporter_flush_at_shutdown_summarises_the_open_window() -> None:
+def test_reporter_flush_at_shutdown_summarises_the_open_window(clock) -> None:
     out = io.StringIO()
-    reporter = Reporter.json_lines(out, burst=1, window_s=10.0, clock=FakeClock())
+    reporter = Reporter.json_lines(out, burst=1, window_s=10.0, clock=clock)
     for _ in range(3):
         reporter.event(_event(pid=9))
     reporter.flush()

@@ -7,16 +7,8 @@ import pytest
 from enforcer.periodic import Scheduler
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
 
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_tasks_run_first_time_then_at_their_interval_in_registration_order() -> None:
-    clock = Clock()
+def test_tasks_run_first_time_then_at_their_interval_in_registration_order(clock) -> None:
     ran = []
     scheduler = Scheduler(clock=clock)
     scheduler.every(1.0, "slow", lambda: ran.append("slow"))

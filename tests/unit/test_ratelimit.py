@@ -5,23 +5,15 @@ from __future__ import annotations
 from enforcer.ratelimit import RepeatLimiter, Suppressed
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
 
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_keys_are_counted_separately_and_over_burst_is_refused() -> None:
-    limiter = RepeatLimiter(burst=2, window_s=10.0, clock=Clock())
+def test_keys_are_counted_separately_and_over_burst_is_refused(clock) -> None:
+    limiter = RepeatLimiter(burst=2, window_s=10.0, clock=clock)
     assert limiter.roll() == []
     assert [limiter.admit("a") for _ in range(3)] == [True, True, False]
     assert limiter.admit("b") is True
 
 
-def test_a_window_closes_only_after_its_length_and_summarises_what_it_refused() -> None:
-    clock = Clock()
+def test_a_window_closes_only_after_its_length_and_summarises_what_it_refused(clock) -> None:
     limiter = RepeatLimiter(burst=1, window_s=10.0, clock=clock)
     limiter.roll()
     for key in ("a", "a", "a", "b"):
@@ -33,8 +25,8 @@ def test_a_window_closes_only_after_its_length_and_summarises_what_it_refused() 
     assert limiter.admit("a") is True  # the new window starts from zero
 
 
-def test_close_window_summarises_once_and_only_if_something_was_seen() -> None:
-    limiter = RepeatLimiter(burst=1, window_s=10.0, clock=Clock())
+def test_close_window_summarises_once_and_only_if_something_was_seen(clock) -> None:
+    limiter = RepeatLimiter(burst=1, window_s=10.0, clock=clock)
     assert limiter.close_window() == []
     limiter.roll()
     limiter.admit("k")
