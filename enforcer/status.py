@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from enforcer import abi
+from enforcer import abi, registry
 from enforcer.exitcodes import ExitCode
 
 
@@ -37,7 +37,7 @@ def collect(pin_root: Optional[Path] = None, state_dir: Optional[Path] = None) -
             entry["error"] = str(error)
         instances.append(entry)
     return {
-        "enforcing": any(len(i["links"]) == len(loader.HOOK_PARAMS) for i in instances),  # type: ignore[arg-type]
+        "enforcing": any(len(i["links"]) == len(registry.HOOKS) for i in instances),  # type: ignore[arg-type]
         "instances": instances,
         "agent": _state(state_dir),
     }
