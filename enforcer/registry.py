@@ -103,8 +103,8 @@ class HookSpec:
 _U32 = ctypes.c_uint32
 _U64 = ctypes.c_uint64
 
-#: In declaration order. Policy maps are written in this order on a reload
-#: (after `rules`, see kernel/maps.py).
+#: Policy maps are filled and diffed in this order (on a reload `rules` goes
+#: first, see kernel/maps.py); pins are made in this order.
 MAPS: Tuple[MapSpec, ...] = (
     MapSpec("settings", MapKind.ARRAY, _U32, abi.Settings, 1, pinned=True),
     MapSpec("rules", MapKind.ARRAY, _U32, abi.RuleConfig, abi.MAX_RULES + 1, pinned=True, policy=True),

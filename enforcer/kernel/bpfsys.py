@@ -116,8 +116,8 @@ def map_lookup(fd: int, key: ctypes.Structure, value: ctypes.Structure, what: st
 def mount(fstype: str, target: str) -> None:
     """Mount a pseudo filesystem of type `fstype` (its source name too) at `target`.
 
-    Raises OSError saying why not (EPERM without CAP_SYS_ADMIN, ENODEV when the
-    kernel lacks the filesystem).
+    Raises OSError whose strerror says what failed and why (EPERM without
+    CAP_SYS_ADMIN, ENODEV when the kernel lacks the filesystem).
     """
     name = fstype.encode()
     if _libc.mount(name, target.encode(), name, 0, None) != 0:

@@ -93,7 +93,8 @@ def ensure_bpffs() -> None:
     try:
         bpfsys.mount("bpf", str(BPFFS_ROOT))
     except OSError as error:
-        raise LoadError(f"no bpf filesystem at {BPFFS_ROOT} and mounting one failed: {error}") from error
+        reason = error.strerror or str(error)
+        raise LoadError(f"no bpf filesystem at {BPFFS_ROOT} and mounting one failed: {reason}") from error
 
 
 def instance_dirs(pin_root: Path = PIN_ROOT) -> List[Path]:

@@ -91,7 +91,7 @@ def mount_securityfs() -> Optional[str]:
     try:
         bpfsys.mount("securityfs", str(SECURITYFS))
     except OSError as error:
-        return str(error)
+        return error.strerror or str(error)
     return None if LSM_LIST.exists() else f"mounted, yet {LSM_LIST} is missing"
 
 
