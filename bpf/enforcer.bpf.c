@@ -2,7 +2,8 @@
 /*
  * enforcer's BPF-LSM programs, compiled by bcc against kernel types generated
  * from BTF (enforcer/kernel/btf.py). All policy arrives through maps filled by
- * enforcer/compile.py; all constants through -D flags from enforcer/abi.py.
+ * enforcer/compile.py; all constants through -D flags from enforcer/abi.py
+ * (map sizes: enforcer/registry.py, which lists every map and program here).
  *
  * Decision order, the same for every hook:
  *   1. cheap rejection: the object is not one we could ever protect (for

@@ -17,7 +17,7 @@ from __future__ import annotations
 import ctypes
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from enforcer import abi, registry
 from enforcer.registry import HookSpec, MapKind, MapSpec
@@ -61,7 +61,7 @@ class MapDecl:
 
 @dataclass(frozen=True)
 class ProgramDecl:
-    hook: str
+    name: str  # the hook's
     params: Tuple[str, ...]  # names of the hook's arguments, without the trailing `int ret`
     line: int
 
@@ -147,7 +147,7 @@ def _program_decl(args: List[str], line: int) -> ProgramDecl:
         if not names:
             raise DeclarationError(f"line {line}: LSM_PROBE parameter {arg!r} has no name")
         params.append(names[-1])
-    return ProgramDecl(hook=args[0], params=tuple(params), line=line)
+    return ProgramDecl(name=args[0], params=tuple(params), line=line)
 
 
 def read_declarations(source: str) -> Declarations:
@@ -204,35 +204,31 @@ def _hook_problems(spec: HookSpec, decl: ProgramDecl) -> List[str]:
     ]
 
 
+def _compare(what: str, specs: Sequence, decls: Sequence, problems_of: Callable, missing: str, extra: str) -> List[str]:
+    problems = _duplicates([decl.name for decl in decls], what)
+    declared = {decl.name: decl for decl in decls}
+    registered = {spec.name for spec in specs}
+    for spec in specs:
+        if spec.name in declared:
+            problems += problems_of(spec, declared[spec.name])
+        else:
+            problems.append(f"{what} {spec.name}: registered but {missing}")
+    problems += [
+        f"{what} {decl.name} (line {decl.line}): {extra} but not registered"
+        for decl in decls
+        if decl.name not in registered
+    ]
+    return problems
+
+
 def mismatches(
     found: Declarations,
     maps: Sequence[MapSpec] = registry.MAPS,
     hooks: Sequence[HookSpec] = registry.HOOKS,
 ) -> List[str]:
     """Every way the declarations and the registry differ; empty when they agree."""
-    problems = _duplicates([d.name for d in found.maps], "map") + _duplicates([p.hook for p in found.programs], "hook")
-    declared_maps = {decl.name: decl for decl in found.maps}
-    declared_hooks = {decl.hook: decl for decl in found.programs}
-    registered_maps = {spec.name for spec in maps}
-    registered_hooks = {spec.name for spec in hooks}
-    for spec in maps:
-        if spec.name in declared_maps:
-            problems += _map_problems(spec, declared_maps[spec.name])
-        else:
-            problems.append(f"map {spec.name}: registered but not declared in the C")
-    problems += [
-        f"map {d.name} (line {d.line}): declared in the C but not registered"
-        for d in found.maps
-        if d.name not in registered_maps
-    ]
-    for hook in hooks:
-        if hook.name in declared_hooks:
-            problems += _hook_problems(hook, declared_hooks[hook.name])
-        else:
-            problems.append(f"hook {hook.name}: registered but the C has no LSM_PROBE for it")
-    problems += [
-        f"hook {p.hook} (line {p.line}): LSM_PROBE in the C but not registered"
-        for p in found.programs
-        if p.hook not in registered_hooks
-    ]
-    return problems
+    return _compare(
+        "map", maps, found.maps, _map_problems, "not declared in the C", "declared in the C"
+    ) + _compare(
+        "hook", hooks, found.programs, _hook_problems, "the C has no LSM_PROBE for it", "LSM_PROBE in the C"
+    )

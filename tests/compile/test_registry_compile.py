@@ -30,7 +30,7 @@ def test_source_declares_exactly_the_registry() -> None:
     found = read_declarations((BPF_DIR / "enforcer.bpf.c").read_text())
     assert mismatches(found) == []
     assert [decl.name for decl in found.maps] == [spec.name for spec in registry.MAPS]
-    assert [decl.hook for decl in found.programs] == [spec.name for spec in registry.HOOKS]
+    assert [decl.name for decl in found.programs] == [spec.name for spec in registry.HOOKS]
 
 
 # --- what bcc builds ---------------------------------------------------------------
