@@ -2,7 +2,8 @@
 /*
  * enforcer's BPF-LSM programs, compiled by bcc against kernel types generated
  * from BTF (enforcer/kernel/btf.py). All policy arrives through maps filled by
- * enforcer/compile.py; all constants through -D flags from enforcer/abi.py.
+ * enforcer/compile.py; all constants through -D flags from enforcer/abi.py
+ * (map sizes: enforcer/registry.py, which lists every map and program here).
  *
  * Decision order, the same for every hook:
  *   1. cheap rejection: the object is not one we could ever protect (for
@@ -13,6 +14,10 @@
  *   4. enforce -> -EPERM, audit -> 0; both emit one event.
  */
 #include "enforcer.h"
+
+#ifndef ENFORCER_SETTINGS_ENTRIES
+#error "enforcer.bpf.c needs the map sizes from enforcer.registry.cflags()"
+#endif
 
 /* The BTF-generated kernel types come without libc or kernel macros. */
 #ifndef NULL
@@ -80,22 +85,22 @@ struct verdict_ctx {
 	struct super_block *sb;
 };
 
-BPF_ARRAY(settings, struct enforcer_settings, 1);
-BPF_ARRAY(rules, struct enforcer_rule_config, ENFORCER_MAX_RULES + 1);
-BPF_ARRAY(targets, __u32, ENFORCER_TARGET_COUNT * 2);
+BPF_ARRAY(settings, struct enforcer_settings, ENFORCER_SETTINGS_ENTRIES);
+BPF_ARRAY(rules, struct enforcer_rule_config, ENFORCER_RULES_ENTRIES);
+BPF_ARRAY(targets, __u32, ENFORCER_TARGETS_ENTRIES);
 BPF_LPM_TRIE(exec_places, struct enforcer_lpm_key, struct enforcer_exec_place,
-	     ENFORCER_MAX_PLACES);
-BPF_HASH(exec_fstypes, struct enforcer_fstype_key, __u32, ENFORCER_MAX_FSTYPES);
-BPF_LPM_TRIE(allow_exe, struct enforcer_lpm_key, __u64, ENFORCER_MAX_ALLOW);
-BPF_HASH(allow_uid, __u32, __u64, ENFORCER_MAX_ALLOW);
-BPF_LPM_TRIE(allow_cgroup, struct enforcer_lpm_key, __u64, ENFORCER_MAX_ALLOW);
-BPF_PERCPU_ARRAY(stats, __u64, ENFORCER_STAT_COUNT);
+	     ENFORCER_EXEC_PLACES_ENTRIES);
+BPF_HASH(exec_fstypes, struct enforcer_fstype_key, __u32, ENFORCER_EXEC_FSTYPES_ENTRIES);
+BPF_LPM_TRIE(allow_exe, struct enforcer_lpm_key, __u64, ENFORCER_ALLOW_EXE_ENTRIES);
+BPF_HASH(allow_uid, __u32, __u64, ENFORCER_ALLOW_UID_ENTRIES);
+BPF_LPM_TRIE(allow_cgroup, struct enforcer_lpm_key, __u64, ENFORCER_ALLOW_CGROUP_ENTRIES);
+BPF_PERCPU_ARRAY(stats, __u64, ENFORCER_STATS_ENTRIES);
 /* pid_tgid -> dentry of a protected file just opened with O_TRUNC and let
  * through (audit, allowlist). The kernel then calls path_truncate for the
  * same open; that decision was already made and reported once. */
-BPF_TABLE("lru_hash", __u64, __u64, truncating_opens, 1024);
-BPF_PERCPU_ARRAY(scratch_map, struct scratch, 1);
-BPF_RINGBUF_OUTPUT(events, ENFORCER_RINGBUF_PAGES);
+BPF_TABLE("lru_hash", __u64, __u64, truncating_opens, ENFORCER_TRUNCATING_OPENS_ENTRIES);
+BPF_PERCPU_ARRAY(scratch_map, struct scratch, ENFORCER_SCRATCH_MAP_ENTRIES);
+BPF_RINGBUF_OUTPUT(events, ENFORCER_EVENTS_PAGES);
 
 /* Clang may drop a mask it can prove redundant, after which the verifier can
  * no longer bound the offset; an empty asm makes the value opaque to clang. */
@@ -408,7 +413,7 @@ static __always_inline __u64 lpm_mask(void *trie_lookup_result)
  * s->exe and s->cgroup resolved. Appends the terminator each trie expects. */
 static __always_inline int allowlisted(struct scratch *s, __u32 rule)
 {
-	__u64 bit = 1ULL << (rule & 63);
+	__u64 bit = ENFORCER_RULE_BIT(rule);
 	__u32 uid = (__u32)bpf_get_current_uid_gid();
 	__u64 *mask;
 
@@ -545,7 +550,7 @@ static __always_inline int apply_rule(struct scratch *s, struct verdict_ctx *v,
 
 static __always_inline __u32 target_rule(__u32 target, __u32 scope)
 {
-	__u32 index = target * 2 + scope;
+	__u32 index = ENFORCER_TARGET_INDEX(target, scope);
 	__u32 *rule = targets.lookup(&index);
 
 	return rule ? *rule : 0;
@@ -853,7 +858,7 @@ LSM_PROBE(bprm_check_security, struct linux_binprm *bprm, int ret)
 		bpf_probe_read_kernel_str(fskey.name, sizeof(fskey.name), type_name);
 		fskey.scope = scope;
 		fs_rule = exec_fstypes.lookup(&fskey);
-		if (fs_rule && *fs_rule && !(excluded & (1ULL << (*fs_rule & 63)))) {
+		if (fs_rule && *fs_rule && !(excluded & ENFORCER_RULE_BIT(*fs_rule))) {
 			v.rule = *fs_rule;
 			v.match = ENFORCER_MATCH_FILESYSTEM;
 			return apply_rule(s, &v, mntns, scope);

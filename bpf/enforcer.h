@@ -15,8 +15,20 @@
 
 #if !defined(ENFORCER_MAX_RULES) || !defined(ENFORCER_LPM_DATA_LEN) ||      \
     !defined(ENFORCER_EVENT_STR_LEN) || !defined(ENFORCER_TARGET_COUNT) ||  \
-    !defined(ENFORCER_STAT_COUNT) || !defined(ENFORCER_PATH_WALK_STEPS)
+    !defined(ENFORCER_STAT_COUNT) || !defined(ENFORCER_PATH_WALK_STEPS) || \
+    !defined(ENFORCER_SCOPE_COUNT)
 #error "enforcer.h needs the -D flags from enforcer.abi.cflags()"
+#endif
+
+/* Slot of (target, scope) in the targets map; abi.target_index() in Python. */
+#define ENFORCER_TARGET_INDEX(target, scope) ((target) * ENFORCER_SCOPE_COUNT + (scope))
+
+/* Bit of rule N in a 64-bit allowlist or exclusion mask. Rules are numbered
+ * up to ENFORCER_MAX_RULES, which is therefore also the mask that keeps the
+ * shift below 64 (the verifier needs that bound). */
+#define ENFORCER_RULE_BIT(rule) (1ULL << ((rule) & ENFORCER_MAX_RULES))
+#if ENFORCER_MAX_RULES > 63 || ((ENFORCER_MAX_RULES + 1) & ENFORCER_MAX_RULES)
+#error "ENFORCER_MAX_RULES must be 2^n - 1 and at most 63: it masks rule bits"
 #endif
 
 struct enforcer_settings {

@@ -7,6 +7,9 @@ are declared twice by necessity (C and ctypes); `tests/compile/test_abi_layout.p
 compiles the header with the host compiler and checks every size and offset
 against the ctypes mirror below.
 
+Maps and hooks are described in `enforcer.registry`, whose `cflags()` adds
+each map's size to this module's flags: the program is compiled with those.
+
 Nothing here imports bcc or touches the kernel.
 """
 
@@ -68,8 +71,11 @@ class KernelScope(enum.IntEnum):
     CONTAINER = 1  # any other mount namespace
 
 
+SCOPE_COUNT = len(KernelScope)
+
+
 class Target(enum.IntEnum):
-    """Fixed protected objects. Index into the `targets` map: target * 2 + scope."""
+    """Fixed protected objects. Index into the `targets` map: see target_index()."""
 
     SYSRQ_TRIGGER_WRITE = 0
     SYSRQ_TRIGGER_READ = 1
@@ -84,6 +90,9 @@ class Target(enum.IntEnum):
 
 
 TARGET_COUNT = len(Target)
+
+#: Entries of the `targets` array: one per (target, scope).
+TARGET_SLOTS = TARGET_COUNT * SCOPE_COUNT
 
 
 class Hook(enum.IntEnum):
@@ -246,7 +255,7 @@ def _enum_defines(prefix: str, members: type) -> List[str]:
 
 
 def cflags() -> List[str]:
-    """The -D flags that give bpf/enforcer.h every constant it uses."""
+    """The -D flags that give bpf/enforcer.h every constant it uses (map sizes: registry.cflags())."""
     flags = [
         f"-DENFORCER_MAX_RULES={MAX_RULES}",
         f"-DENFORCER_LPM_DATA_LEN={LPM_DATA_LEN}",
@@ -255,11 +264,8 @@ def cflags() -> List[str]:
         f"-DENFORCER_EVENT_STR_LEN={EVENT_STR_LEN}",
         f"-DENFORCER_FSTYPE_NAME_LEN={FSTYPE_NAME_LEN}",
         f"-DENFORCER_COMM_LEN={COMM_LEN}",
-        f"-DENFORCER_RINGBUF_PAGES={RINGBUF_BYTES // 4096}",
+        f"-DENFORCER_SCOPE_COUNT={SCOPE_COUNT}",
         f"-DENFORCER_TARGET_COUNT={TARGET_COUNT}",
-        f"-DENFORCER_MAX_PLACES={MAX_PLACES}",
-        f"-DENFORCER_MAX_FSTYPES={MAX_FSTYPES}",
-        f"-DENFORCER_MAX_ALLOW={MAX_ALLOW}",
         f"-DENFORCER_STAT_COUNT={STAT_COUNT}",
     ]
     flags += _enum_defines("SCOPE", KernelScope)
@@ -276,5 +282,5 @@ def cflags() -> List[str]:
 
 
 def target_index(target: Target, scope: KernelScope) -> int:
-    """Index of a (target, scope) slot in the `targets` array."""
-    return int(target) * 2 + int(scope)
+    """Index of a (target, scope) slot in the `targets` array (ENFORCER_TARGET_INDEX in C)."""
+    return int(target) * SCOPE_COUNT + int(scope)

@@ -12,11 +12,11 @@ import ctypes
 from dataclasses import dataclass, field
 from typing import Dict, Hashable, Mapping, Tuple
 
-from enforcer import abi
+from enforcer import abi, registry
 from enforcer.policy import Mode, RuleKind, Severity
 
-#: Names of the kernel maps a MapPlan fills (the BPF C declares them).
-POLICY_MAPS = ("rules", "targets", "exec_places", "exec_fstypes", "allow_exe", "allow_uid", "allow_cgroup")
+#: Names of the kernel maps a MapPlan fills, in registry order.
+POLICY_MAPS = tuple(spec.name for spec in registry.MAPS if spec.policy)
 
 
 @dataclass(frozen=True)

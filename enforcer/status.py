@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from enforcer import abi
+from enforcer import abi, registry
 from enforcer.exitcodes import ExitCode
 from enforcer.state import read_state
 
@@ -30,7 +30,7 @@ def collect(pin_root: Optional[Path] = None, state_dir: Optional[Path] = None) -
         instances.append(entry)
     agent = read_state(state_dir)
     return {
-        "enforcing": any(len(i["links"]) == len(loader.HOOK_PARAMS) for i in instances),  # type: ignore[arg-type]
+        "enforcing": any(len(i["links"]) == len(registry.HOOKS) for i in instances),  # type: ignore[arg-type]
         "instances": instances,
         "agent": agent.to_json() if agent else None,
     }

@@ -1,9 +1,10 @@
-"""The few bpf(2) commands enforcer needs that bcc's Python binding lacks.
+"""The few bpf(2) commands enforcer needs that bcc's Python binding lacks, and mount(2).
 
 bcc 0.26 does not export object pinning, so pins (BPF_OBJ_PIN/BPF_OBJ_GET)
 and map access on pinned maps (for `enforcer status`, and for writing plans)
 go through the system call directly. Structures follow `union bpf_attr` in
-include/uapi/linux/bpf.h.
+include/uapi/linux/bpf.h. The pseudo filesystems pins and the LSM list live
+on (bpf, securityfs) are mounted with mount(2) itself, not a shell.
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_DELETE_ELEM = 3
 BPF_OBJ_PIN = 6
 BPF_OBJ_GET = 7
-BPF_OBJ_GET_INFO_BY_FD = 15
 
 BPF_ANY = 0
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
+_libc.mount.restype = ctypes.c_int
 
 
 class BpfSyscallError(OSError):
@@ -48,28 +50,6 @@ class _ObjAttr(ctypes.Structure):
         ("pathname", ctypes.c_uint64),
         ("bpf_fd", ctypes.c_uint32),
         ("file_flags", ctypes.c_uint32),
-    ]
-
-
-class _InfoAttr(ctypes.Structure):
-    _fields_ = [
-        ("bpf_fd", ctypes.c_uint32),
-        ("info_len", ctypes.c_uint32),
-        ("info", ctypes.c_uint64),
-    ]
-
-
-class MapInfo(ctypes.Structure):
-    """Leading fields of struct bpf_map_info (enough for sizes and name)."""
-
-    _fields_ = [
-        ("type", ctypes.c_uint32),
-        ("id", ctypes.c_uint32),
-        ("key_size", ctypes.c_uint32),
-        ("value_size", ctypes.c_uint32),
-        ("max_entries", ctypes.c_uint32),
-        ("map_flags", ctypes.c_uint32),
-        ("name", ctypes.c_char * 16),
     ]
 
 
@@ -133,11 +113,16 @@ def map_lookup(fd: int, key: ctypes.Structure, value: ctypes.Structure, what: st
     return True
 
 
-def map_info(fd: int) -> MapInfo:
-    info = MapInfo()
-    attr = _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
-    _bpf(BPF_OBJ_GET_INFO_BY_FD, attr, f"info of fd {fd}")
-    return info
+def mount(fstype: str, target: str) -> None:
+    """Mount a pseudo filesystem of type `fstype` (its source name too) at `target`.
+
+    Raises OSError whose strerror says what failed and why (EPERM without
+    CAP_SYS_ADMIN, ENODEV when the kernel lacks the filesystem).
+    """
+    name = fstype.encode()
+    if _libc.mount(name, target.encode(), name, 0, None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount -t {fstype} {fstype} {target}: {os.strerror(err)}")
 
 
 def possible_cpus() -> int:

@@ -18,15 +18,15 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional
 
-from enforcer import abi
+from enforcer import abi, registry
 from enforcer.kernel import bpfsys
 from enforcer.kernel.bcc_compat import kernel_source_env
 from enforcer.kernel.btf import BtfInfo, load_btf
 from enforcer.kernel.headers import KernelHeaders, generate_headers
 from enforcer.kernel.maps import CapacityError, PolicyMaps, check_capacity
-from enforcer.plan import POLICY_MAPS, MapPlan, PlanDiff
+from enforcer.plan import MapPlan, PlanDiff
 
 log = logging.getLogger(__name__)
 
@@ -34,19 +34,8 @@ PIN_ROOT = Path("/sys/fs/bpf/enforcer")
 BPFFS_ROOT = Path("/sys/fs/bpf")
 DEFAULT_BTF = Path("/sys/kernel/btf/vmlinux")
 
-#: Programs in bpf/enforcer.bpf.c and the arguments each expects from the
-#: kernel's hook. The kernel's real signature is read from BTF and compared:
-#: an LSM program reads its arguments by position, so a kernel whose hook
-#: changed must be refused, not guessed at.
-HOOK_PARAMS: Mapping[str, Tuple[str, ...]] = {
-    "file_open": ("file",),
-    "path_truncate": ("path",),
-    "inode_rename": ("old_dir", "old_dentry", "new_dir", "new_dentry"),
-    "bprm_check_security": ("bprm",),
-}
-
 #: Maps pinned with each instance, for `enforcer status` and for inspection.
-PINNED_MAPS = POLICY_MAPS + ("settings", "stats")
+PINNED_MAPS = tuple(spec.name for spec in registry.MAPS if spec.pinned)
 
 
 class LoadError(RuntimeError):
@@ -80,13 +69,15 @@ def host_mount_namespace() -> int:
 
 
 def check_hook_signatures(btf: BtfInfo) -> None:
+    """Refuse a kernel whose hooks changed: an LSM program reads its arguments
+    by position, so a different signature must not be guessed at."""
     problems = []
-    for hook, expected in HOOK_PARAMS.items():
-        actual = tuple(btf.lsm_hook_params(hook))
-        if len(actual) != len(expected):
+    for spec in registry.HOOKS:
+        actual = tuple(btf.lsm_hook_params(spec.name))
+        if len(actual) != len(spec.params):
             problems.append(
-                f"LSM hook {hook}: this kernel passes ({', '.join(actual)}), "
-                f"enforcer's program expects ({', '.join(expected)})"
+                f"LSM hook {spec.name}: this kernel passes ({', '.join(actual)}), "
+                f"enforcer's program expects ({', '.join(spec.params)})"
             )
     if problems:
         raise LoadError("kernel hook signatures differ from what enforcer supports:\n  " + "\n  ".join(problems))
@@ -100,9 +91,11 @@ def ensure_bpffs() -> None:
             if len(fields) >= 3 and fields[1] == str(BPFFS_ROOT) and fields[2] == "bpf":
                 return
     BPFFS_ROOT.mkdir(parents=True, exist_ok=True)
-    result = os.system(f"mount -t bpf bpf {BPFFS_ROOT}")
-    if result != 0:
-        raise LoadError(f"no bpf filesystem at {BPFFS_ROOT} and mounting one failed")
+    try:
+        bpfsys.mount("bpf", str(BPFFS_ROOT))
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise LoadError(f"no bpf filesystem at {BPFFS_ROOT} and mounting one failed: {reason}") from error
 
 
 def instance_dirs(pin_root: Path = PIN_ROOT) -> List[Path]:
@@ -172,8 +165,8 @@ def _program_source(bpf_dir: Path) -> str:
 
 
 def build_cflags(headers: KernelHeaders, bpf_dir: Path) -> List[str]:
-    """Header-tree flags (incl. BTF feature -D flags), the ABI constants, bpf/ on the include path."""
-    return [*headers.cflags, *abi.cflags(), f"-I{bpf_dir}"]
+    """Header-tree flags (incl. BTF feature -D flags), the ABI constants and map sizes, bpf/ on the include path."""
+    return [*headers.cflags, *registry.cflags(), f"-I{bpf_dir}"]
 
 
 def load(
@@ -209,7 +202,7 @@ def load(
             raise LoadError(f"compiling {bpf_dir / 'enforcer.bpf.c'} failed: {error}") from error
 
     try:
-        programs = {hook: bpf.load_func(f"lsm__{hook}".encode(), bcc.BPF.LSM) for hook in HOOK_PARAMS}
+        programs = {spec: bpf.load_func(spec.program.encode(), bcc.BPF.LSM) for spec in registry.HOOKS}
     except Exception as error:  # verifier rejection: bcc prints the log to stderr
         bpf.cleanup()
         raise LoadError(f"the kernel refused to load enforcer's programs: {error}") from error
@@ -226,12 +219,12 @@ def load(
 
     links: Dict[str, int] = {}
     try:
-        for hook, program in programs.items():
+        for spec, program in programs.items():
             fd = bcc.libbcc.lib.bpf_attach_lsm(program.fd)
             if fd < 0:
-                raise LoadError(f"attaching the {hook} program failed: {os.strerror(ctypes.get_errno() or 1)}")
-            links[hook] = fd
-            bpf.lsm_fds[f"lsm__{hook}".encode()] = fd
+                raise LoadError(f"attaching the {spec.name} program failed: {os.strerror(ctypes.get_errno() or 1)}")
+            links[spec.name] = fd
+            bpf.lsm_fds[spec.program.encode()] = fd
     except LoadError:
         bpf.cleanup()  # closes every attached link: all or none
         raise

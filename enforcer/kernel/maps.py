@@ -9,24 +9,12 @@ from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass, field
-from typing import Callable, Hashable, List, Mapping
+from typing import Callable, Hashable, List
 
 from enforcer import abi
 from enforcer.kernel import bpfsys
 from enforcer.plan import POLICY_MAPS, MapPlan, PlanDiff, diff, encode_key, encode_value
-
-#: Arrays cannot delete keys; a removed entry is written as zero instead.
-ARRAY_MAPS = frozenset({"rules", "targets"})
-
-MAP_CAPACITY: Mapping[str, int] = {
-    "rules": abi.MAX_RULES + 1,
-    "targets": abi.TARGET_COUNT * len(abi.KernelScope),
-    "exec_places": abi.MAX_PLACES,
-    "exec_fstypes": abi.MAX_FSTYPES,
-    "allow_exe": abi.MAX_ALLOW,
-    "allow_uid": abi.MAX_ALLOW,
-    "allow_cgroup": abi.MAX_ALLOW,
-}
+from enforcer.registry import MAPS_BY_NAME
 
 
 class CapacityError(ValueError):
@@ -38,7 +26,8 @@ class ReloadError(RuntimeError):
 
 
 def check_capacity(plan: MapPlan) -> None:
-    for name, capacity in MAP_CAPACITY.items():
+    for name in POLICY_MAPS:
+        capacity = MAPS_BY_NAME[name].capacity
         size = len(plan.maps.get(name, {}))
         if size > capacity:
             raise CapacityError(f"policy needs {size} entries in map {name}, the kernel map holds {capacity}")
@@ -63,9 +52,9 @@ class PolicyMaps:
         self._sys.map_update(self._fd_of(name), encode_key(key), encode_value(value), what=f"map {name}")
 
     def remove(self, name: str, key: Hashable) -> None:
-        if name in ARRAY_MAPS:
-            zero = abi.RuleConfig() if name == "rules" else ctypes.c_uint32(0)
-            self._sys.map_update(self._fd_of(name), encode_key(key), zero, what=f"map {name}")
+        spec = MAPS_BY_NAME[name]
+        if spec.is_array:  # arrays cannot delete keys
+            self._sys.map_update(self._fd_of(name), encode_key(key), spec.removed_value(), what=f"map {name}")
         else:
             self._sys.map_delete(self._fd_of(name), encode_key(key), what=f"map {name}")
 

@@ -16,6 +16,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
+from enforcer import registry
+from enforcer.kernel import bpfsys
+
 SECURITYFS = Path("/sys/kernel/security")
 LSM_LIST = SECURITYFS / "lsm"
 LOCKDOWN = SECURITYFS / "lockdown"
@@ -79,14 +82,17 @@ def _read(path: Path) -> Optional[str]:
         return None
 
 
-def mount_securityfs() -> bool:
-    """Mount securityfs where systemd normally does; True if it is there afterwards."""
+def mount_securityfs() -> Optional[str]:
+    """Mount securityfs where systemd normally does; None if it is there afterwards, else why not."""
     if LSM_LIST.exists():
-        return True
+        return None
     if os.geteuid() != 0:
-        return False
-    os.system(f"mount -t securityfs securityfs {SECURITYFS} 2>/dev/null")
-    return LSM_LIST.exists()
+        return "not mounted, and only root may mount it"
+    try:
+        bpfsys.mount("securityfs", str(SECURITYFS))
+    except OSError as error:
+        return error.strerror or str(error)
+    return None if LSM_LIST.exists() else f"mounted, yet {LSM_LIST} is missing"
 
 
 def check_kernel() -> Check:
@@ -105,12 +111,13 @@ def check_btf() -> Check:
 
 
 def check_securityfs() -> Check:
-    if mount_securityfs():
+    problem = mount_securityfs()
+    if problem is None:
         return Check("securityfs", True, f"mounted at {SECURITYFS}")
     return Check(
         "securityfs",
         False,
-        f"{LSM_LIST} is not readable",
+        f"{LSM_LIST} is not readable: {problem}",
         f"mount -t securityfs securityfs {SECURITYFS} (as root)",
     )
 
@@ -172,13 +179,13 @@ def check_bpftool() -> Check:
 
 def check_hooks() -> Check:
     from enforcer.kernel.btf import BtfError, load_btf  # noqa: PLC0415
-    from enforcer.kernel.loader import HOOK_PARAMS, LoadError, check_hook_signatures  # noqa: PLC0415
+    from enforcer.kernel.loader import LoadError, check_hook_signatures  # noqa: PLC0415
 
     try:
         check_hook_signatures(load_btf(str(BTF_VMLINUX)))
     except (BtfError, LoadError) as error:
         return Check("hooks", False, str(error), "this kernel's LSM hooks differ; upgrade enforcer")
-    return Check("hooks", True, "signatures match for " + ", ".join(HOOK_PARAMS))
+    return Check("hooks", True, "signatures match for " + ", ".join(spec.name for spec in registry.HOOKS))
 
 
 def check_trial_attach() -> Check:

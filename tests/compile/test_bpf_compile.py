@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 import enforcer.kernel.headers as kernel_headers
-from enforcer import abi
+from enforcer import registry
 from enforcer.kernel import btf, loader
 from harness import vmlinuz
 
 BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
-EXPECTED = {f"lsm__{hook}" for hook in loader.HOOK_PARAMS}
+EXPECTED = {spec.program for spec in registry.HOOKS}
 
 
 def _require_root_and_bcc() -> None:
@@ -59,7 +59,7 @@ def test_enforcer_bpf_compiles(kernel_btfs, which: str, tmp_path) -> None:
     info = btf.load_btf(path)
     loader.check_hook_signatures(info)
     # compile_only adds the header tree's own flags; the rest is what the loader adds
-    module = compile_only((BPF_DIR / "enforcer.bpf.c").read_text(), headers, [*abi.cflags(), f"-I{BPF_DIR}"])
+    module = compile_only((BPF_DIR / "enforcer.bpf.c").read_text(), headers, [*registry.cflags(), f"-I{BPF_DIR}"])
     assert set(module.functions) >= EXPECTED
     # the verifier's limit is on processed instructions, not size; this only
     # catches accidental blow-ups of the program text (each insn is 8 bytes)

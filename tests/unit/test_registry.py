@@ -1,0 +1,187 @@
+"""enforcer.registry and its checker: the registry keeps the facts the modules
+used to spell themselves, and the checker reports any map or hook present on
+one side only (run on doctored copies of bpf/enforcer.bpf.c; no bcc)."""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import pytest
+
+from enforcer import abi, registry
+from enforcer.plan import POLICY_MAPS
+from enforcer.registry import HookSpec, MapKind, MapSpec
+from enforcer.registry_check import DeclarationError, mismatches, read_declarations
+
+SOURCE = (Path(__file__).resolve().parents[2] / "bpf" / "enforcer.bpf.c").read_text()
+
+
+def _doctored(old: str, new: str) -> str:
+    assert SOURCE.count(old) == 1, old
+    return SOURCE.replace(old, new)
+
+
+def _problems(source: str, **registry_override) -> list:
+    return mismatches(read_declarations(source), **registry_override)
+
+
+# --- the registry holds what plan, maps and loader used to spell ------------------
+
+
+def test_policy_maps_keep_their_order() -> None:
+    assert POLICY_MAPS == ("rules", "targets", "exec_places", "exec_fstypes", "allow_exe", "allow_uid", "allow_cgroup")
+
+
+def test_pinned_maps_are_the_policy_maps_settings_and_stats() -> None:
+    pinned = {spec.name for spec in registry.MAPS if spec.pinned}
+    assert pinned == set(POLICY_MAPS) | {"settings", "stats"}
+
+
+def test_policy_map_capacities() -> None:
+    capacity = {name: registry.MAPS_BY_NAME[name].capacity for name in POLICY_MAPS}
+    assert capacity == {
+        "rules": abi.MAX_RULES + 1,
+        "targets": abi.TARGET_COUNT * len(abi.KernelScope),
+        "exec_places": abi.MAX_PLACES,
+        "exec_fstypes": abi.MAX_FSTYPES,
+        "allow_exe": abi.MAX_ALLOW,
+        "allow_uid": abi.MAX_ALLOW,
+        "allow_cgroup": abi.MAX_ALLOW,
+    }
+
+
+def test_arrays_remove_by_writing_zero() -> None:
+    arrays = {name for name in POLICY_MAPS if registry.MAPS_BY_NAME[name].is_array}
+    assert arrays == {"rules", "targets"}
+    for name in arrays:
+        zero = registry.MAPS_BY_NAME[name].removed_value()
+        assert bytes(zero) == bytes(ctypes.sizeof(zero))
+    assert isinstance(registry.MAPS_BY_NAME["rules"].removed_value(), abi.RuleConfig)
+    with pytest.raises(TypeError):
+        registry.MAPS_BY_NAME["allow_uid"].removed_value()
+
+
+def test_hooks_and_program_names() -> None:
+    assert {spec.name: spec.params for spec in registry.HOOKS} == {
+        "file_open": ("file",),
+        "path_truncate": ("path",),
+        "inode_rename": ("old_dir", "old_dentry", "new_dir", "new_dentry"),
+        "bprm_check_security": ("bprm",),
+    }
+    assert {spec.hook for spec in registry.HOOKS} == set(abi.Hook)
+    assert all(spec.program == f"lsm__{spec.name}" for spec in registry.HOOKS)
+
+
+def test_cflags_give_every_map_size_once() -> None:
+    flags = registry.cflags()
+    names = [flag.split("=")[0] for flag in flags]
+    assert len(names) == len(set(names))
+    for spec in registry.MAPS:
+        assert f"-D{spec.size_macro}={spec.size_value}" in flags
+    assert "-DENFORCER_TARGETS_ENTRIES=16" in flags
+    assert f"-DENFORCER_EVENTS_PAGES={abi.RINGBUF_BYTES // 4096}" in flags
+
+
+# --- the checker -------------------------------------------------------------------
+
+
+def test_the_real_source_matches_the_registry() -> None:
+    found = read_declarations(SOURCE)
+    assert len(found.maps) == len(registry.MAPS) and len(found.programs) == len(registry.HOOKS)
+    assert _problems(SOURCE) == []
+
+
+def test_a_map_only_in_the_c_is_reported() -> None:
+    extra = "BPF_HASH(allow_gid, __u32, __u64, ENFORCER_ALLOW_UID_ENTRIES);\n"
+    source = _doctored("BPF_HASH(allow_uid,", extra + "BPF_HASH(allow_uid,")
+    problems = _problems(source)
+    assert len(problems) == 1 and problems[0].startswith("map allow_gid")
+    assert "declared in the C but not registered" in problems[0]
+
+
+def test_a_map_only_in_the_registry_is_reported() -> None:
+    extra = MapSpec("allow_gid", MapKind.HASH, ctypes.c_uint32, ctypes.c_uint64, abi.MAX_ALLOW, policy=True)
+    assert _problems(SOURCE, maps=registry.MAPS + (extra,)) == ["map allow_gid: registered but not declared in the C"]
+
+
+def test_a_map_removed_from_the_c_is_reported() -> None:
+    source = _doctored("BPF_HASH(allow_uid, __u32, __u64, ENFORCER_ALLOW_UID_ENTRIES);\n", "")
+    assert _problems(source) == ["map allow_uid: registered but not declared in the C"]
+
+
+def test_a_map_declared_twice_is_reported() -> None:
+    line = "BPF_HASH(allow_uid, __u32, __u64, ENFORCER_ALLOW_UID_ENTRIES);\n"
+    assert "map allow_uid: declared 2 times" in _problems(_doctored(line, line + line))
+
+
+def test_kind_size_key_and_value_differences_are_reported() -> None:
+    source = _doctored(
+        "BPF_HASH(allow_uid, __u32, __u64, ENFORCER_ALLOW_UID_ENTRIES);",
+        "BPF_LPM_TRIE(allow_uid, __u64, __u32, ENFORCER_MAX_ALLOW);",
+    )
+    problems = "\n".join(_problems(source))
+    assert "map allow_uid" in problems
+    assert "C declares lpm_trie, registry says hash" in problems
+    assert "C sizes it ENFORCER_MAX_ALLOW, registry expects ENFORCER_ALLOW_UID_ENTRIES" in problems
+    assert "C key type __u64, registry says __u32" in problems
+    assert "C value type __u32, registry says __u64" in problems
+
+
+def test_bpf_table_kind_is_read() -> None:
+    source = _doctored('BPF_TABLE("lru_hash", __u64,', 'BPF_TABLE("hash", __u64,')
+    (problem,) = _problems(source)
+    assert problem.startswith("map truncating_opens") and problem.endswith("C declares hash, registry says lru_hash")
+
+
+def test_a_hook_only_in_the_c_is_reported() -> None:
+    source = SOURCE + "\nLSM_PROBE(task_kill, struct task_struct *p, struct kernel_siginfo *info, int sig,\n"
+    source += "\t  const struct cred *cred, int ret)\n{\n\treturn ret;\n}\n"
+    problems = _problems(source)
+    assert len(problems) == 1 and problems[0].startswith("hook task_kill")
+    assert "LSM_PROBE in the C but not registered" in problems[0]
+
+
+def test_a_hook_only_in_the_registry_is_reported() -> None:
+    extra = HookSpec(abi.Hook.FILE_OPEN, ("file",))
+    renamed = _doctored("LSM_PROBE(file_open,", "LSM_PROBE(file_permission,")
+    problems = _problems(renamed, hooks=(extra,))
+    assert "hook file_open: registered but the C has no LSM_PROBE for it" in problems
+    assert any(p.startswith("hook file_permission") and "not registered" in p for p in problems)
+
+
+def test_hook_parameters_are_compared() -> None:
+    source = _doctored("LSM_PROBE(path_truncate, const struct path *path, int ret)",
+                       "LSM_PROBE(path_truncate, const struct path *p, int ret)")
+    (problem,) = _problems(source)
+    assert problem.startswith("hook path_truncate") and "takes (p), registry says (path)" in problem
+
+
+@pytest.mark.parametrize(
+    ("declaration", "reason"),
+    [
+        ("BPF_PERF_OUTPUT(perf_events);", "BPF_PERF_OUTPUT(...) is a declaration form the checker does not know"),
+        ("BPF_HASH(allow_gid);", "BPF_HASH with 1 arguments; the checker reads 4"),  # bcc's defaults
+        ('BPF_TABLE("prog", int, int, tail_calls, 4);', 'BPF_TABLE of kind "prog", which the registry has no kind'),
+        ("#define DECLARE_MAP(n) BPF_ARRAY(n, __u32, 1)", "BPF_ARRAY is not a declaration on its own top-level line"),
+        ("KFUNC_PROBE(do_unlinkat, int dfd)\n{\n\treturn 0;\n}", "KFUNC_PROBE(...) is a declaration form"),
+        ("int lsm__file_permission(void *ctx)\n{\n\treturn 0;\n}", "is not declared with LSM_PROBE"),
+        ("LSM_PROBE(file_permission, struct file *file, int mask)\n{\n\treturn 0;\n}", "end with `int ret`"),
+    ],
+)
+def test_unknown_declaration_forms_fail_loudly(declaration: str, reason: str) -> None:
+    with pytest.raises(DeclarationError) as raised:
+        read_declarations(SOURCE + "\n" + declaration + "\n")
+    assert reason in str(raised.value)
+
+
+def test_declarations_in_comments_are_ignored() -> None:
+    source = SOURCE + "\n/* BPF_PERF_OUTPUT(old_events); */\n// BPF_ARRAY(old, __u32, 1);\n"
+    assert _problems(source) == []
+
+
+def test_a_map_declared_inside_a_function_fails_loudly() -> None:
+    source = _doctored("static __always_inline void count(__u32 stat)\n{\n",
+                       "static __always_inline void count(__u32 stat)\n{\n\tBPF_ARRAY(inner, __u32, 1);\n")
+    with pytest.raises(DeclarationError, match="not a declaration on its own top-level line"):
+        read_declarations(source)
