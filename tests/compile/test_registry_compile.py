@@ -19,11 +19,9 @@ from typing import Dict, Iterator, List
 import pytest
 
 from enforcer import abi, registry
-from enforcer.kernel import btf
 from enforcer.registry_check import mismatches, read_declarations
 
 BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
-HOST_BTF = Path("/sys/kernel/btf/vmlinux")
 
 
 def test_source_declares_exactly_the_registry() -> None:
@@ -44,12 +42,10 @@ def _libbcc_function(name: str, restype, *argtypes):  # type: ignore[no-untyped-
 
 
 @pytest.fixture(scope="module")
-def built() -> Iterator[object]:
+def built(headers) -> Iterator[object]:
     if os.geteuid() != 0:
         pytest.skip("compile tier needs root: libbcc creates the program's maps while compiling")
     bcc = pytest.importorskip("bcc", reason="bcc's Python binding (python3-bpfcc) is not installed")
-    if not HOST_BTF.is_file():
-        pytest.fail("no host kernel BTF at /sys/kernel/btf/vmlinux")
     from enforcer.kernel.bcc_compat import kernel_source_env  # noqa: PLC0415
 
     class CompiledNotLoaded(bcc.BPF):
@@ -58,9 +54,9 @@ def built() -> Iterator[object]:
         def _trace_autoload(self) -> None:
             return None
 
-    headers = btf.generate_headers(str(HOST_BTF))
-    cflags = [*headers.cflags, *registry.cflags(), f"-I{BPF_DIR}"]
-    with kernel_source_env(headers):
+    host = headers["host"]
+    cflags = [*host.cflags, *registry.cflags(), f"-I{BPF_DIR}"]
+    with kernel_source_env(host):
         module = CompiledNotLoaded(text=(BPF_DIR / "enforcer.bpf.c").read_bytes(), cflags=cflags)
     yield module
     module.cleanup()
