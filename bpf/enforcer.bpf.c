@@ -77,6 +77,8 @@ struct scratch {
 
 /* What a hook has found out about the action by the time a rule matched. */
 struct verdict_ctx {
+	__u32 slot;		/* policy slot this run decides with (read once) */
+	__u32 generation;	/* that slot's policy generation, for the event */
 	__u32 rule;
 	__u8 hook;
 	__u8 access;
@@ -92,7 +94,7 @@ BPF_LPM_TRIE(exec_places, struct enforcer_lpm_key, struct enforcer_exec_place,
 	     ENFORCER_EXEC_PLACES_ENTRIES);
 BPF_HASH(exec_fstypes, struct enforcer_fstype_key, __u32, ENFORCER_EXEC_FSTYPES_ENTRIES);
 BPF_LPM_TRIE(allow_exe, struct enforcer_lpm_key, __u64, ENFORCER_ALLOW_EXE_ENTRIES);
-BPF_HASH(allow_uid, __u32, __u64, ENFORCER_ALLOW_UID_ENTRIES);
+BPF_HASH(allow_uid, struct enforcer_uid_key, __u64, ENFORCER_ALLOW_UID_ENTRIES);
 BPF_LPM_TRIE(allow_cgroup, struct enforcer_lpm_key, __u64, ENFORCER_ALLOW_CGROUP_ENTRIES);
 BPF_PERCPU_ARRAY(stats, __u64, ENFORCER_STATS_ENTRIES);
 /* pid_tgid -> dentry of a protected file just opened with O_TRUNC and let
@@ -141,6 +143,19 @@ static __always_inline struct enforcer_settings *get_settings(void)
 	__u32 zero = 0;
 
 	return settings.lookup(&zero);
+}
+
+/* Chooses the policy this run decides with: reads `active` exactly once (a
+ * reload flips it between two complete policies, see bpf/enforcer.h), keeps
+ * the slot and its generation in v, and returns that policy's watch flags.
+ * Every later lookup of the run uses v->slot. */
+static __always_inline __u32 begin_decision(struct enforcer_settings *cfg, struct verdict_ctx *v)
+{
+	__u32 slot = FORGET(cfg->active) & 1;
+
+	v->slot = slot;
+	v->generation = cfg->generation[slot];
+	return cfg->watch[slot];
 }
 
 static __always_inline __u32 task_scope(struct enforcer_settings *cfg, __u64 *mntns)
@@ -411,19 +426,21 @@ static __always_inline __u64 lpm_mask(void *trie_lookup_result)
 
 /* 1 when an allowlist entry covers rule `rule` for the current task. Needs
  * s->exe and s->cgroup resolved. Appends the terminator each trie expects. */
-static __always_inline int allowlisted(struct scratch *s, __u32 rule)
+static __always_inline int allowlisted(struct scratch *s, __u32 rule, __u32 slot)
 {
 	__u64 bit = ENFORCER_RULE_BIT(rule);
-	__u32 uid = (__u32)bpf_get_current_uid_gid();
+	struct enforcer_uid_key uid = {};
 	__u64 *mask;
 
+	uid.uid = (__u32)bpf_get_current_uid_gid();
+	uid.slot = slot;
 	mask = allow_uid.lookup(&uid);
 	if (mask && (*mask & bit))
 		return 1;
 
 	if (s->exe.len && !s->exe.truncated) {
 		/* exact entries end with NUL, directory entries with '/' */
-		s->exe.data[0] = 0;
+		s->exe.data[0] = ENFORCER_KEY_NS(slot, 0);
 		s->exe.data[bounded_index(1 + s->exe.len)] = 0;
 		set_prefix(&s->exe, 1);
 		if (lpm_mask(allow_exe.lookup((struct enforcer_lpm_key *)&s->exe)) & bit)
@@ -432,7 +449,7 @@ static __always_inline int allowlisted(struct scratch *s, __u32 rule)
 	if (!s->cgroup.truncated) {
 		__u32 end = 1 + s->cgroup.len;
 
-		s->cgroup.data[0] = 0;
+		s->cgroup.data[0] = ENFORCER_KEY_NS(slot, 0);
 		if (s->cgroup.len > 1) {
 			s->cgroup.data[bounded_index(end)] = '/';
 			s->cgroup.data[bounded_index(end + 1)] = 0;
@@ -472,6 +489,7 @@ static __always_inline void emit(struct scratch *s, struct verdict_ctx *v, __u8 
 	ev->cgroup_id = bpf_get_current_cgroup_id();
 	ev->mntns = mntns;
 	ev->rule = v->rule;
+	ev->generation = v->generation;
 	ev->pid = pid_tgid >> 32;
 	ev->tid = (__u32)pid_tgid;
 	ev->ppid = 0;
@@ -522,11 +540,12 @@ static __always_inline int apply_rule(struct scratch *s, struct verdict_ctx *v,
 				      __u64 mntns, __u32 scope)
 {
 	struct enforcer_rule_config *rule;
-	__u32 index = v->rule;
+	__u32 index;
 	int enforce;
 
-	if (index == 0 || index > ENFORCER_MAX_RULES)
+	if (v->rule == 0 || v->rule > ENFORCER_MAX_RULES)
 		return 0;
+	index = ENFORCER_RULE_INDEX(v->slot & 1, v->rule);
 	rule = rules.lookup(&index);
 	if (!rule)
 		return 0;
@@ -534,7 +553,7 @@ static __always_inline int apply_rule(struct scratch *s, struct verdict_ctx *v,
 
 	resolve_exe(s);
 	resolve_cgroup(s);
-	if (allowlisted(s, index)) {
+	if (allowlisted(s, v->rule, v->slot & 1)) {
 		count(ENFORCER_STAT_ALLOWLISTED);
 		return 0;
 	}
@@ -548,9 +567,9 @@ static __always_inline int apply_rule(struct scratch *s, struct verdict_ctx *v,
 	return 0;
 }
 
-static __always_inline __u32 target_rule(__u32 target, __u32 scope)
+static __always_inline __u32 target_rule(__u32 slot, __u32 target, __u32 scope)
 {
-	__u32 index = ENFORCER_TARGET_INDEX(target, scope);
+	__u32 index = ENFORCER_TARGET_INDEX(slot & 1, target, scope);
 	__u32 *rule = targets.lookup(&index);
 
 	return rule ? *rule : 0;
@@ -570,7 +589,7 @@ static __always_inline struct scratch *target_hit(struct enforcer_settings *cfg,
 						  struct verdict_ctx *v, __u64 *mntns, __u32 *scope)
 {
 	*scope = task_scope(cfg, mntns);
-	v->rule = target_rule(target, *scope);
+	v->rule = target_rule(v->slot, target, *scope);
 	if (!v->rule)
 		return NULL;
 	return get_scratch();
@@ -646,7 +665,7 @@ static __always_inline int check_file(struct dentry *dentry, struct vfsmount *vf
 	cfg = get_settings();
 	if (!cfg)
 		return 0;
-	target = classify_file(dentry, sb, magic, write, cfg->watch);
+	target = classify_file(dentry, sb, magic, write, begin_decision(cfg, &v));
 	if (target >= ENFORCER_TARGET_COUNT)
 		return 0;
 	if (hook == ENFORCER_HOOK_PATH_TRUNCATE) {
@@ -749,7 +768,7 @@ LSM_PROBE(inode_rename, struct inode *old_dir, struct dentry *old_dentry,
 	    !dentry_name_is(new_dentry, NAME_RELEASE_AGENT, sizeof(NAME_RELEASE_AGENT) - 1))
 		return 0;
 	cfg = get_settings();
-	if (!cfg || !(cfg->watch & ENFORCER_WATCH_RENAME))
+	if (!cfg || !(begin_decision(cfg, &v) & ENFORCER_WATCH_RENAME))
 		return 0;
 	READ_KERNEL(v.sb, old_dir->i_sb);
 	if (v.sb) {
@@ -799,7 +818,7 @@ LSM_PROBE(bprm_check_security, struct linux_binprm *bprm, int ret)
 	if (ret)
 		return ret;
 	cfg = get_settings();
-	if (!cfg || !(cfg->watch & ENFORCER_WATCH_EXEC))
+	if (!cfg || !(begin_decision(cfg, &v) & ENFORCER_WATCH_EXEC))
 		return 0;
 	s = get_scratch();
 	if (!s)
@@ -827,7 +846,7 @@ LSM_PROBE(bprm_check_security, struct linux_binprm *bprm, int ret)
 
 	/* 1. anonymous shared-memory file (memfd_create, unlinked tmpfs file) */
 	if (nlink == 0 && (magic == TMPFS_MAGIC || magic == HUGETLBFS_MAGIC)) {
-		v.rule = target_rule(ENFORCER_TARGET_EXEC_MEMFD, scope);
+		v.rule = target_rule(v.slot, ENFORCER_TARGET_EXEC_MEMFD, scope);
 		if (v.rule) {
 			v.match = ENFORCER_MATCH_MEMFD;
 			return apply_rule(s, &v, mntns, scope);
@@ -836,7 +855,7 @@ LSM_PROBE(bprm_check_security, struct linux_binprm *bprm, int ret)
 
 	/* 2. the deepest configured place that contains the file */
 	if (resolved) {
-		s->obj.data[0] = (__u8)scope;
+		s->obj.data[0] = ENFORCER_KEY_NS(v.slot & 1, scope);
 		set_prefix(&s->obj, 0);
 		place = exec_places.lookup((struct enforcer_lpm_key *)&s->obj);
 		if (place) {
@@ -856,7 +875,7 @@ LSM_PROBE(bprm_check_security, struct linux_binprm *bprm, int ret)
 		READ_KERNEL(type_name, type->name);
 	if (type_name) {
 		bpf_probe_read_kernel_str(fskey.name, sizeof(fskey.name), type_name);
-		fskey.scope = scope;
+		fskey.ns = ENFORCER_KEY_NS(v.slot & 1, scope);
 		fs_rule = exec_fstypes.lookup(&fskey);
 		if (fs_rule && *fs_rule && !(excluded & ENFORCER_RULE_BIT(*fs_rule))) {
 			v.rule = *fs_rule;
@@ -867,7 +886,7 @@ LSM_PROBE(bprm_check_security, struct linux_binprm *bprm, int ret)
 
 	/* 4. fail safe: a path too deep to resolve is not assumed harmless */
 	if (!resolved) {
-		v.rule = target_rule(ENFORCER_TARGET_EXEC_UNRESOLVED, scope);
+		v.rule = target_rule(v.slot, ENFORCER_TARGET_EXEC_UNRESOLVED, scope);
 		if (v.rule) {
 			v.match = ENFORCER_MATCH_UNRESOLVED;
 			return apply_rule(s, &v, mntns, scope);

@@ -16,12 +16,33 @@
 #if !defined(ENFORCER_MAX_RULES) || !defined(ENFORCER_LPM_DATA_LEN) ||      \
     !defined(ENFORCER_EVENT_STR_LEN) || !defined(ENFORCER_TARGET_COUNT) ||  \
     !defined(ENFORCER_STAT_COUNT) || !defined(ENFORCER_PATH_WALK_STEPS) || \
-    !defined(ENFORCER_SCOPE_COUNT)
+    !defined(ENFORCER_SCOPE_COUNT) || !defined(ENFORCER_POLICY_SLOTS)
 #error "enforcer.h needs the -D flags from enforcer.abi.cflags()"
 #endif
 
-/* Slot of (target, scope) in the targets map; abi.target_index() in Python. */
-#define ENFORCER_TARGET_INDEX(target, scope) ((target) * ENFORCER_SCOPE_COUNT + (scope))
+/*
+ * Every policy map holds two complete policies side by side, one per policy
+ * slot; settings.active names the slot the hooks decide with. A reload writes
+ * the new policy into the other slot, then flips `active` (one byte), then
+ * clears the old slot once no hook can still be using it. A hook reads
+ * `active` once and looks up everything in that slot, so it never sees half
+ * of one policy and half of another (docs/design.md, "Reload").
+ */
+#if ENFORCER_POLICY_SLOTS != 2 || ENFORCER_SCOPE_COUNT != 2
+#error "the slot and scope encodings below assume two policy slots and two scopes"
+#endif
+
+/* Index of rule N of a slot in the rules map; abi.rule_index() in Python. */
+#define ENFORCER_RULE_INDEX(slot, rule) ((slot) * (ENFORCER_MAX_RULES + 1) + (rule))
+
+/* Index of (target, scope) of a slot in the targets map; abi.target_index(). */
+#define ENFORCER_TARGET_INDEX(slot, target, scope)                                 \
+	((slot) * ENFORCER_TARGET_COUNT * ENFORCER_SCOPE_COUNT +                   \
+	 (target) * ENFORCER_SCOPE_COUNT + (scope))
+
+/* Namespace byte of LPM keys (byte 0) and of exec_fstypes keys: the slot and
+ * the scope (0 for allowlists, which have none); abi.key_namespace(). */
+#define ENFORCER_KEY_NS(slot, scope) (((slot) << 1) | (scope))
 
 /* Bit of rule N in a 64-bit allowlist or exclusion mask. Rules are numbered
  * up to ENFORCER_MAX_RULES, which is therefore also the mask that keeps the
@@ -33,8 +54,11 @@
 
 struct enforcer_settings {
 	__u64 host_mntns;	/* inode number of the initial mount namespace */
-	__u32 watch;		/* ENFORCER_WATCH_* flags */
-	__u32 reserved;
+	__u8 active;		/* policy slot in force: the only byte a reload's flip changes */
+	__u8 reserved[3];
+	__u32 generation[ENFORCER_POLICY_SLOTS];	/* policy generation held by each slot */
+	__u32 watch[ENFORCER_POLICY_SLOTS];	/* ENFORCER_WATCH_* flags of each slot */
+	__u32 reserved2;
 };
 
 struct enforcer_rule_config {
@@ -55,7 +79,12 @@ struct enforcer_exec_place {
 
 struct enforcer_fstype_key {
 	char name[ENFORCER_FSTYPE_NAME_LEN];
-	__u32 scope;
+	__u32 ns;		/* ENFORCER_KEY_NS(slot, scope) */
+};
+
+struct enforcer_uid_key {
+	__u32 uid;
+	__u32 slot;
 };
 
 struct enforcer_event {
@@ -63,6 +92,7 @@ struct enforcer_event {
 	__u64 cgroup_id;
 	__u64 mntns;
 	__u32 rule;
+	__u32 generation;	/* policy generation that decided: names the rule table */
 	__u32 pid;
 	__u32 tid;
 	__u32 ppid;

@@ -26,8 +26,8 @@ from typing import Dict, List
 MAX_RULES = 63
 
 #: Bytes of data in an LPM trie key. The kernel caps LPM keys at 256 data
-#: bytes (LPM_DATA_SIZE_MAX); byte 0 is the namespace byte (the scope for exec
-#: places, 0 for allowlists), so a matched path has at most 255 bytes, and an
+#: bytes (LPM_DATA_SIZE_MAX); byte 0 is the namespace byte (policy slot and,
+#: for exec places, the scope: key_namespace()), so a matched path has at most 255 bytes, and an
 #: exact executable path (terminated by NUL) at most 254.
 LPM_DATA_LEN = 256
 PATH_MATCH_MAX = LPM_DATA_LEN - 1
@@ -55,7 +55,12 @@ COMM_LEN = 16
 #: Ring buffer size in bytes (power of two, multiple of the page size).
 RINGBUF_BYTES = 1 << 22
 
-#: Map capacities. The compiler refuses a policy whose plan does not fit.
+#: Complete policies each policy map holds side by side; `Settings.active`
+#: names the one in force. A reload fills the other and flips (see Settings).
+POLICY_SLOTS = 2
+
+#: Map capacities, per policy (the kernel maps hold POLICY_SLOTS times as
+#: many). The compiler refuses a policy whose plan does not fit.
 MAX_PLACES = 4096  # exec_places nodes (both scopes)
 MAX_FSTYPES = 256  # exec_fstypes entries (both scopes)
 MAX_ALLOW = 4096  # entries in each allowlist map
@@ -161,12 +166,19 @@ STAT_COUNT = len(Stat)
 
 
 class Settings(ctypes.Structure):
-    """`settings` array, one element."""
+    """`settings` array, one element: the host's identity and which policy slot is in force.
+
+    A reload fills the inactive slot's `generation` and `watch` first, then
+    flips `active`: the one byte a reload changes in a value the hooks read.
+    """
 
     _fields_ = [
         ("host_mntns", ctypes.c_uint64),  # inode number of the initial mount namespace
-        ("watch", ctypes.c_uint32),  # Watch flags
-        ("reserved", ctypes.c_uint32),
+        ("active", ctypes.c_uint8),  # policy slot in force
+        ("reserved", ctypes.c_uint8 * 3),
+        ("generation", ctypes.c_uint32 * POLICY_SLOTS),  # generation held by each slot
+        ("watch", ctypes.c_uint32 * POLICY_SLOTS),  # Watch flags of each slot
+        ("reserved2", ctypes.c_uint32),
     ]
 
 
@@ -204,11 +216,20 @@ class ExecPlace(ctypes.Structure):
 
 
 class FsTypeKey(ctypes.Structure):
-    """`exec_fstypes` key: filesystem type name as in /proc/filesystems."""
+    """`exec_fstypes` key: filesystem type name as in /proc/filesystems, in a slot and scope."""
 
     _fields_ = [
         ("name", ctypes.c_char * FSTYPE_NAME_LEN),
-        ("scope", ctypes.c_uint32),
+        ("ns", ctypes.c_uint32),  # key_namespace(slot, scope)
+    ]
+
+
+class UidKey(ctypes.Structure):
+    """`allow_uid` key."""
+
+    _fields_ = [
+        ("uid", ctypes.c_uint32),
+        ("slot", ctypes.c_uint32),
     ]
 
 
@@ -220,6 +241,7 @@ class EventRecord(ctypes.Structure):
         ("cgroup_id", ctypes.c_uint64),
         ("mntns", ctypes.c_uint64),
         ("rule", ctypes.c_uint32),
+        ("generation", ctypes.c_uint32),  # policy generation that decided
         ("pid", ctypes.c_uint32),  # thread group id (what ps calls PID)
         ("tid", ctypes.c_uint32),
         ("ppid", ctypes.c_uint32),
@@ -246,6 +268,7 @@ SHARED_STRUCTS: Dict[str, type] = {
     "lpm_key": LpmKey,
     "exec_place": ExecPlace,
     "fstype_key": FsTypeKey,
+    "uid_key": UidKey,
     "event": EventRecord,
 }
 
@@ -265,6 +288,7 @@ def cflags() -> List[str]:
         f"-DENFORCER_FSTYPE_NAME_LEN={FSTYPE_NAME_LEN}",
         f"-DENFORCER_COMM_LEN={COMM_LEN}",
         f"-DENFORCER_SCOPE_COUNT={SCOPE_COUNT}",
+        f"-DENFORCER_POLICY_SLOTS={POLICY_SLOTS}",
         f"-DENFORCER_TARGET_COUNT={TARGET_COUNT}",
         f"-DENFORCER_STAT_COUNT={STAT_COUNT}",
     ]
@@ -281,6 +305,16 @@ def cflags() -> List[str]:
     return flags
 
 
-def target_index(target: Target, scope: KernelScope) -> int:
-    """Index of a (target, scope) slot in the `targets` array (ENFORCER_TARGET_INDEX in C)."""
-    return int(target) * SCOPE_COUNT + int(scope)
+def rule_index(slot: int, rule: int) -> int:
+    """Index of rule `rule` of policy slot `slot` in the `rules` array (ENFORCER_RULE_INDEX)."""
+    return slot * (MAX_RULES + 1) + rule
+
+
+def target_index(slot: int, target: Target, scope: KernelScope) -> int:
+    """Index of a (target, scope) slot of policy slot `slot` in the `targets` array (ENFORCER_TARGET_INDEX)."""
+    return slot * TARGET_SLOTS + int(target) * SCOPE_COUNT + int(scope)
+
+
+def key_namespace(slot: int, scope: int = 0) -> int:
+    """Namespace byte of LPM keys and exec_fstypes keys (ENFORCER_KEY_NS): slot, then scope."""
+    return (slot << 1) | scope

@@ -22,9 +22,10 @@ from typing import Optional
 from enforcer.compile import compile_policy
 from enforcer.events import BootClock
 from enforcer.exitcodes import ExitCode
+from enforcer.generations import DRAIN_BUDGET
 from enforcer.parse import PolicyError, load_policy
 from enforcer.periodic import Scheduler
-from enforcer.pipeline import EventPipeline
+from enforcer.pipeline import EventPipeline, LetThroughMarker
 from enforcer.plan import MapPlan
 from enforcer.policy import Mode, Policy
 from enforcer.report import Reporter
@@ -34,6 +35,8 @@ log = logging.getLogger("enforcer")
 
 POLL_MS = 500
 STATS_EVERY_S = 1.0
+#: How long a stopping agent keeps reporting what is still queued.
+FINAL_DRAIN_S = 2.0
 
 
 class Notifier:
@@ -83,7 +86,12 @@ class Agent:
         self.reporter = reporter
         self.state_dir = state_dir
         self.notifier = Notifier()
-        self.events = EventPipeline(lambda: self.enforcement.plan, BootClock.now(), reporter)
+        self.events = EventPipeline(
+            lambda generation: self.enforcement.generations.plan(generation),
+            BootClock.now(),
+            reporter,
+            enrichers=[LetThroughMarker(lambda: self.enforcement.plan)],
+        )
         self.scheduler = Scheduler()
         self.scheduler.every(STATS_EVERY_S, "report-lost-events", self._report_lost)
         # Notifier.ping keeps the watchdog's own pace; it is offered every turn.
@@ -126,6 +134,7 @@ class Agent:
             policy=str(self.policy_path),
             mode=self.override.value if self.override else loaded.policy.mode.value,
             rules=loaded.plan.mode_summary(),
+            generation=self.enforcement.generations.current_generation,
             instance=self.enforcement.instance_dir.name,
         )
         # READY only now: every program attached, every map filled.
@@ -158,7 +167,12 @@ class Agent:
         else:
             changed = sum(len(d.added) + len(d.changed) + len(d.deleted) for d in changes.maps.values())
             self._publish_state(loaded)
-            self.reporter.notice("reloaded", rules=loaded.plan.mode_summary(), map_entries_changed=changed)
+            self.reporter.notice(
+                "reloaded",
+                rules=loaded.plan.mode_summary(),
+                generation=self.enforcement.generations.current_generation,
+                map_entries_changed=changed,
+            )
         self.notifier.send("READY=1")
 
     def _report_lost(self) -> None:
@@ -171,19 +185,24 @@ class Agent:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
+        backlog = False
         while not self._stop:
-            self.enforcement.poll(POLL_MS)
+            # with records left over, only look again; otherwise wait for some
+            backlog = not self.enforcement.poll(0 if backlog else POLL_MS, DRAIN_BUDGET)
             if self._reload:
                 self._reload = False
                 self.reload()
             self.scheduler.run_due()
         self.notifier.send("STOPPING=1")
-        self.enforcement.poll(0)  # drain what is already in the ring buffer
+        deadline = time.monotonic() + FINAL_DRAIN_S  # report what is queued, unless a flood goes on
+        while not self.enforcement.poll(0, DRAIN_BUDGET) and time.monotonic() < deadline:
+            pass
         self._report_lost()
         self.reporter.flush()
         self.reporter.notice(
             "stopping; pinned programs keep enforcing until `enforcer unload`",
             instance=self.enforcement.instance_dir.name,
+            **self.reporter.counts,
         )
         self.reporter.close()
         self.enforcement.close()

@@ -19,8 +19,11 @@ class Event:
     """One blocked or audited action, as reported to the operator."""
 
     time: str  # RFC 3339, UTC
-    action: str  # "blocked" | "audited"
-    rule: str
+    action: str  # what the kernel did: "blocked" | "audited" (let through, reported)
+    rule: str  # id of the rule that decided; "rule#N" when the record cannot be attributed
+    mode: Optional[str]  # that rule's mode when it decided: "enforce" | "audit"; None if unattributed
+    generation: int  # policy generation that decided (enforcer status shows the current one)
+    attributed: bool  # False: the deciding generation's rule table is unknown to this agent
     severity: str
     mitre: str
     hook: str
@@ -42,6 +45,10 @@ class Event:
     container: bool
     path_truncated: bool
     description: str
+    #: let through although the rule (as the agent now runs it) enforces: it was
+    #: decided in audit mode before a switch to enforce, or cannot be attributed.
+    #: Set by the pipeline; such events are never folded away by rate limiting.
+    let_through_enforce_rule: bool = False
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -68,13 +75,14 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", errors="backslashreplace")
 
 
-def decode(record: abi.EventRecord, plan: MapPlan, clock: BootClock) -> Event:
-    try:
-        info: Optional[RuleInfo] = plan.rule_info(record.rule)
-    except KeyError:
-        # A record from before a reload can name a rule number that no longer
-        # exists; report it rather than drop it.
-        info = None
+def decode(record: abi.EventRecord, plan: Optional[MapPlan], clock: BootClock) -> Event:
+    """`plan` is the policy of the record's generation (None: unknown, reported as unattributed)."""
+    info: Optional[RuleInfo] = None
+    if plan is not None:
+        try:
+            info = plan.rule_info(record.rule)
+        except KeyError:
+            info = None  # a number the generation's policy does not have: report, do not guess
     flags = abi.EventFlag(record.flags)
     try:
         hook = abi.Hook(record.hook).name.lower()  # the LSM hook's own name
@@ -89,6 +97,9 @@ def decode(record: abi.EventRecord, plan: MapPlan, clock: BootClock) -> Event:
         time=clock.rfc3339(record.boot_ns),
         action="blocked" if record.action == abi.Action.BLOCKED else "audited",
         rule=info.id if info else f"rule#{record.rule}",
+        mode=info.mode.value if info else None,
+        generation=record.generation,
+        attributed=info is not None,
         severity=info.severity.value if info else "",
         mitre=info.mitre if info else "",
         hook=hook,

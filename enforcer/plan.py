@@ -162,8 +162,8 @@ def diff(old: MapPlan, new: MapPlan) -> PlanDiff:
 # --- encoding to C bytes -----------------------------------------------------------
 
 
-def _lpm_key(prefix: Prefix) -> abi.LpmKey:
-    data = prefix.data()
+def _lpm_key(prefix: Prefix, slot: int) -> abi.LpmKey:
+    data = bytes([abi.key_namespace(slot, prefix.namespace)]) + prefix.data()[1:]
     if len(data) > abi.LPM_DATA_LEN:
         raise ValueError(f"LPM prefix of {len(data)} bytes exceeds {abi.LPM_DATA_LEN}: {prefix.text!r}")
     key = abi.LpmKey()
@@ -172,19 +172,20 @@ def _lpm_key(prefix: Prefix) -> abi.LpmKey:
     return key
 
 
-def encode_key(key: Hashable) -> ctypes.Structure:
-    """The C struct (ctypes) for a MapPlan key."""
-    if isinstance(key, (RuleIndex, TargetSlot, Uid)):
-        index = {
-            RuleIndex: lambda k: k.index,
-            TargetSlot: lambda k: abi.target_index(k.target, k.scope),
-            Uid: lambda k: k.uid,
-        }[type(key)](key)
-        return ctypes.c_uint32(index)  # type: ignore[return-value]
+def encode_key(key: Hashable, slot: int) -> ctypes.Structure:
+    """The C struct (ctypes) for a MapPlan key, in policy slot `slot` (see abi.Settings)."""
+    if not 0 <= slot < abi.POLICY_SLOTS:
+        raise ValueError(f"policy slot {slot} out of range")
+    if isinstance(key, RuleIndex):
+        return ctypes.c_uint32(abi.rule_index(slot, key.index))  # type: ignore[return-value]
+    if isinstance(key, TargetSlot):
+        return ctypes.c_uint32(abi.target_index(slot, key.target, key.scope))  # type: ignore[return-value]
+    if isinstance(key, Uid):
+        return abi.UidKey(uid=key.uid, slot=slot)
     if isinstance(key, Prefix):
-        return _lpm_key(key)
+        return _lpm_key(key, slot)
     if isinstance(key, FsTypeSlot):
-        return abi.FsTypeKey(name=key.name.encode(), scope=int(key.scope))
+        return abi.FsTypeKey(name=key.name.encode(), ns=abi.key_namespace(slot, int(key.scope)))
     raise TypeError(f"not a MapPlan key: {key!r}")
 
 

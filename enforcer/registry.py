@@ -52,9 +52,9 @@ class MapSpec:
     kind: MapKind
     key: Optional[type]  # ctypes type; None for the ring buffer, which has no keys
     value: Optional[type]  # ctypes type; None when the layout is private to the C (scratch space)
-    capacity: int  # entries; bytes for the ring buffer
+    capacity: int  # entries (of one policy, for policy maps); bytes for the ring buffer
     pinned: bool = False  # pinned with each instance, for `enforcer status` and inspection
-    policy: bool = False  # filled from a MapPlan
+    policy: bool = False  # filled from a MapPlan, one complete policy per slot (abi.POLICY_SLOTS)
 
     @property
     def size_macro(self) -> str:
@@ -64,8 +64,10 @@ class MapSpec:
 
     @property
     def size_value(self) -> int:
-        """What `size_macro` stands for: entries, or pages for the ring buffer."""
-        return self.capacity // PAGE_BYTES if self.kind is MapKind.RINGBUF else self.capacity
+        """What `size_macro` stands for: entries (every slot's, for policy maps), or pages for the ring buffer."""
+        if self.kind is MapKind.RINGBUF:
+            return self.capacity // PAGE_BYTES
+        return self.capacity * abi.POLICY_SLOTS if self.policy else self.capacity
 
     @property
     def is_array(self) -> bool:
@@ -112,7 +114,7 @@ MAPS: Tuple[MapSpec, ...] = (
     MapSpec("exec_places", MapKind.LPM_TRIE, abi.LpmKey, abi.ExecPlace, abi.MAX_PLACES, pinned=True, policy=True),
     MapSpec("exec_fstypes", MapKind.HASH, abi.FsTypeKey, _U32, abi.MAX_FSTYPES, pinned=True, policy=True),
     MapSpec("allow_exe", MapKind.LPM_TRIE, abi.LpmKey, _U64, abi.MAX_ALLOW, pinned=True, policy=True),
-    MapSpec("allow_uid", MapKind.HASH, _U32, _U64, abi.MAX_ALLOW, pinned=True, policy=True),
+    MapSpec("allow_uid", MapKind.HASH, abi.UidKey, _U64, abi.MAX_ALLOW, pinned=True, policy=True),
     MapSpec("allow_cgroup", MapKind.LPM_TRIE, abi.LpmKey, _U64, abi.MAX_ALLOW, pinned=True, policy=True),
     MapSpec("stats", MapKind.PERCPU_ARRAY, _U32, _U64, abi.STAT_COUNT, pinned=True),
     MapSpec("truncating_opens", MapKind.LRU_HASH, _U64, _U64, TRUNCATING_OPENS_MAX),

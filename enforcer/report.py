@@ -20,8 +20,9 @@ from enforcer.ratelimit import RepeatLimiter, Suppressed
 
 Record = Mapping[str, object]
 
-#: Event fields that make two events "the same" for repeat suppression.
-REPEAT_KEY_FIELDS: Tuple[str, ...] = ("rule", "pid", "path")
+#: Event fields that make two events "the same" for repeat suppression. The
+#: action is part of it: a let-through is never folded into denials.
+REPEAT_KEY_FIELDS: Tuple[str, ...] = ("rule", "action", "pid", "path")
 
 
 class Sink(Protocol):
@@ -50,6 +51,9 @@ class Reporter:
     def __init__(self, sinks: Sequence[Sink], limiter: Optional[RepeatLimiter] = None) -> None:
         self.sinks = tuple(sinks)
         self.limiter = limiter or RepeatLimiter()
+        #: events written, repeats suppressed, and let-throughs of enforcing
+        #: rules (always written; see Event.let_through_enforce_rule)
+        self.counts: Dict[str, int] = {"events": 0, "suppressed": 0, "let_through_enforce_rule": 0}
 
     @classmethod
     def json_lines(
@@ -65,13 +69,18 @@ class Reporter:
     def _write_summaries(self, summaries: Sequence[Suppressed]) -> None:
         for summary in summaries:
             fields = dict(zip(REPEAT_KEY_FIELDS, summary.key))  # type: ignore[arg-type]
+            self.counts["suppressed"] += summary.count
             self._write({"type": "suppressed", **fields, "count": summary.count})
 
     def event(self, event: Event) -> None:
         self._write_summaries(self.limiter.roll())
         details = event.to_dict()
-        if self.limiter.admit(tuple(details[name] for name in REPEAT_KEY_FIELDS)):
-            self._write({"type": "event", **details})
+        if event.let_through_enforce_rule:
+            self.counts["let_through_enforce_rule"] += 1  # never counted against a burst, never folded
+        elif not self.limiter.admit(tuple(details[name] for name in REPEAT_KEY_FIELDS)):
+            return
+        self.counts["events"] += 1
+        self._write({"type": "event", **details})
 
     def lost(self, count: int) -> None:
         self._write({"type": "lost", "count": count, "reason": "ring buffer full"})

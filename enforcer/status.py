@@ -23,7 +23,10 @@ def collect(pin_root: Optional[Path] = None, state_dir: Optional[Path] = None) -
         }
         try:
             settings = loader.read_pinned_settings(directory)
-            entry["watch"] = [w.name.lower() for w in abi.Watch if settings.watch & w]
+            slot = settings.active & 1
+            entry["policy_slot"] = slot
+            entry["generation"] = settings.generation[slot]
+            entry["watch"] = [w.name.lower() for w in abi.Watch if settings.watch[slot] & w]
             entry["stats"] = loader.read_pinned_stats(directory)
         except OSError as error:
             entry["error"] = str(error)

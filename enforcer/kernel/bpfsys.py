@@ -17,6 +17,7 @@ import platform
 # bpf(2) syscall numbers per architecture (arch/*/entry/syscalls).
 _SYSCALL_BPF = {"x86_64": 321, "aarch64": 280, "ppc64le": 361, "s390x": 351, "riscv64": 280}
 
+BPF_MAP_CREATE = 0
 BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_DELETE_ELEM = 3
@@ -42,6 +43,19 @@ class _MapElemAttr(ctypes.Structure):
         ("key", ctypes.c_uint64),
         ("value", ctypes.c_uint64),
         ("flags", ctypes.c_uint64),
+    ]
+
+
+class _MapCreateAttr(ctypes.Structure):
+    # The leading fields of the BPF_MAP_CREATE part of union bpf_attr; the
+    # kernel requires the ones after them (not passed) to be zero.
+    _fields_ = [
+        ("map_type", ctypes.c_uint32),
+        ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32),
+        ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("inner_map_fd", ctypes.c_uint32),
     ]
 
 
@@ -77,6 +91,14 @@ def obj_get(path: str) -> int:
     buf = ctypes.create_string_buffer(path.encode())
     attr = _ObjAttr(pathname=ctypes.cast(buf, ctypes.c_void_p).value or 0, bpf_fd=0, file_flags=0)
     return _bpf(BPF_OBJ_GET, attr, f"open pinned object {path}")
+
+
+def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, inner_map_fd: int = 0,
+               what: str = "map") -> int:
+    """Create a map that no BPF program declares (bcc 0.26 cannot); the caller owns the fd."""
+    attr = _MapCreateAttr(map_type=map_type, key_size=key_size, value_size=value_size,
+                          max_entries=max_entries, inner_map_fd=inner_map_fd)
+    return _bpf(BPF_MAP_CREATE, attr, f"create {what}")
 
 
 def map_update(fd: int, key: ctypes.Structure, value: ctypes.Structure, what: str = "map") -> None:

@@ -25,6 +25,8 @@ from enforcer.kernel import bpfsys
 from enforcer.kernel.bcc_compat import kernel_source_env
 from enforcer.kernel.btf import BtfInfo, load_btf
 from enforcer.kernel.headers import KernelHeaders, generate_headers
+from enforcer.generations import GenerationTable
+from enforcer.kernel.barrier import RcuBarrier
 from enforcer.kernel.maps import CapacityError, PolicyMaps, check_capacity
 from enforcer.plan import MapPlan, PlanDiff
 
@@ -125,16 +127,24 @@ def _bcc():
 class Enforcement:
     """One agent instance's loaded programs, maps and pins."""
 
-    def __init__(self, bpf, plan: MapPlan, instance_dir: Path, host_mntns: int) -> None:
+    def __init__(self, bpf, plan: MapPlan, instance_dir: Path, host_mntns: int, barrier: RcuBarrier) -> None:
         self._bpf = bpf
+        self._barrier = barrier
         self.plan = plan
         self.instance_dir = instance_dir
-        self.maps = PolicyMaps(lambda name: bpf[name].map_fd, host_mntns)
+        self.maps = PolicyMaps(lambda name: bpf[name].map_fd, host_mntns, barrier)
+        self.generations = GenerationTable()
+
+    def fill(self) -> None:
+        """Write the first plan (generation 1) before anything is attached."""
+        self.maps.fill(self.plan)
+        self.generations.add(self.maps.generation, self.plan)
 
     def apply(self, new_plan: MapPlan) -> PlanDiff:
-        """Reload: change the live maps to `new_plan` (see PolicyMaps.apply)."""
+        """Reload: switch the kernel to `new_plan` in one step (see PolicyMaps.apply)."""
         changes = self.maps.apply(self.plan, new_plan)
         self.plan = new_plan
+        self.generations.add(self.maps.generation, new_plan)
         return changes
 
     def stats(self) -> Dict[str, int]:
@@ -144,19 +154,31 @@ class Enforcement:
 
     def on_event(self, callback: Callable[[abi.EventRecord], None]) -> None:
         def _raw(_ctx, data, size):
+            self._budget -= 1
             if size < ctypes.sizeof(abi.EventRecord):
                 log.error("short event record: %d bytes, expected %d", size, ctypes.sizeof(abi.EventRecord))
-                return
-            callback(abi.EventRecord.from_buffer_copy(ctypes.string_at(data, ctypes.sizeof(abi.EventRecord))))
+            else:
+                callback(abi.EventRecord.from_buffer_copy(ctypes.string_at(data, ctypes.sizeof(abi.EventRecord))))
+            # A negative return makes libbpf stop this poll after the record
+            # (which it has consumed): the budget of the turn is spent.
+            return -1 if self._budget <= 0 else 0
 
         self._callback = _raw  # keep a reference: bcc holds only a C pointer
+        self._budget = 0
         self._bpf["events"].open_ring_buffer(_raw)
 
-    def poll(self, timeout_ms: int) -> None:
+    def poll(self, timeout_ms: int, budget: int) -> bool:
+        """Deliver at most `budget` records, waiting up to `timeout_ms` for the first.
+
+        True when the ring buffer was emptied, False when records may remain.
+        """
+        self._budget = budget
         self._bpf.ring_buffer_poll(timeout_ms)
+        return self._budget > 0
 
     def close(self) -> None:
         """Release this process's fds. Pinned links keep enforcing."""
+        self._barrier.close()
         self._bpf.cleanup()
 
 
@@ -208,12 +230,19 @@ def load(
         raise LoadError(f"the kernel refused to load enforcer's programs: {error}") from error
 
     try:
-        enforcement = Enforcement(bpf, plan, Path(), host_mount_namespace())
-        enforcement.maps.fill(plan)
+        barrier = RcuBarrier()
+    except OSError as error:
+        bpf.cleanup()
+        raise LoadError(f"creating the reload barrier (an array-of-maps map) failed: {error}") from error
+    try:
+        enforcement = Enforcement(bpf, plan, Path(), host_mount_namespace(), barrier)
+        enforcement.fill()
     except LoadError:
+        barrier.close()
         bpf.cleanup()
         raise
     except (OSError, CapacityError) as error:
+        barrier.close()
         bpf.cleanup()
         raise LoadError(f"filling the policy maps failed: {error}") from error
 
@@ -226,14 +255,14 @@ def load(
             links[spec.name] = fd
             bpf.lsm_fds[spec.program.encode()] = fd
     except LoadError:
-        bpf.cleanup()  # closes every attached link: all or none
+        enforcement.close()  # closes every attached link: all or none
         raise
 
     if pin:
         try:
             enforcement.instance_dir = _pin(bpf, links, pin_root)
         except OSError as error:
-            bpf.cleanup()
+            enforcement.close()
             raise LoadError(f"pinning under {pin_root} failed: {error}") from error
     return enforcement
 

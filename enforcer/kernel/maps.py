@@ -1,24 +1,47 @@
-"""Writing MapPlans into the kernel's policy maps: whole plans, and reload diffs.
+"""Writing MapPlans into the kernel's policy maps: the first plan, and atomic reloads.
 
-Separate from the loader so that the reload transaction (ordering and undo)
-is tested without a kernel: the bpf(2) calls come from an injectable object
-with bpfsys's `map_update`/`map_delete` signatures.
+Every policy map holds two complete policies, one per policy slot
+(abi.POLICY_SLOTS); `settings.active` names the one the hooks decide with, and
+a hook reads it once per run (bpf/enforcer.h). A reload therefore never edits
+the policy in force:
+
+  1. write the whole new plan into the inactive slot (clean since the last
+     reload), nothing else changes;
+  2. write the settings with that slot's generation and watch flags, `active`
+     unchanged;
+  3. write the settings again with only `active` changed: the flip, one byte;
+  4. wait for an RCU grace period (`barrier`): afterwards no hook run that
+     read the old `active` is still going;
+  5. clear the old slot, which is then the clean inactive slot.
+
+Until step 3 the old policy is in force in full; from step 3 on the new one
+is, in full. A failure before the flip removes what was written and keeps the
+old policy; a failure while clearing leaves keys that are retried (and must
+succeed) before the next reload writes into that slot.
+
+Separate from the loader so that the protocol is tested without a kernel: the
+bpf(2) calls come from an injectable object with bpfsys's
+`map_update`/`map_delete` signatures, and the barrier is a callable.
 """
 
 from __future__ import annotations
 
 import ctypes
-from dataclasses import dataclass, field
-from typing import Callable, Hashable, List
+import logging
+from typing import Callable, Hashable, List, Tuple
 
 from enforcer import abi
 from enforcer.kernel import bpfsys
 from enforcer.plan import POLICY_MAPS, MapPlan, PlanDiff, diff, encode_key, encode_value
 from enforcer.registry import MAPS_BY_NAME
 
+log = logging.getLogger(__name__)
+
+_Entry = Tuple[str, Hashable]  # (map name, MapPlan key)
+
 
 class CapacityError(ValueError):
-    """A plan has more entries for a map than the kernel map holds."""
+    """A plan has more entries for a map than one policy slot of the kernel map holds."""
 
 
 class ReloadError(RuntimeError):
@@ -33,76 +56,120 @@ def check_capacity(plan: MapPlan) -> None:
             raise CapacityError(f"policy needs {size} entries in map {name}, the kernel map holds {capacity}")
 
 
-@dataclass
-class _UndoLog:
-    steps: List[Callable[[], None]] = field(default_factory=list)
-
-    def rollback(self) -> None:
-        for step in reversed(self.steps):
-            step()
+def _entries(plan: MapPlan) -> List[_Entry]:
+    return [(name, key) for name in POLICY_MAPS for key in plan.maps.get(name, {})]
 
 
 class PolicyMaps:
-    def __init__(self, fd_of: Callable[[str], int], host_mntns: int, syscalls=bpfsys) -> None:
+    def __init__(
+        self,
+        fd_of: Callable[[str], int],
+        host_mntns: int,
+        barrier: Callable[[], None],
+        syscalls=bpfsys,
+    ) -> None:
         self._fd_of = fd_of
         self._sys = syscalls
+        self._barrier = barrier
         self.host_mntns = host_mntns
+        self.active = 0
+        self.generations = [0] * abi.POLICY_SLOTS  # generation held by each slot (0: none)
+        self._watch = [0] * abi.POLICY_SLOTS
+        self._leftovers: List[Tuple[int, _Entry]] = []  # (slot, entry) a clear could not remove
 
-    def write(self, name: str, key: Hashable, value: Hashable) -> None:
-        self._sys.map_update(self._fd_of(name), encode_key(key), encode_value(value), what=f"map {name}")
+    @property
+    def generation(self) -> int:
+        """Generation of the policy in force."""
+        return self.generations[self.active]
 
-    def remove(self, name: str, key: Hashable) -> None:
+    # --- single entries -----------------------------------------------------------
+
+    def write(self, name: str, key: Hashable, value: Hashable, slot: int) -> None:
+        self._sys.map_update(self._fd_of(name), encode_key(key, slot), encode_value(value), what=f"map {name}")
+
+    def remove(self, name: str, key: Hashable, slot: int) -> None:
         spec = MAPS_BY_NAME[name]
+        encoded = encode_key(key, slot)
         if spec.is_array:  # arrays cannot delete keys
-            self._sys.map_update(self._fd_of(name), encode_key(key), spec.removed_value(), what=f"map {name}")
+            self._sys.map_update(self._fd_of(name), encoded, spec.removed_value(), what=f"map {name}")
         else:
-            self._sys.map_delete(self._fd_of(name), encode_key(key), what=f"map {name}")
+            self._sys.map_delete(self._fd_of(name), encoded, what=f"map {name}")
 
-    def write_settings(self, watch: int) -> None:
-        settings = abi.Settings(host_mntns=self.host_mntns, watch=watch)
+    def _write_settings(self) -> None:
+        settings = abi.Settings(host_mntns=self.host_mntns, active=self.active)
+        for slot in range(abi.POLICY_SLOTS):
+            settings.generation[slot] = self.generations[slot]
+            settings.watch[slot] = self._watch[slot]
         self._sys.map_update(self._fd_of("settings"), ctypes.c_uint32(0), settings, what="map settings")
 
+    def _write_plan(self, plan: MapPlan, slot: int) -> None:
+        """Write every entry of `plan` into `slot`; on failure remove what was written, then raise."""
+        written: List[_Entry] = []
+        try:
+            for name, key in _entries(plan):
+                self.write(name, key, plan.maps[name][key], slot)
+                written.append((name, key))
+        except (OSError, ValueError):
+            self._clear(slot, written)
+            raise
+
+    def _clear(self, slot: int, entries: List[_Entry]) -> None:
+        """Remove `entries` from `slot`; what cannot be removed is kept for a retry."""
+        for name, key in entries:
+            try:
+                self.remove(name, key, slot)
+            except (OSError, ValueError) as error:
+                log.error("could not clear %s entry %r of policy slot %d: %s", name, key, slot, error)
+                self._leftovers.append((slot, (name, key)))
+
+    def _retry_leftovers(self, slot: int) -> None:
+        pending = [entry for s, entry in self._leftovers if s == slot]
+        self._leftovers = [(s, entry) for s, entry in self._leftovers if s != slot]
+        self._clear(slot, pending)
+        if any(s == slot for s, _ in self._leftovers):
+            raise ReloadError(
+                f"policy slot {slot} still holds entries of an old policy that could not be removed; "
+                "previous policy kept (restart the agent to start from clean maps)"
+            )
+
+    # --- whole plans ------------------------------------------------------------------
+
     def fill(self, plan: MapPlan) -> None:
-        """Write a whole plan into empty maps (before the programs are attached)."""
+        """Write the first plan, as generation 1 in slot 0 (before the programs are attached)."""
         check_capacity(plan)
-        for name in POLICY_MAPS:
-            for key, value in plan.maps.get(name, {}).items():
-                self.write(name, key, value)
-        self.write_settings(plan.watch)
+        self._write_plan(plan, 0)
+        self.active = 0
+        self.generations[0] = 1
+        self._watch[0] = plan.watch
+        self._write_settings()
 
     def apply(self, old: MapPlan, new: MapPlan) -> PlanDiff:
-        """Change live maps from `old` to `new`, touching only what differs.
-
-        Rules first (a slot must never name a rule number not configured yet),
-        then additions and changes, then deletions, then the watch flags. On
-        any failure every write already made is undone, so the old plan stays
-        in force, and ReloadError says why.
-        """
+        """Switch the kernel from `old` (in force) to `new` in one step; see the module docstring."""
         try:
             check_capacity(new)
         except CapacityError as error:
             raise ReloadError(f"new policy rejected, previous policy kept: {error}") from error
-        changes = diff(old, new)
-        undo = _UndoLog()
+        previous, target = self.active, 1 - self.active
+        self._retry_leftovers(target)
         try:
-            for name in ("rules",) + tuple(n for n in POLICY_MAPS if n != "rules"):
-                before = old.maps.get(name, {})
-                map_diff = changes.maps[name]
-                for key, value in list(map_diff.added.items()) + list(map_diff.changed.items()):
-                    self.write(name, key, value)
-                    if key in before:
-                        undo.steps.append(lambda n=name, k=key, v=before[key]: self.write(n, k, v))
-                    else:
-                        undo.steps.append(lambda n=name, k=key: self.remove(n, k))
-            for name in POLICY_MAPS:
-                before = old.maps.get(name, {})
-                for key in changes.maps[name].deleted:
-                    self.remove(name, key)
-                    undo.steps.append(lambda n=name, k=key, v=before[key]: self.write(n, k, v))
-            if changes.watch_changed:
-                self.write_settings(new.watch)
-                undo.steps.append(lambda: self.write_settings(old.watch))
+            self._write_plan(new, target)
         except (OSError, ValueError) as error:
-            undo.rollback()
             raise ReloadError(f"applying the new policy failed, previous policy kept: {error}") from error
-        return changes
+        staged_generation = max(self.generations) + 1
+        self.generations[target] = staged_generation
+        self._watch[target] = new.watch
+        try:
+            self._write_settings()  # stage: the inactive half only; `active` unchanged
+            self.active = target
+            self._write_settings()  # the flip
+        except OSError as error:
+            self.active = previous
+            self.generations[target] = 0
+            self._watch[target] = 0
+            self._clear(target, _entries(new))
+            raise ReloadError(f"switching to the new policy failed, previous policy kept: {error}") from error
+        self._barrier()  # no hook run still reads the old slot after this
+        self._clear(previous, _entries(old))
+        self.generations[previous] = 0
+        self._watch[previous] = 0
+        return diff(old, new)

@@ -67,5 +67,7 @@ def test_header_refuses_to_compile_without_flags(tmp_path: Path) -> None:
 
 
 def test_target_slots_are_dense() -> None:
-    indices = {abi.target_index(t, s) for t in abi.Target for s in abi.KernelScope}
-    assert indices == set(range(abi.TARGET_COUNT * len(abi.KernelScope)))
+    for slot in range(abi.POLICY_SLOTS):
+        indices = {abi.target_index(slot, t, s) for t in abi.Target for s in abi.KernelScope}
+        first = slot * abi.TARGET_SLOTS
+        assert indices == set(range(first, first + abi.TARGET_COUNT * len(abi.KernelScope)))

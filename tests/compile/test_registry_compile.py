@@ -82,7 +82,7 @@ def _tables(module) -> Dict[str, Dict[str, int]]:  # type: ignore[no-untyped-def
 
 
 def _expected(spec: registry.MapSpec) -> Dict[str, int]:
-    expected = {"kind": int(spec.kind), "entries": spec.capacity}
+    expected = {"kind": int(spec.kind), "entries": spec.size_value if spec.kind is not registry.MapKind.RINGBUF else spec.capacity}
     if spec.kind is not registry.MapKind.RINGBUF:  # bcc gives the ring buffer dummy key and value slots
         expected["key"] = ctypes.sizeof(spec.key)  # type: ignore[arg-type]
     if spec.value is not None and spec.kind is not registry.MapKind.RINGBUF:
@@ -121,12 +121,25 @@ def _run_c(tmp_path: Path, flags: List[str], body: str) -> subprocess.CompletedP
     return subprocess.run([str(tmp_path / "macros")], capture_output=True, text=True, check=True)
 
 
-def test_target_index_macro_is_abi_target_index(tmp_path: Path) -> None:
-    pairs = [(target, scope) for target in abi.Target for scope in abi.KernelScope]
-    body = "\n".join(f'printf("%d\\n", ENFORCER_TARGET_INDEX({int(t)}, {int(s)}));' for t, s in pairs)
-    out = _run_c(tmp_path, abi.cflags(), body).stdout.split()
-    assert [int(index) for index in out] == [abi.target_index(t, s) for t, s in pairs]
-    assert registry.MAPS_BY_NAME["targets"].capacity == len(pairs)
+def test_index_macros_are_the_abi_functions(tmp_path: Path) -> None:
+    slots = range(abi.POLICY_SLOTS)
+    triples = [(slot, target, scope) for slot in slots for target in abi.Target for scope in abi.KernelScope]
+    rules = [(slot, rule) for slot in slots for rule in range(abi.MAX_RULES + 1)]
+    spaces = [(slot, scope) for slot in slots for scope in abi.KernelScope]
+    body = "\n".join(
+        [f'printf("%d\\n", ENFORCER_TARGET_INDEX({sl}, {int(t)}, {int(s)}));' for sl, t, s in triples]
+        + [f'printf("%d\\n", ENFORCER_RULE_INDEX({sl}, {r}));' for sl, r in rules]
+        + [f'printf("%d\\n", ENFORCER_KEY_NS({sl}, {int(s)}));' for sl, s in spaces]
+    )
+    out = [int(value) for value in _run_c(tmp_path, abi.cflags(), body).stdout.split()]
+    expected = (
+        [abi.target_index(sl, t, s) for sl, t, s in triples]
+        + [abi.rule_index(sl, r) for sl, r in rules]
+        + [abi.key_namespace(sl, int(s)) for sl, s in spaces]
+    )
+    assert out == expected
+    assert registry.MAPS_BY_NAME["targets"].size_value == len(triples) == len(set(expected[: len(triples)]))
+    assert registry.MAPS_BY_NAME["rules"].size_value == len(rules)
 
 
 def test_rule_bit_macro_is_one_bit_per_rule(tmp_path: Path) -> None:

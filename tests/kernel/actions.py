@@ -10,8 +10,10 @@ control: opening for write is the protected action; nothing is pressed.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import sys
+import time
 
 DENIED = 77
 OTHER = 3
@@ -52,6 +54,29 @@ def _in_cgroup_exec(cgroup_dir: str, path: str) -> None:
     _exec(path)
 
 
+def _open_loop(path: str, how: str, stop_file: str, result_file: str, pause_s: str = "0") -> None:
+    """Open `path` over and over until `stop_file` exists; count what the kernel let through.
+
+    The one long-running action: a reload storm or a flood runs beside it. The
+    counts go to `result_file` as JSON (attempts, successes, denied, other).
+    """
+    counts = {"attempts": 0, "successes": 0, "denied": 0, "other": 0}
+    pause = float(pause_s)
+    while not os.path.exists(stop_file):
+        counts["attempts"] += 1
+        try:
+            fd = os.open(path, OPEN_FLAGS[how])
+        except OSError as error:
+            counts["denied" if error.errno in (errno.EPERM, errno.EACCES) else "other"] += 1
+        else:
+            os.close(fd)
+            counts["successes"] += 1
+        if pause:
+            time.sleep(pause)
+    with open(result_file, "w") as handle:
+        json.dump(counts, handle)
+
+
 def _as_uid_exec(uid: str, path: str) -> None:
     os.setgroups([])
     os.setgid(int(uid))
@@ -67,6 +92,7 @@ ACTIONS = {
     "truncate": lambda path: os.truncate(path, 0),
     "cgroup-exec": _in_cgroup_exec,
     "uid-exec": _as_uid_exec,
+    "open-loop": _open_loop,
 }
 
 

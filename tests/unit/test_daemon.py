@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import socket
 from pathlib import Path
 from typing import List
@@ -13,6 +14,7 @@ import pytest
 
 from enforcer import daemon
 from enforcer.compile import compile_policy
+from enforcer.generations import GenerationTable
 from enforcer.kernel.maps import ReloadError
 from enforcer.parse import load_policy
 from enforcer.plan import MapPlan, diff
@@ -29,6 +31,8 @@ kind = "sysrq"
 class FakeEnforcement:
     def __init__(self, plan: MapPlan, fail_with: Exception = None) -> None:
         self.plan = plan
+        self.generations = GenerationTable()
+        self.generations.add(1, plan)
         self.instance_dir = Path("/sys/fs/bpf/enforcer/1-1")
         self.applied: List[MapPlan] = []
         self.fail_with = fail_with
@@ -40,6 +44,7 @@ class FakeEnforcement:
         changes = diff(self.plan, new_plan)
         self.applied.append(new_plan)
         self.plan = new_plan
+        self.generations.add(self.generations.current_generation + 1, new_plan)
         return changes
 
     def stats(self):
@@ -121,3 +126,39 @@ def test_notifier_sends_only_under_systemd(tmp_path, monkeypatch) -> None:
     silent = daemon.Notifier()
     assert silent._notifier is None
     silent.send("READY=1")  # no socket: nothing is sent, and no error
+
+
+class FloodedEnforcement(FakeEnforcement):
+    """Every poll uses its whole budget: the ring buffer never runs dry."""
+
+    def __init__(self, plan: MapPlan, agent) -> None:
+        super().__init__(plan)
+        self.agent = agent
+        self.timeouts: List[int] = []
+
+    def poll(self, timeout_ms: int, budget: int) -> bool:
+        self.timeouts.append(timeout_ms)
+        if len(self.timeouts) == 3:
+            self.agent._reload = True  # what SIGHUP does
+        if len(self.timeouts) == 6:
+            self.agent._stop = True  # what SIGTERM does
+        return len(self.timeouts) > 12  # backlog until the final drain has run a while
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_flood_of_records_does_not_starve_reload_or_stop(agent) -> None:
+    flooded = FloodedEnforcement(agent.enforcement.plan, agent)
+    agent.enforcement = flooded
+    agent.policy_path.write_text(POLICY.replace('kind = "sysrq"', 'kind = "sysrq"\nmode = "audit"'))
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        assert agent.loop() == 0
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    messages = [r["message"] for r in records(agent) if r["type"] == "agent"]
+    assert messages[0] == "reloaded" and messages[-1].startswith("stopping")
+    assert flooded.applied and flooded.timeouts[0] == daemon.POLL_MS
+    assert set(flooded.timeouts[1:]) == {0}  # with a backlog the loop only looks again, never waits

@@ -1,11 +1,12 @@
-"""The reload transaction of PolicyMaps, against a fake bpf(2): ordering,
-minimal writes, array 'deletes', capacity, and undo on failure."""
+"""The atomic reload of PolicyMaps, against a fake bpf(2): the new policy is
+written beside the old one, one byte flips, the old one is cleared after a
+grace period; failures keep the old policy whole; capacity is checked first."""
 
 from __future__ import annotations
 
 import ctypes
 import errno
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import pytest
 
@@ -13,21 +14,37 @@ from enforcer import abi
 from enforcer.compile import compile_policy
 from enforcer.kernel.maps import PolicyMaps, ReloadError
 from enforcer.parse import loads_policy
-from enforcer.plan import MapPlan, RuleIndex, RuleValue
+from enforcer.plan import POLICY_MAPS, MapPlan, RuleIndex, RuleValue, encode_key, encode_value
 
-FDS = {name: number for number, name in enumerate(
-    ("settings", "rules", "targets", "exec_places", "exec_fstypes", "allow_exe", "allow_uid", "allow_cgroup"), start=10)}
+FDS = {name: number for number, name in enumerate(("settings",) + POLICY_MAPS, start=10)}
 NAMES = {number: name for name, number in FDS.items()}
+SETTINGS_KEY = bytes(ctypes.c_uint32(0))
+
+
+def slot_of(name: str, key: bytes) -> int:
+    """Which policy slot an encoded key belongs to (the inverse of plan.encode_key)."""
+    if name == "rules":
+        return ctypes.c_uint32.from_buffer_copy(key).value // (abi.MAX_RULES + 1)
+    if name == "targets":
+        return ctypes.c_uint32.from_buffer_copy(key).value // abi.TARGET_SLOTS
+    if name == "allow_uid":
+        return abi.UidKey.from_buffer_copy(key).slot
+    if name == "exec_fstypes":
+        return abi.FsTypeKey.from_buffer_copy(key).ns >> 1
+    return abi.LpmKey.from_buffer_copy(key).data[0] >> 1
 
 
 class FakeBpf:
-    """Maps as dicts of bytes; optionally fails the Nth update."""
+    """Maps as dicts of bytes; fails the update or delete whose number is given."""
 
-    def __init__(self, fail_on_update: int = 0) -> None:
+    def __init__(self) -> None:
         self.maps: Dict[str, Dict[bytes, bytes]] = {name: {} for name in FDS}
         self.log: List[Tuple[str, str]] = []
         self.updates = 0
-        self.fail_on_update = fail_on_update
+        self.deletes = 0
+        self.fail_on_update = 0
+        self.fail_on_delete = 0
+        self.observer: Optional[Callable[[], None]] = None
 
     def map_update(self, fd: int, key: ctypes.Structure, value: ctypes.Structure, what: str = "") -> None:
         self.updates += 1
@@ -35,13 +52,36 @@ class FakeBpf:
             raise OSError(errno.ENOMEM, "injected failure")
         self.maps[NAMES[fd]][bytes(key)] = bytes(value)
         self.log.append(("update", NAMES[fd]))
+        if self.observer:
+            self.observer()
 
     def map_delete(self, fd: int, key: ctypes.Structure, what: str = "") -> bool:
+        self.deletes += 1
+        if self.deletes == self.fail_on_delete:
+            raise OSError(errno.EBUSY, "injected delete failure")
         self.log.append(("delete", NAMES[fd]))
-        return self.maps[NAMES[fd]].pop(bytes(key), None) is not None
+        found = self.maps[NAMES[fd]].pop(bytes(key), None) is not None
+        if self.observer:
+            self.observer()
+        return found
 
-    def snapshot(self) -> Dict[str, Dict[bytes, bytes]]:
-        return {name: dict(entries) for name, entries in self.maps.items()}
+    def settings(self) -> abi.Settings:
+        return abi.Settings.from_buffer_copy(self.maps["settings"][SETTINGS_KEY])
+
+    def slot_contents(self, slot: int) -> Dict[str, Dict[bytes, bytes]]:
+        """Entries of one policy slot; zeroed array entries count as absent."""
+        return {
+            name: {k: v for k, v in self.maps[name].items() if slot_of(name, k) == slot and any(v)}
+            for name in POLICY_MAPS
+        }
+
+
+def expected_contents(plan: MapPlan, slot: int) -> Dict[str, Dict[bytes, bytes]]:
+    return {
+        name: {bytes(encode_key(k, slot)): bytes(encode_value(v)) for k, v in plan.maps.get(name, {}).items()
+               if any(bytes(encode_value(v)))}
+        for name in POLICY_MAPS
+    }
 
 
 BASE = """
@@ -53,20 +93,24 @@ kind = "sysrq"
 id = "tmp"
 kind = "exec"
 dirs = ["/tmp"]
+filesystems = ["ramfs"]
 [rule.allow]
 uid = [1000]
+exe = ["/usr/bin/ok"]
 """
 
+# The same protections, renumbered and re-moded: the reload that let attempts
+# through when maps were edited entry by entry.
 CHANGED = """
 version = 1
-[[rule]]
-id = "sysrq"
-kind = "sysrq"
-mode = "audit"
 [[rule]]
 id = "tmp"
 kind = "exec"
 dirs = ["/tmp", "/var/tmp"]
+[[rule]]
+id = "sysrq"
+kind = "sysrq"
+mode = "audit"
 """
 
 
@@ -74,56 +118,145 @@ def plan(text: str) -> MapPlan:
     return compile_policy(loads_policy(text, "test.toml"))
 
 
+class Barrier:
+    def __init__(self, fake: FakeBpf) -> None:
+        self.fake = fake
+        self.calls = 0
+
+    def __call__(self) -> None:
+        self.calls += 1
+        self.fake.log.append(("barrier", ""))
+
+
 def loaded(fake: FakeBpf, text: str) -> PolicyMaps:
-    maps = PolicyMaps(FDS.__getitem__, host_mntns=4026531841, syscalls=fake)
+    maps = PolicyMaps(FDS.__getitem__, host_mntns=4026531841, barrier=Barrier(fake), syscalls=fake)
     maps.fill(plan(text))
     return maps
 
 
-def test_fill_then_apply_equals_fill_of_new_plan() -> None:
+def test_fill_writes_generation_one_into_slot_zero() -> None:
     fake = FakeBpf()
-    loaded(fake, BASE).apply(plan(BASE), plan(CHANGED))
-    fresh = FakeBpf()
-    loaded(fresh, CHANGED)
-    # arrays keep zeroed slots instead of deleting them; compare non-zero entries
-    def nonzero(maps):
-        return {n: {k: v for k, v in e.items() if any(v)} for n, e in maps.items()}
-    assert nonzero(fake.snapshot()) == nonzero(fresh.snapshot())
+    maps = loaded(fake, BASE)
+    assert fake.slot_contents(0) == expected_contents(plan(BASE), 0)
+    assert fake.slot_contents(1) == expected_contents(MapPlan(maps={}, watch=0), 1)
+    settings = fake.settings()
+    assert (settings.active, settings.generation[0], maps.generation) == (0, 1, 1)
+    assert settings.host_mntns == 4026531841
+    assert settings.watch[0] == int(abi.Watch.PROC_WRITE | abi.Watch.EXEC)
 
 
-def test_apply_writes_only_the_difference_rules_first_deletes_last() -> None:
+def test_reload_switches_slots_and_leaves_the_old_one_empty() -> None:
+    fake = FakeBpf()
+    maps = loaded(fake, BASE)
+    maps.apply(plan(BASE), plan(CHANGED))
+    assert fake.settings().active == 1 and maps.generation == 2
+    assert fake.slot_contents(1) == expected_contents(plan(CHANGED), 1)
+    assert fake.slot_contents(0) == expected_contents(MapPlan(maps={}, watch=0), 0)
+    maps.apply(plan(CHANGED), plan(BASE))
+    assert fake.settings().active == 0 and maps.generation == 3
+    assert fake.slot_contents(0) == expected_contents(plan(BASE), 0)
+    assert fake.slot_contents(1) == expected_contents(MapPlan(maps={}, watch=0), 1)
+
+
+def test_a_hook_sees_one_whole_policy_at_every_step_of_a_reload() -> None:
+    """After every single bpf(2) call of a reload, the slot `active` names holds
+    exactly the old or exactly the new policy, with that policy's watch flags."""
+    fake = FakeBpf()
+    maps = loaded(fake, BASE)
+    old, new = plan(BASE), plan(CHANGED)
+    seen = []
+
+    def observe() -> None:
+        settings = fake.settings()
+        slot = settings.active
+        contents = fake.slot_contents(slot)
+        if contents == expected_contents(old, slot) and settings.watch[slot] == old.watch:
+            seen.append("old")
+        elif contents == expected_contents(new, slot) and settings.watch[slot] == new.watch:
+            seen.append("new")
+        else:
+            seen.append(f"MIXED after {fake.log[-1]}")
+
+    fake.observer = observe
+    maps.apply(old, new)
+    assert seen and all(state in ("old", "new") for state in seen), seen
+    flip = seen.index("new")
+    assert set(seen[:flip]) == {"old"} and set(seen[flip:]) == {"new"}
+
+
+def test_the_flip_changes_one_byte_and_clearing_waits_for_the_barrier() -> None:
     fake = FakeBpf()
     maps = loaded(fake, BASE)
     fake.log.clear()
-    changes = maps.apply(plan(BASE), plan(CHANGED))
-    assert fake.log[0] == ("update", "rules")  # the sysrq rule's mode flipped
-    assert ("delete", "allow_uid") == fake.log[-1]  # the uid allowlist went away
-    assert changes.maps["exec_places"].added  # /var/tmp
-    assert not changes.maps["targets"].changed
+    settings_values = []
+    fake.observer = lambda: settings_values.append(fake.maps["settings"][SETTINGS_KEY])
+    maps.apply(plan(BASE), plan(CHANGED))
+    kinds = [entry for entry in fake.log if entry[1] == "settings" or entry[0] == "barrier"]
+    assert kinds == [("update", "settings"), ("update", "settings"), ("barrier", "")]
+    first_settings = fake.log.index(("update", "settings"))
+    barrier = fake.log.index(("barrier", ""))
+    assert all(op == "update" for op, _ in fake.log[:first_settings])  # only the new slot is written before
+    assert all(op != "update" or name in ("rules", "targets") for op, name in fake.log[barrier + 1:])
+    distinct = list(dict.fromkeys(settings_values))
+    stage, flip = distinct[-2], distinct[-1]
+    changed = [i for i, (a, b) in enumerate(zip(stage, flip)) if a != b]
+    assert changed == [abi.Settings.active.offset]
 
 
-def test_removed_array_entry_is_zeroed_not_deleted() -> None:
+@pytest.mark.parametrize("failing_update", [1, 2, 3, 5])
+def test_a_failure_before_the_flip_keeps_the_old_policy_and_cleans_the_new_slot(failing_update: int) -> None:
     fake = FakeBpf()
     maps = loaded(fake, BASE)
-    one_rule = BASE.split("[[rule]]\nid = \"tmp\"")[0]
-    maps.apply(plan(BASE), plan(one_rule))
-    key = bytes(ctypes.c_uint32(2))
-    assert fake.maps["rules"][key] == bytes(abi.RuleConfig())
-    assert ("delete", "rules") not in fake.log
-
-
-@pytest.mark.parametrize("failing_update", [1, 2, 3])
-def test_failure_midway_restores_the_old_contents(failing_update: int) -> None:
-    fake = FakeBpf()
-    maps = loaded(fake, BASE)
-    before = fake.snapshot()
+    before = fake.slot_contents(0)
     fake.fail_on_update = fake.updates + failing_update
     with pytest.raises(ReloadError, match="previous policy kept: .*injected failure"):
         maps.apply(plan(BASE), plan(CHANGED))
-    after = fake.snapshot()
-    assert {n: {k: v for k, v in e.items() if any(v)} for n, e in after.items()} == {
-        n: {k: v for k, v in e.items() if any(v)} for n, e in before.items()
-    }
+    assert fake.settings().active == 0 and maps.generation == 1
+    assert fake.slot_contents(0) == before
+    assert fake.slot_contents(1) == expected_contents(MapPlan(maps={}, watch=0), 1)
+
+
+def test_a_failed_flip_keeps_the_old_policy() -> None:
+    fake = FakeBpf()
+    maps = loaded(fake, BASE)
+    entries = sum(len(v) for v in plan(CHANGED).maps.values())
+    fake.fail_on_update = fake.updates + entries + 2  # staging works, the flip fails
+    with pytest.raises(ReloadError, match="switching to the new policy failed, previous policy kept"):
+        maps.apply(plan(BASE), plan(CHANGED))
+    assert fake.settings().active == 0 and maps.generation == 1
+    assert fake.slot_contents(0) == expected_contents(plan(BASE), 0)
+    assert fake.slot_contents(1) == expected_contents(MapPlan(maps={}, watch=0), 1)
+
+
+def test_old_entries_that_could_not_be_cleared_are_retried_before_the_slot_is_reused() -> None:
+    fake = FakeBpf()
+    maps = loaded(fake, BASE)
+    fake.fail_on_delete = 1
+    maps.apply(plan(BASE), plan(CHANGED))  # in force; one old entry is left in slot 0
+    assert maps.generation == 2
+    assert fake.slot_contents(0) != expected_contents(MapPlan(maps={}, watch=0), 0)
+    maps.apply(plan(CHANGED), plan(BASE))  # the retry removes it before slot 0 is written
+    assert fake.slot_contents(0) == expected_contents(plan(BASE), 0)
+
+
+def test_a_slot_that_cannot_be_cleaned_refuses_the_next_reload() -> None:
+    fake = FakeBpf()
+    maps = loaded(fake, BASE)
+    fake.fail_on_delete = 1
+    maps.apply(plan(BASE), plan(CHANGED))
+    fake.fail_on_delete = fake.deletes + 1  # the retry fails too
+    writes_before = fake.updates
+    with pytest.raises(ReloadError, match="could not be removed; previous policy kept"):
+        maps.apply(plan(CHANGED), plan(BASE))
+    assert fake.updates == writes_before and fake.settings().active == 1
+
+
+def test_removed_array_entries_are_zeroed_not_deleted() -> None:
+    fake = FakeBpf()
+    maps = loaded(fake, BASE)
+    maps.apply(plan(BASE), plan(CHANGED))
+    assert fake.maps["rules"][bytes(ctypes.c_uint32(abi.rule_index(0, 2)))] == bytes(abi.RuleConfig())
+    assert ("delete", "rules") not in fake.log and ("delete", "targets") not in fake.log
 
 
 def test_plan_larger_than_a_map_is_refused_before_any_write() -> None:
@@ -134,11 +267,3 @@ def test_plan_larger_than_a_map_is_refused_before_any_write() -> None:
     with pytest.raises(ReloadError, match="map rules"):
         maps.apply(plan(BASE), huge)
     assert fake.log == []
-
-
-def test_settings_carry_host_mount_namespace_and_watch_flags() -> None:
-    fake = FakeBpf()
-    loaded(fake, BASE)
-    settings = abi.Settings.from_buffer_copy(fake.maps["settings"][bytes(ctypes.c_uint32(0))])
-    assert settings.host_mntns == 4026531841
-    assert settings.watch == int(abi.Watch.PROC_WRITE | abi.Watch.EXEC)

@@ -8,7 +8,7 @@ import json
 
 from enforcer import abi
 from enforcer.events import BootClock, Event
-from enforcer.pipeline import EventPipeline
+from enforcer.pipeline import EventPipeline, LetThroughMarker
 from enforcer.plan import MapPlan, RuleInfo
 from enforcer.policy import Mode, RuleKind, Severity
 from enforcer.report import Reporter
@@ -30,26 +30,83 @@ class TagComm:
         return dataclasses.replace(event, comm=event.comm + self.suffix)
 
 
-def _record() -> abi.EventRecord:
+def _record(generation: int = 1, rule: int = 1, action: abi.Action = abi.Action.BLOCKED) -> abi.EventRecord:
     raw = abi.EventRecord()
-    raw.rule = 1
-    raw.action = int(abi.Action.BLOCKED)
+    raw.rule = rule
+    raw.generation = generation
+    raw.action = int(action)
     raw.comm = b"sh"
     raw.path = b"/proc/sysrq-trigger"
     return raw
 
 
-def test_records_are_decoded_with_the_current_plan_and_enriched_in_order() -> None:
+def _pipeline(tables, out, enrichers=()):
+    return EventPipeline(tables.get, BootClock(0), Reporter.json_lines(out), enrichers)
+
+
+def test_records_of_interleaved_generations_are_decoded_each_with_its_own_rule_table() -> None:
     out = io.StringIO()
-    plans = [MapPlan(maps={}, watch=0, rules=(RULE,))]
-    first, second = TagComm("+a"), TagComm("+b")
-    pipeline = EventPipeline(lambda: plans[-1], BootClock(0), Reporter.json_lines(out), [first, second])
-    pipeline.on_record(_record())
-    plans.append(MapPlan(maps={}, watch=0, rules=(OTHER,)))
-    pipeline.on_record(_record())
+    tables = {1: MapPlan(maps={}, watch=0, rules=(RULE,)), 2: MapPlan(maps={}, watch=0, rules=(OTHER,))}
+    pipeline = _pipeline(tables, out)
+    for generation in (1, 2, 1, 2, 2, 1):  # queued across a reload, in ring order
+        pipeline.on_record(_record(generation))
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert [(r["rule"], r["comm"]) for r in lines] == [("sysrq", "sh+a+b"), ("renumbered", "sh+a+b")]
+    assert [(r["generation"], r["rule"], r["mode"]) for r in lines] == [
+        (1, "sysrq", "enforce"), (2, "renumbered", "audit"), (1, "sysrq", "enforce"),
+        (2, "renumbered", "audit"), (2, "renumbered", "audit"), (1, "sysrq", "enforce"),
+    ]
+    assert all(r["attributed"] for r in lines)
+
+
+def test_a_record_of_an_unknown_generation_says_so_instead_of_guessing() -> None:
+    out = io.StringIO()
+    _pipeline({2: MapPlan(maps={}, watch=0, rules=(OTHER,))}, out).on_record(_record(generation=1))
+    (line,) = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert (line["rule"], line["mode"], line["attributed"], line["severity"]) == ("rule#1", None, False, "")
+
+
+def test_enrichers_run_in_order_on_new_events() -> None:
+    out = io.StringIO()
+    first, second = TagComm("+a"), TagComm("+b")
+    _pipeline({1: MapPlan(maps={}, watch=0, rules=(RULE,))}, out, [first, second]).on_record(_record())
+    (line,) = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert line["comm"] == "sh+a+b"
     assert second.seen[0].comm == "sh+a" and first.seen[0].comm == "sh"
+
+
+def test_let_throughs_of_enforcing_rules_are_marked_never_suppressed_and_counted() -> None:
+    out = io.StringIO()
+    audit_rule = dataclasses.replace(RULE, mode=Mode.AUDIT)
+    tables = {1: MapPlan(maps={}, watch=0, rules=(audit_rule,)), 2: MapPlan(maps={}, watch=0, rules=(RULE,))}
+    reporter = Reporter.json_lines(out, burst=2)
+    pipeline = EventPipeline(tables.get, BootClock(0), reporter, [LetThroughMarker(lambda: tables[2])])
+    for _ in range(5):  # let through under generation 1 (audit); the rule enforces now
+        pipeline.on_record(_record(generation=1, action=abi.Action.AUDITED))
+    for _ in range(5):  # blocked under generation 2: ordinary repeats, rate-limited
+        pipeline.on_record(_record(generation=2, action=abi.Action.BLOCKED))
+    for _ in range(3):  # unattributable let-throughs are never folded either
+        pipeline.on_record(_record(generation=9, action=abi.Action.AUDITED))
+    reporter.flush()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    events = [r for r in lines if r["type"] == "event"]
+    assert [(r["action"], r["let_through_enforce_rule"]) for r in events] == (
+        [("audited", True)] * 5 + [("blocked", False)] * 2 + [("audited", True)] * 3
+    )
+    (summary,) = [r for r in lines if r["type"] == "suppressed"]
+    assert (summary["action"], summary["count"]) == ("blocked", 3)
+    assert reporter.counts == {"events": 10, "suppressed": 3, "let_through_enforce_rule": 8}
+
+
+def test_audited_events_of_audit_rules_are_rate_limited_apart_from_blocked_ones() -> None:
+    out = io.StringIO()
+    audit_rule = dataclasses.replace(RULE, mode=Mode.AUDIT)
+    tables = {1: MapPlan(maps={}, watch=0, rules=(audit_rule,))}
+    reporter = Reporter.json_lines(out, burst=1)
+    pipeline = EventPipeline(tables.get, BootClock(0), reporter, [LetThroughMarker(lambda: tables[1])])
+    for action in (abi.Action.AUDITED, abi.Action.AUDITED, abi.Action.BLOCKED):
+        pipeline.on_record(_record(action=action))
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(r["action"], r["let_through_enforce_rule"]) for r in events] == [("audited", False), ("blocked", False)]
 
 
 def test_state_file_round_trips_and_bad_files_read_as_unknown(tmp_path) -> None:

@@ -79,7 +79,8 @@ def test_cflags_give_every_map_size_once() -> None:
     assert len(names) == len(set(names))
     for spec in registry.MAPS:
         assert f"-D{spec.size_macro}={spec.size_value}" in flags
-    assert "-DENFORCER_TARGETS_ENTRIES=16" in flags
+    assert "-DENFORCER_TARGETS_ENTRIES=32" in flags  # 8 targets x 2 scopes x 2 policy slots
+    assert "-DENFORCER_RULES_ENTRIES=128" in flags
     assert f"-DENFORCER_EVENTS_PAGES={abi.RINGBUF_BYTES // 4096}" in flags
 
 
@@ -106,25 +107,25 @@ def test_a_map_only_in_the_registry_is_reported() -> None:
 
 
 def test_a_map_removed_from_the_c_is_reported() -> None:
-    source = _doctored("BPF_HASH(allow_uid, __u32, __u64, ENFORCER_ALLOW_UID_ENTRIES);\n", "")
+    source = _doctored("BPF_HASH(allow_uid, struct enforcer_uid_key, __u64, ENFORCER_ALLOW_UID_ENTRIES);\n", "")
     assert _problems(source) == ["map allow_uid: registered but not declared in the C"]
 
 
 def test_a_map_declared_twice_is_reported() -> None:
-    line = "BPF_HASH(allow_uid, __u32, __u64, ENFORCER_ALLOW_UID_ENTRIES);\n"
+    line = "BPF_HASH(allow_uid, struct enforcer_uid_key, __u64, ENFORCER_ALLOW_UID_ENTRIES);\n"
     assert "map allow_uid: declared 2 times" in _problems(_doctored(line, line + line))
 
 
 def test_kind_size_key_and_value_differences_are_reported() -> None:
     source = _doctored(
-        "BPF_HASH(allow_uid, __u32, __u64, ENFORCER_ALLOW_UID_ENTRIES);",
+        "BPF_HASH(allow_uid, struct enforcer_uid_key, __u64, ENFORCER_ALLOW_UID_ENTRIES);",
         "BPF_LPM_TRIE(allow_uid, __u64, __u32, ENFORCER_MAX_ALLOW);",
     )
     problems = "\n".join(_problems(source))
     assert "map allow_uid" in problems
     assert "C declares lpm_trie, registry says hash" in problems
     assert "C sizes it ENFORCER_MAX_ALLOW, registry expects ENFORCER_ALLOW_UID_ENTRIES" in problems
-    assert "C key type __u64, registry says __u32" in problems
+    assert "C key type __u64, registry says struct enforcer_uid_key" in problems
     assert "C value type __u32, registry says __u64" in problems
 
 
