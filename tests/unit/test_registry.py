@@ -79,7 +79,7 @@ def test_cflags_give_every_map_size_once() -> None:
     assert len(names) == len(set(names))
     for spec in registry.MAPS:
         assert f"-D{spec.size_macro}={spec.size_value}" in flags
-    assert "-DENFORCER_TARGETS_ENTRIES=16" in flags
+    assert "-DENFORCER_TARGETS_ENTRIES=28" in flags
     assert f"-DENFORCER_EVENTS_PAGES={abi.RINGBUF_BYTES // 4096}" in flags
 
 
