@@ -18,23 +18,21 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
 import pytest
 
-from battery import artifacts_root, assert_outcome, describe, perform
-from enforcer_agent import REPO, Agent, run_action, unload
+from battery import assert_outcome, describe, module_agent, perform
+from enforcer_agent import REPO, Agent, run_action
+from scenarios import _mount as mount_once
 from scenarios import (  # noqa: F401 - the `stage` fixture
     ACTIONS,
-    COMM,
     NORMAL,
     PY,
     Scenario,
     check_event,
-    policy_dir,
     stage_fixture,
 )
 
@@ -123,19 +121,8 @@ SCENARIOS = {s.id: (setting, s) for setting in FILES for s in helper_scenarios(s
 # --- staging and the agent ----------------------------------------------------------
 
 
-def _mounts() -> Dict[str, str]:
-    table = {}
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        fields = line.split()
-        table[fields[1]] = fields[2]
-    return table
-
-
 def _mount(fstype: str, target: Path) -> None:
-    if _mounts().get(str(target)) == fstype:
-        return
-    target.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", fstype, fstype, str(target)], check=True, capture_output=True, text=True)
+    mount_once(["-t", fstype, fstype], target)
 
 
 @pytest.fixture(scope="module")
@@ -156,18 +143,9 @@ def workdir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def agent(helpers_stage, workdir) -> Iterator[Agent]:
+def agent(stage, helpers_stage, workdir) -> Iterator[Agent]:
     # no --mode: the policy file says, so a reload to audit.toml really audits
-    directory = policy_dir(workdir)
-    log_path = artifacts_root(workdir) / "agent-kernel-helpers.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    started = Agent(directory / "policy.toml", None, log_path, workdir)
-    started.start()
-    try:
-        yield started
-    finally:
-        started.stop()
-        unload(workdir)
+    yield from module_agent(stage, workdir, None, "agent-kernel-helpers.log")
 
 
 @pytest.fixture(autouse=True)
