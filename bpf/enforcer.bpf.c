@@ -7,7 +7,8 @@
  *
  * Decision order, the same for every hook:
  *   1. cheap rejection: the object is not one we could ever protect (for
- *      file_open: the superblock is neither procfs nor cgroup v1) -> allow;
+ *      file_open: the superblock is not procfs, cgroup v1, sysfs or
+ *      binfmt_misc) -> allow;
  *   2. the object is classified into a rule number via the policy maps;
  *   3. only then, on this rare path, the acting task's executable, cgroup and
  *      uid are resolved and the allowlists consulted;
@@ -31,6 +32,8 @@
  * #defines are not part of BTF, so they are spelled here. */
 #define PROC_SUPER_MAGIC	0x9fa0
 #define CGROUP_SUPER_MAGIC	0x27e0eb
+#define SYSFS_MAGIC		0x62656572
+#define BINFMTFS_MAGIC		0x42494e4d
 #define TMPFS_MAGIC		0x01021994
 #define HUGETLBFS_MAGIC		0x958458f6
 #define OVERLAYFS_SUPER_MAGIC	0x794c7630
@@ -49,6 +52,12 @@
 #define NAME_KERNEL		"kernel"
 #define NAME_SYS		"sys"
 #define NAME_RELEASE_AGENT	"release_agent"
+#define NAME_CORE_PATTERN	"core_pattern"
+#define NAME_MODPROBE		"modprobe"
+#define NAME_HOTPLUG		"hotplug"
+#define NAME_UEVENT_HELPER	"uevent_helper"
+#define NAME_REGISTER		"register"
+#define NAME_STATUS		"status"
 #define SHORT_NAME_LEN		16	/* longest compared name + NUL fits */
 
 /* Byte 0 of an LPM key is the namespace byte; the path follows. Strings are
@@ -595,6 +604,29 @@ static __always_inline struct scratch *target_hit(struct enforcer_settings *cfg,
 	return get_scratch();
 }
 
+/* 1 when `dir` is sys/kernel/ directly under the procfs root `fs_root`. */
+static __always_inline int is_proc_sys_kernel(struct dentry *dir, struct dentry *fs_root)
+{
+	if (!dentry_name_is(dir, NAME_KERNEL, sizeof(NAME_KERNEL) - 1))
+		return 0;
+	dir = parent_of(dir);
+	if (!dentry_name_is(dir, NAME_SYS, sizeof(NAME_SYS) - 1))
+		return 0;
+	return parent_of(dir) == fs_root;
+}
+
+/* Which kernel helper sysctl a file of /proc/sys/kernel/ is, by its name. */
+static __always_inline __u32 proc_helper_target(struct dentry *dentry)
+{
+	if (dentry_name_is(dentry, NAME_CORE_PATTERN, sizeof(NAME_CORE_PATTERN) - 1))
+		return ENFORCER_TARGET_HELPER_CORE_PATTERN;
+	if (dentry_name_is(dentry, NAME_MODPROBE, sizeof(NAME_MODPROBE) - 1))
+		return ENFORCER_TARGET_HELPER_MODPROBE;
+	if (dentry_name_is(dentry, NAME_HOTPLUG, sizeof(NAME_HOTPLUG) - 1))
+		return ENFORCER_TARGET_HELPER_HOTPLUG;
+	return ENFORCER_TARGET_COUNT;
+}
+
 /* Which fixed target a write (or read) of this dentry on this superblock is.
  * Returns ENFORCER_TARGET_COUNT for none. The file is recognised by its
  * place inside its filesystem, never by where that filesystem is mounted. */
@@ -605,26 +637,30 @@ static __always_inline __u32 classify_file(struct dentry *dentry, struct super_b
 	struct dentry *parent;
 
 	if (magic == PROC_SUPER_MAGIC) {
-		if (!(watch & (write ? ENFORCER_WATCH_PROC_WRITE : ENFORCER_WATCH_PROC_READ)))
+		int sysrq = watch & (write ? ENFORCER_WATCH_PROC_WRITE : ENFORCER_WATCH_PROC_READ);
+		int helper = write && (watch & ENFORCER_WATCH_HELPER_SYSCTL);
+		__u32 target = ENFORCER_TARGET_COUNT;
+
+		if (!sysrq && !helper)
 			return ENFORCER_TARGET_COUNT;
 		READ_KERNEL(fs_root, sb->s_root);
 		parent = parent_of(dentry);
-		if (dentry_name_is(dentry, NAME_SYSRQ_TRIGGER, sizeof(NAME_SYSRQ_TRIGGER) - 1)) {
-			if (parent != fs_root)
-				return ENFORCER_TARGET_COUNT;
-			return write ? ENFORCER_TARGET_SYSRQ_TRIGGER_WRITE
-				     : ENFORCER_TARGET_SYSRQ_TRIGGER_READ;
+		if (sysrq) {
+			if (dentry_name_is(dentry, NAME_SYSRQ_TRIGGER, sizeof(NAME_SYSRQ_TRIGGER) - 1)) {
+				if (parent != fs_root)
+					return ENFORCER_TARGET_COUNT;
+				return write ? ENFORCER_TARGET_SYSRQ_TRIGGER_WRITE
+					     : ENFORCER_TARGET_SYSRQ_TRIGGER_READ;
+			}
+			if (dentry_name_is(dentry, NAME_SYSRQ, sizeof(NAME_SYSRQ) - 1))
+				target = write ? ENFORCER_TARGET_SYSRQ_SYSCTL_WRITE
+					       : ENFORCER_TARGET_SYSRQ_SYSCTL_READ;
 		}
-		if (!dentry_name_is(dentry, NAME_SYSRQ, sizeof(NAME_SYSRQ) - 1))
+		if (target == ENFORCER_TARGET_COUNT && helper)
+			target = proc_helper_target(dentry);
+		if (target == ENFORCER_TARGET_COUNT || !is_proc_sys_kernel(parent, fs_root))
 			return ENFORCER_TARGET_COUNT;
-		if (!dentry_name_is(parent, NAME_KERNEL, sizeof(NAME_KERNEL) - 1))
-			return ENFORCER_TARGET_COUNT;
-		parent = parent_of(parent);
-		if (!dentry_name_is(parent, NAME_SYS, sizeof(NAME_SYS) - 1))
-			return ENFORCER_TARGET_COUNT;
-		if (parent_of(parent) != fs_root)
-			return ENFORCER_TARGET_COUNT;
-		return write ? ENFORCER_TARGET_SYSRQ_SYSCTL_WRITE : ENFORCER_TARGET_SYSRQ_SYSCTL_READ;
+		return target;
 	}
 	if (magic == CGROUP_SUPER_MAGIC) {
 		/* cgroup v1 only: cgroup2 has its own magic and no release_agent */
@@ -633,6 +669,33 @@ static __always_inline __u32 classify_file(struct dentry *dentry, struct super_b
 		if (!dentry_name_is(dentry, NAME_RELEASE_AGENT, sizeof(NAME_RELEASE_AGENT) - 1))
 			return ENFORCER_TARGET_COUNT;
 		return ENFORCER_TARGET_RELEASE_AGENT_WRITE;
+	}
+	if (magic == SYSFS_MAGIC) {
+		/* kernel/uevent_helper under the root of any sysfs mount */
+		if (!write || !(watch & ENFORCER_WATCH_HELPER_SYSFS))
+			return ENFORCER_TARGET_COUNT;
+		if (!dentry_name_is(dentry, NAME_UEVENT_HELPER, sizeof(NAME_UEVENT_HELPER) - 1))
+			return ENFORCER_TARGET_COUNT;
+		READ_KERNEL(fs_root, sb->s_root);
+		parent = parent_of(dentry);
+		if (!dentry_name_is(parent, NAME_KERNEL, sizeof(NAME_KERNEL) - 1) ||
+		    parent_of(parent) != fs_root)
+			return ENFORCER_TARGET_COUNT;
+		return ENFORCER_TARGET_HELPER_UEVENT_HELPER;
+	}
+	if (magic == BINFMTFS_MAGIC) {
+		/* register and status at the root of any binfmt_misc mount; the
+		 * entries beside them only enable, disable or remove themselves */
+		if (!write || !(watch & ENFORCER_WATCH_HELPER_BINFMT))
+			return ENFORCER_TARGET_COUNT;
+		READ_KERNEL(fs_root, sb->s_root);
+		if (parent_of(dentry) != fs_root)
+			return ENFORCER_TARGET_COUNT;
+		if (dentry_name_is(dentry, NAME_REGISTER, sizeof(NAME_REGISTER) - 1))
+			return ENFORCER_TARGET_HELPER_BINFMT_REGISTER;
+		if (dentry_name_is(dentry, NAME_STATUS, sizeof(NAME_STATUS) - 1))
+			return ENFORCER_TARGET_HELPER_BINFMT_STATUS;
+		return ENFORCER_TARGET_COUNT;
 	}
 	return ENFORCER_TARGET_COUNT;
 }
@@ -660,7 +723,8 @@ static __always_inline int check_file(struct dentry *dentry, struct vfsmount *vf
 	__u32 target, scope;
 	int verdict;
 
-	if (magic != PROC_SUPER_MAGIC && magic != CGROUP_SUPER_MAGIC)
+	if (magic != PROC_SUPER_MAGIC && magic != CGROUP_SUPER_MAGIC && magic != SYSFS_MAGIC &&
+	    magic != BINFMTFS_MAGIC)
 		return 0;
 	cfg = get_settings();
 	if (!cfg)
@@ -707,10 +771,12 @@ LSM_PROBE(file_open, struct file *file, int ret)
 		return ret;
 	/* The hot path: every open() on the host. Three plain loads through
 	 * the BTF-typed argument (no helper call; a NULL along the way reads
-	 * as 0) and out, for anything that is neither procfs nor cgroup v1. */
+	 * as 0) and out, for anything that is not procfs, cgroup v1, sysfs or
+	 * binfmt_misc. Opens there are then cut short by the watch flags. */
 	sb = file->f_inode->i_sb;
 	magic = sb->s_magic;
-	if (magic != PROC_SUPER_MAGIC && magic != CGROUP_SUPER_MAGIC)
+	if (magic != PROC_SUPER_MAGIC && magic != CGROUP_SUPER_MAGIC && magic != SYSFS_MAGIC &&
+	    magic != BINFMTFS_MAGIC)
 		return 0;
 	READ_KERNEL(f_mode, file->f_mode);
 	READ_KERNEL(f_flags, file->f_flags);

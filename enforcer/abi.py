@@ -92,6 +92,14 @@ class Target(enum.IntEnum):
     #: exec of a file whose path needs more than PATH_WALK_STEPS: the kernel
     #: cannot tell where it lives, so it applies this rule instead of allowing.
     EXEC_UNRESOLVED = 7
+    #: writes of kernel settings that name a program the kernel runs as root
+    #: in the host's namespaces (kind "kernel_helper")
+    HELPER_CORE_PATTERN = 8  # /proc/sys/kernel/core_pattern
+    HELPER_MODPROBE = 9  # /proc/sys/kernel/modprobe
+    HELPER_UEVENT_HELPER = 10  # /sys/kernel/uevent_helper
+    HELPER_HOTPLUG = 11  # /proc/sys/kernel/hotplug
+    HELPER_BINFMT_REGISTER = 12  # register in any binfmt_misc mount
+    HELPER_BINFMT_STATUS = 13  # status in any binfmt_misc mount
 
 
 TARGET_COUNT = len(Target)
@@ -141,6 +149,9 @@ class Watch(enum.IntFlag):
     CGROUP_WRITE = 4
     RENAME = 8
     EXEC = 16
+    HELPER_SYSCTL = 32  # writes of helper sysctls in procfs (core_pattern, modprobe, hotplug)
+    HELPER_SYSFS = 64  # writes of /sys/kernel/uevent_helper in sysfs
+    HELPER_BINFMT = 128  # writes of register or status in binfmt_misc
 
 
 class EventFlag(enum.IntFlag):

@@ -12,7 +12,9 @@ from datetime import datetime, timezone
 from typing import Any, Dict, Optional
 
 from enforcer import abi
+from enforcer.kinds import KINDS
 from enforcer.plan import MapPlan, RuleInfo
+
 
 @dataclass(frozen=True)
 class Event:
@@ -31,6 +33,9 @@ class Event:
     path: str
     new_path: Optional[str]  # rename destination
     match: Optional[str]  # exec only: directory | filesystem | memfd | unresolved
+    #: kernel_helper only: the setting written (core_pattern, binfmt_register...).
+    #: Not the value: it is written after open(2), where the decision is made.
+    setting: Optional[str]
     fstype: str
     pid: int
     tid: int
@@ -75,6 +80,11 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", errors="backslashreplace")
 
 
+def _setting(info: Optional[RuleInfo], path: str, fstype: str) -> Optional[str]:
+    setting_of = KINDS[info.kind].setting_of if info else None
+    return setting_of(path, fstype) if setting_of else None
+
+
 def decode(record: abi.EventRecord, plan: Optional[MapPlan], clock: BootClock) -> Event:
     """`plan` is the policy of the record's generation (None: unknown, reported as unattributed)."""
     info: Optional[RuleInfo] = None
@@ -93,6 +103,8 @@ def decode(record: abi.EventRecord, plan: Optional[MapPlan], clock: BootClock) -
     except ValueError:
         access = f"access#{record.access}"
     match = abi.ExecMatch(record.match).name.lower() if record.match else None
+    path = _text(record.path)
+    fstype = _text(record.fstype)
     return Event(
         time=clock.rfc3339(record.boot_ns),
         action="blocked" if record.action == abi.Action.BLOCKED else "audited",
@@ -104,10 +116,11 @@ def decode(record: abi.EventRecord, plan: Optional[MapPlan], clock: BootClock) -
         mitre=info.mitre if info else "",
         hook=hook,
         access=access,
-        path=_text(record.path),
+        path=path,
         new_path=_text(record.new_path) if record.hook == abi.Hook.INODE_RENAME else None,
         match=match,
-        fstype=_text(record.fstype),
+        setting=_setting(info, path, fstype),
+        fstype=fstype,
         pid=record.pid,
         tid=record.tid,
         ppid=record.ppid,

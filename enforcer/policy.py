@@ -34,6 +34,7 @@ class RuleKind(str, enum.Enum):
     SYSRQ = "sysrq"
     RELEASE_AGENT = "release_agent"
     EXEC = "exec"
+    KERNEL_HELPER = "kernel_helper"
 
 
 class SysrqAccess(str, enum.Enum):
@@ -49,6 +50,17 @@ class SysrqFile(str, enum.Enum):
 class ReleaseAgentAccess(str, enum.Enum):
     WRITE = "write"  # open for writing or with O_TRUNC, truncate(2)
     RENAME = "rename"  # rename to or from the name release_agent, any filesystem
+
+
+class KernelHelperSetting(str, enum.Enum):
+    """A kernel setting that names a program the kernel itself runs as root on the host."""
+
+    CORE_PATTERN = "core_pattern"  # /proc/sys/kernel/core_pattern ("|program" runs on every crash)
+    MODPROBE = "modprobe"  # /proc/sys/kernel/modprobe (run to load a module on demand)
+    UEVENT_HELPER = "uevent_helper"  # /sys/kernel/uevent_helper (run on every uevent)
+    HOTPLUG = "hotplug"  # /proc/sys/kernel/hotplug (the same setting, as a sysctl)
+    BINFMT_REGISTER = "binfmt_register"  # register of any binfmt_misc mount (adds an interpreter)
+    BINFMT_STATUS = "binfmt_status"  # status of any binfmt_misc mount (enables or flushes)
 
 
 #: The pseudo filesystem name that stands for anonymous files: memfd_create(2)
@@ -126,7 +138,14 @@ class ExecRule:
     kind: RuleKind = field(default=RuleKind.EXEC, init=False)
 
 
-Rule = Union[SysrqRule, ReleaseAgentRule, ExecRule]
+@dataclass(frozen=True)
+class KernelHelperRule:
+    meta: RuleMeta
+    settings: FrozenSet[KernelHelperSetting]
+    kind: RuleKind = field(default=RuleKind.KERNEL_HELPER, init=False)
+
+
+Rule = Union[SysrqRule, ReleaseAgentRule, ExecRule, KernelHelperRule]
 
 
 @dataclass(frozen=True)

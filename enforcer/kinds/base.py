@@ -99,6 +99,8 @@ PolicyPlan = Callable[[Policy, Optional[Mode]], Mapping[str, Mapping]]
 PolicyNotes = Callable[[Policy, Optional[Mode]], List[str]]
 #: rule -> the objects it covers, in message order
 Claims = Callable[[Rule], Sequence[TargetClaim]]
+#: (event path, filesystem type) -> the name of the setting the event is about, if any
+SettingOf = Callable[[str, str], Optional[str]]
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,8 @@ class KindSpec:
     policy_plan: Optional[PolicyPlan] = None
     #: lines after the rules in --explain; called when the policy has rules of the kind
     policy_notes: Optional[PolicyNotes] = None
+    #: names the setting an event of this kind is about (the event's "setting")
+    setting_of: Optional[SettingOf] = None
 
 
 def enum_set(
@@ -169,6 +173,7 @@ def claiming_kind(
     parse: ParseCheck,
     claims: Claims,
     describe: Callable[[Rule], List[str]],
+    setting_of: Optional[SettingOf] = None,
 ) -> KindSpec:
     """The spec of a kind whose rules claim fixed objects, each a target slot."""
     return KindSpec(
@@ -179,4 +184,5 @@ def claiming_kind(
         overlap=claims_overlap(claims),
         plan=claims_plan(claims),
         describe=describe,
+        setting_of=setting_of,
     )

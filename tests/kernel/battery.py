@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Iterator, List, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -18,8 +18,8 @@ def artifacts_root(fallback: Path) -> Path:
     return Path(os.environ.get("ENFORCER_TEST_ARTIFACTS") or fallback)
 
 
-def module_agent(stage: Stage, workdir: Path, mode: str, log_name: str) -> Iterator[Agent]:
-    """Start `enforcer run` on policies/default.toml (+ test allow.d) in `mode`."""
+def module_agent(stage: Stage, workdir: Path, mode: Optional[str], log_name: str) -> Iterator[Agent]:
+    """Start `enforcer run` on policies/default.toml (+ test allow.d) in `mode` (None: the policy's)."""
     del stage  # staged before the agent starts: the policy refers to staged paths
     directory = policy_dir(workdir)
     log_path = artifacts_root(workdir) / log_name

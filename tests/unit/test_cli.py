@@ -26,14 +26,14 @@ def test_check_valid_prints_one_summary_line_per_file(tmp_path, capsys):
     assert err == ""
     assert out.splitlines() == [
         f"{tmp_path}/a.toml: ok: 1 rule (1 enforce, 0 audit), 2 allowlist entries, 1 allow.d file",
-        f"{POLICIES}/default.toml: ok: 6 rules (5 enforce, 1 audit), 7 allowlist entries, 0 allow.d files",
+        f"{POLICIES}/default.toml: ok: 9 rules (8 enforce, 1 audit), 14 allowlist entries, 0 allow.d files",
     ]
 
 
 def test_check_mode_override_counts(capsys):
     assert cli.main(["check", "--mode", "audit", str(POLICIES / "default.toml")]) == 0
     assert capsys.readouterr().out == (
-        f"{POLICIES}/default.toml: ok: 6 rules (0 enforce, 6 audit), 7 allowlist entries, 0 allow.d files\n"
+        f"{POLICIES}/default.toml: ok: 9 rules (0 enforce, 9 audit), 14 allowlist entries, 0 allow.d files\n"
     )
 
 
@@ -64,7 +64,7 @@ def test_explain_default_policy(capsys):
     assert cli.main(["check", "--explain", str(POLICIES / "default.toml")]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert lines[0].endswith("default.toml: ok: 6 rules (5 enforce, 1 audit), 7 allowlist entries, 0 allow.d files")
+    assert lines[0].endswith("default.toml: ok: 9 rules (8 enforce, 1 audit), 14 allowlist entries, 0 allow.d files")
     assert "Global allowlist: empty (no process is exempt from every rule)." in lines
     # rules in file order, each with its action
     headers = [line for line in lines if line.startswith("Rule ")]
@@ -75,6 +75,9 @@ def test_explain_default_policy(capsys):
         'Rule 4 "exec-unusual-dir" [exec]: DENIED (enforce)',
         'Rule 5 "exec-memfd" [exec]: DENIED (enforce)',
         'Rule 6 "exec-run-audit" [exec]: REPORTED ONLY, not denied (audit)',
+        'Rule 7 "kernel-helper-sysctl-host" [kernel_helper]: DENIED (enforce)',
+        'Rule 8 "kernel-helper-binfmt-host" [kernel_helper]: DENIED (enforce)',
+        'Rule 9 "kernel-helper-container" [kernel_helper]: DENIED (enforce)',
     ]
     rule1 = out[out.index("Rule 1 "):out.index("Rule 2 ")]
     assert "    - writing /proc/sysrq-trigger (in every procfs mount)\n" in rule1
@@ -87,6 +90,16 @@ def test_explain_default_policy(capsys):
     rule4 = out[out.index("Rule 4 "):out.index("Rule 5 ")]
     assert "    - executing a file anywhere under /tmp/\n" in rule4
     assert "    - executing a file from a filesystem of type devtmpfs, mqueue, proc, sysfs, wherever it is mounted\n" in rule4
+    rule7 = out[out.index("Rule 7 "):out.index("Rule 8 ")]
+    assert "    - writing or truncating /proc/sys/kernel/core_pattern (in every procfs mount)\n" in rule7
+    assert "    - writing or truncating /sys/kernel/uevent_helper (in every sysfs mount)\n" in rule7
+    assert "    - processes in cgroup /system.slice/apport.service and below\n" in rule7
+    rule9 = out[out.index("Rule 9 "):out.index("Deep paths")]
+    assert (
+        "    - writing or truncating /proc/sys/fs/binfmt_misc/register (in every binfmt_misc mount): "
+        "adds an interpreter\n"
+    ) in rule9
+    assert "  Who: processes in containers only (any other mount namespace)\n  Except: nobody\n" in rule9
     assert out.endswith(
         "Deep paths: the kernel walks at most 64 path components and mount points. An executed file deeper than that cannot "
         "be placed; instead of allowing it, the kernel applies:\n"
@@ -183,8 +196,8 @@ def test_python_dash_m_enforcer(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        "policies/default.toml: ok: 6 rules (5 enforce, 1 audit), 7 allowlist entries, 0 allow.d files",
-        "policies/audit.toml: ok: 6 rules (0 enforce, 6 audit), 7 allowlist entries, 0 allow.d files",
+        "policies/default.toml: ok: 9 rules (8 enforce, 1 audit), 14 allowlist entries, 0 allow.d files",
+        "policies/audit.toml: ok: 9 rules (0 enforce, 9 audit), 14 allowlist entries, 0 allow.d files",
     ]
     bad = tmp_path / "x.toml"
     bad.write_bytes(b"\xff")

@@ -47,6 +47,9 @@ def test_default_policy_plan_is_pinned():
             RuleIndex(4): RuleValue(True),
             RuleIndex(5): RuleValue(True),
             RuleIndex(6): RuleValue(False),
+            RuleIndex(7): RuleValue(True),
+            RuleIndex(8): RuleValue(True),
+            RuleIndex(9): RuleValue(True),
         },
         "targets": {
             TargetSlot(T.SYSRQ_TRIGGER_WRITE, H): RuleNumber(1),
@@ -61,6 +64,18 @@ def test_default_policy_plan_is_pinned():
             TargetSlot(T.EXEC_MEMFD, C): RuleNumber(5),
             TargetSlot(T.EXEC_UNRESOLVED, H): RuleNumber(4),
             TargetSlot(T.EXEC_UNRESOLVED, C): RuleNumber(4),
+            TargetSlot(T.HELPER_CORE_PATTERN, H): RuleNumber(7),
+            TargetSlot(T.HELPER_MODPROBE, H): RuleNumber(7),
+            TargetSlot(T.HELPER_UEVENT_HELPER, H): RuleNumber(7),
+            TargetSlot(T.HELPER_HOTPLUG, H): RuleNumber(7),
+            TargetSlot(T.HELPER_BINFMT_REGISTER, H): RuleNumber(8),
+            TargetSlot(T.HELPER_BINFMT_STATUS, H): RuleNumber(8),
+            TargetSlot(T.HELPER_CORE_PATTERN, C): RuleNumber(9),
+            TargetSlot(T.HELPER_MODPROBE, C): RuleNumber(9),
+            TargetSlot(T.HELPER_UEVENT_HELPER, C): RuleNumber(9),
+            TargetSlot(T.HELPER_HOTPLUG, C): RuleNumber(9),
+            TargetSlot(T.HELPER_BINFMT_REGISTER, C): RuleNumber(9),
+            TargetSlot(T.HELPER_BINFMT_STATUS, C): RuleNumber(9),
         },
         "exec_fstypes": {
             FsTypeSlot("devtmpfs", H): RuleNumber(4),
@@ -91,21 +106,31 @@ def test_default_policy_plan_is_pinned():
             Prefix(1, "/run/"): _place(5, 6, 6),
         },
         "allow_exe": {
-            Prefix(0, "/usr/lib/systemd/systemd-sysctl", exact=True): RuleMask(1 << 1),
-            Prefix(0, "/lib/systemd/systemd-sysctl", exact=True): RuleMask(1 << 1),
+            # sysrq-write-host and kernel-helper-sysctl-host
+            Prefix(0, "/usr/lib/systemd/systemd-sysctl", exact=True): RuleMask(1 << 1 | 1 << 7),
+            Prefix(0, "/lib/systemd/systemd-sysctl", exact=True): RuleMask(1 << 1 | 1 << 7),
             Prefix(0, "/usr/sbin/runc", exact=True): RuleMask(1 << 5),
             Prefix(0, "/usr/bin/runc", exact=True): RuleMask(1 << 5),
             Prefix(0, "/usr/bin/crun", exact=True): RuleMask(1 << 5),
             Prefix(0, "/usr/lib/systemd/systemd-shutdown", exact=True): RuleMask(1 << 6),
             Prefix(0, "/lib/systemd/systemd-shutdown", exact=True): RuleMask(1 << 6),
+            Prefix(0, "/usr/lib/systemd/systemd-binfmt", exact=True): RuleMask(1 << 8),
+            Prefix(0, "/lib/systemd/systemd-binfmt", exact=True): RuleMask(1 << 8),
+            Prefix(0, "/usr/sbin/update-binfmts", exact=True): RuleMask(1 << 8),
         },
         "allow_uid": {},
-        "allow_cgroup": {},
+        "allow_cgroup": {
+            Prefix(0, "/system.slice/apport.service/"): RuleMask(1 << 7),
+            Prefix(0, "/system.slice/abrt-ccpp.service/"): RuleMask(1 << 7),
+        },
     }
     assert set(plan.maps) == set(POLICY_MAPS)
     for name in POLICY_MAPS:
         assert dict(plan.maps[name]) == expected[name], name
-    assert plan.watch == int(abi.Watch.PROC_WRITE | abi.Watch.CGROUP_WRITE | abi.Watch.RENAME | abi.Watch.EXEC)
+    assert plan.watch == int(
+        abi.Watch.PROC_WRITE | abi.Watch.CGROUP_WRITE | abi.Watch.RENAME | abi.Watch.EXEC
+        | abi.Watch.HELPER_SYSCTL | abi.Watch.HELPER_SYSFS | abi.Watch.HELPER_BINFMT
+    )
     assert [(i.index, i.id, i.kind, i.mode, i.severity, i.mitre) for i in plan.rules] == [
         (1, "sysrq-write-host", "sysrq", "enforce", "critical", "T1611"),
         (2, "sysrq-write-container", "sysrq", "enforce", "critical", "T1611"),
@@ -113,6 +138,9 @@ def test_default_policy_plan_is_pinned():
         (4, "exec-unusual-dir", "exec", "enforce", "high", "T1059"),
         (5, "exec-memfd", "exec", "enforce", "high", "T1620"),
         (6, "exec-run-audit", "exec", "audit", "high", "T1059"),
+        (7, "kernel-helper-sysctl-host", "kernel_helper", "enforce", "critical", "T1611"),
+        (8, "kernel-helper-binfmt-host", "kernel_helper", "enforce", "critical", "T1611"),
+        (9, "kernel-helper-container", "kernel_helper", "enforce", "critical", "T1611"),
     ]
     assert plan.rule_info(5).description.startswith("Execution of an anonymous in-memory file")
 
@@ -141,6 +169,9 @@ def test_mode_override_and_audit_policy():
         "exec-unusual-dir": "enforce",
         "exec-memfd": "enforce",
         "exec-run-audit": "audit",
+        "kernel-helper-sysctl-host": "enforce",
+        "kernel-helper-binfmt-host": "enforce",
+        "kernel-helper-container": "enforce",
     }
     audit_policy = load_policy(POLICIES / "audit.toml")
     assert {i.mode for i in compile_policy(audit_policy, Mode.ENFORCE).rules} == {"enforce"}
@@ -261,6 +292,29 @@ def test_sysrq_and_release_agent_targets_per_scope_and_watch():
     assert plan.watch == int(abi.Watch.PROC_READ | abi.Watch.PROC_WRITE | abi.Watch.RENAME)
     for name in ("exec_places", "exec_fstypes", "allow_exe", "allow_uid", "allow_cgroup"):
         assert dict(plan.maps[name]) == {}
+
+
+def test_kernel_helper_targets_per_setting_and_scope_and_watch_per_filesystem():
+    plan = compile_policy(
+        loads_policy(
+            'version = 1\n[[rule]]\nid = "core"\nkind = "kernel_helper"\nscope = "host"\n'
+            'settings = ["core_pattern"]\n'
+            '[[rule]]\nid = "binfmt"\nkind = "kernel_helper"\nsettings = ["binfmt_status", "binfmt_register"]\n'
+        )
+    )
+    assert dict(plan.maps["targets"]) == {
+        TargetSlot(T.HELPER_CORE_PATTERN, H): RuleNumber(1),
+        TargetSlot(T.HELPER_BINFMT_REGISTER, H): RuleNumber(2),
+        TargetSlot(T.HELPER_BINFMT_REGISTER, C): RuleNumber(2),
+        TargetSlot(T.HELPER_BINFMT_STATUS, H): RuleNumber(2),
+        TargetSlot(T.HELPER_BINFMT_STATUS, C): RuleNumber(2),
+    }
+    # no sysfs check without uevent_helper, no SysRq checks without SysRq rules
+    assert plan.watch == int(abi.Watch.HELPER_SYSCTL | abi.Watch.HELPER_BINFMT)
+    only_uevent = compile_policy(
+        loads_policy('version = 1\n[[rule]]\nid = "u"\nkind = "kernel_helper"\nsettings = ["uevent_helper"]\n')
+    )
+    assert only_uevent.watch == int(abi.Watch.HELPER_SYSFS)
 
 
 BASE = """version = 1

@@ -19,6 +19,7 @@ PLAN = MapPlan(
     rules=(
         RuleInfo(1, "sysrq-write-host", "SysRq", Severity.CRITICAL, "T1611", RuleKind.SYSRQ, Mode.ENFORCE),
         RuleInfo(2, "exec-unusual-dir", "exec", Severity.HIGH, "T1059", RuleKind.EXEC, Mode.AUDIT),
+        RuleInfo(3, "kernel-helpers", "helpers", Severity.CRITICAL, "T1611", RuleKind.KERNEL_HELPER, Mode.ENFORCE),
     ),
 )
 
@@ -52,7 +53,7 @@ def test_decode_blocked_sysrq_write() -> None:
     assert (event.pid, event.tid, event.ppid) == (42, 43, 1)
     assert event.comm == "sh" and event.exe == "/usr/bin/dash"
     assert event.container is True and event.path_truncated is False
-    assert event.match is None
+    assert event.match is None and event.setting is None
     assert event.time == "2023-11-14T22:13:25.000000Z"
     assert REQUIRED_FIELDS <= set(event.to_dict())
 
@@ -131,3 +132,30 @@ def test_reporter_flush_at_shutdown_summarises_the_open_window(clock) -> None:
     reporter.flush()
     last = json.loads(out.getvalue().splitlines()[-1])
     assert (last["type"], last["pid"], last["count"]) == ("suppressed", 9, 2)
+
+
+@pytest.mark.parametrize(
+    "fstype,path,setting",
+    [
+        (b"proc", b"/proc/sys/kernel/core_pattern", "core_pattern"),
+        (b"proc", b"/var/lib/x/proc2/sys/kernel/modprobe", "modprobe"),
+        (b"proc", b"/proc/sys/kernel/hotplug", "hotplug"),
+        (b"sysfs", b"/sys/kernel/uevent_helper", "uevent_helper"),
+        (b"binfmt_misc", b"/proc/sys/fs/binfmt_misc/register", "binfmt_register"),
+        (b"binfmt_misc", b"/mnt/binfmt/status", "binfmt_status"),
+        (b"proc", b"", None),  # the path walk failed: the setting is not guessed
+    ],
+)
+def test_kernel_helper_events_name_the_setting(fstype: bytes, path: bytes, setting) -> None:
+    raw = record(rule=3, hook=int(abi.Hook.FILE_OPEN), access=int(abi.Access.WRITE),
+                 action=int(abi.Action.BLOCKED), fstype=fstype, path=path)
+    event = decode(raw, PLAN, BootClock(0))
+    assert event.rule == "kernel-helpers"
+    assert event.setting == setting
+    assert event.to_dict()["setting"] == setting
+
+
+def test_only_kernel_helper_events_have_a_setting() -> None:
+    raw = record(rule=1, hook=int(abi.Hook.FILE_OPEN), access=int(abi.Access.WRITE), fstype=b"proc",
+                 path=b"/proc/sys/kernel/core_pattern")
+    assert decode(raw, PLAN, BootClock(0)).setting is None

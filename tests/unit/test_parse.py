@@ -20,6 +20,7 @@ from enforcer.policy import (
     Allowlist,
     ExecDir,
     ExecRule,
+    KernelHelperSetting,
     Mode,
     ReleaseAgentAccess,
     ReleaseAgentRule,
@@ -135,6 +136,19 @@ def test_defaults_per_kind():
     assert s.meta.description == KIND_DEFAULTS[RuleKind.SYSRQ].description
     assert "release_agent" in r.meta.description
     assert e.memfd and not e.filesystems and e.dirs == ()
+
+
+def test_kernel_helper_rule_defaults_to_every_setting():
+    policy = loads_policy(
+        'version = 1\n[[rule]]\nid = "all"\nkind = "kernel_helper"\nscope = "container"\n'
+        '[[rule]]\nid = "some"\nkind = "kernel_helper"\nscope = "host"\nsettings = ["binfmt_register", "core_pattern"]\n'
+    )
+    every, some = policy.rules
+    assert every.kind is RuleKind.KERNEL_HELPER
+    assert every.settings == frozenset(KernelHelperSetting)
+    assert some.settings == frozenset({KernelHelperSetting.BINFMT_REGISTER, KernelHelperSetting.CORE_PATTERN})
+    assert (every.meta.severity, every.meta.mitre) == (Severity.CRITICAL, "T1611")
+    assert every.meta.description == KIND_DEFAULTS[RuleKind.KERNEL_HELPER].description
 
 
 def test_allow_d_merged_in_name_order(tmp_path):

@@ -9,7 +9,16 @@ import pytest
 
 from enforcer.cli import main
 from enforcer.parse import load_policy
-from enforcer.policy import ExecRule, Mode, ReleaseAgentRule, Scope, SysrqAccess, SysrqRule
+from enforcer.policy import (
+    ExecRule,
+    KernelHelperRule,
+    KernelHelperSetting,
+    Mode,
+    ReleaseAgentRule,
+    Scope,
+    SysrqAccess,
+    SysrqRule,
+)
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 SHIPPED = sorted(POLICIES.glob("*.toml"))
@@ -26,9 +35,9 @@ def test_enforcer_check_passes(path, capsys):
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
-def test_three_protections_present(path):
+def test_four_protections_present(path):
     kinds = {type(rule) for rule in load_policy(path).rules}
-    assert kinds == {SysrqRule, ReleaseAgentRule, ExecRule}
+    assert kinds == {SysrqRule, ReleaseAgentRule, ExecRule, KernelHelperRule}
 
 
 def _all_exe_entries(policy):
@@ -63,6 +72,23 @@ def test_default_exceptions_are_where_they_belong():
     run = policy.rule("exec-run-audit")
     assert policy.effective_mode(run) is Mode.AUDIT
     assert "/usr/lib/systemd/systemd-shutdown" in run.meta.allow.exe
+
+
+def test_default_kernel_helper_exceptions_are_host_only_and_split_by_setting():
+    policy = load_policy(POLICIES / "default.toml")
+    sysctl = policy.rule("kernel-helper-sysctl-host")
+    binfmt = policy.rule("kernel-helper-binfmt-host")
+    container = policy.rule("kernel-helper-container")
+    assert (sysctl.meta.scope, binfmt.meta.scope, container.meta.scope) == (Scope.HOST, Scope.HOST, Scope.CONTAINER)
+    assert sysctl.settings | binfmt.settings == container.settings == frozenset(KernelHelperSetting)
+    assert sysctl.settings & binfmt.settings == frozenset()
+    assert sysctl.meta.allow.exe == ("/usr/lib/systemd/systemd-sysctl", "/lib/systemd/systemd-sysctl")
+    assert sysctl.meta.allow.cgroup == ("/system.slice/apport.service", "/system.slice/abrt-ccpp.service")
+    assert binfmt.meta.allow.exe == (
+        "/usr/lib/systemd/systemd-binfmt", "/lib/systemd/systemd-binfmt", "/usr/sbin/update-binfmts",
+    )
+    assert container.meta.allow.is_empty()
+    assert all(policy.effective_mode(rule) is Mode.ENFORCE for rule in (sysctl, binfmt, container))
 
 
 def test_audit_policy_never_enforces():
@@ -109,4 +135,4 @@ def test_every_default_exception_has_a_comment_saying_why():
         while lines[previous].strip().startswith('"'):
             previous -= 1
         assert lines[previous].strip().startswith("#"), f"no comment says why: {stripped}"
-    assert checked == 7
+    assert checked == 14
