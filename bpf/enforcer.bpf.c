@@ -52,6 +52,7 @@
 #define NAME_KERNEL		"kernel"
 #define NAME_SYS		"sys"
 #define NAME_RELEASE_AGENT	"release_agent"
+#define NAME_CGROUP_FS		"cgroup"	/* cgroup v1's filesystem type; v2 is "cgroup2" */
 #define NAME_CORE_PATTERN	"core_pattern"
 #define NAME_MODPROBE		"modprobe"
 #define NAME_HOTPLUG		"hotplug"
@@ -183,6 +184,19 @@ static __always_inline __u32 task_scope(struct enforcer_settings *cfg, __u64 *mn
 	return inum == cfg->host_mntns ? ENFORCER_SCOPE_HOST : ENFORCER_SCOPE_CONTAINER;
 }
 
+/* 1 when the first `want_len` bytes of `name` are `literal`'s. */
+static __always_inline int name_matches(const char *name, const char *literal, __u32 want_len)
+{
+#pragma unroll
+	for (int i = 0; i < SHORT_NAME_LEN; i++) {
+		if (i >= want_len)
+			break;
+		if (name[i] != literal[i])
+			return 0;
+	}
+	return 1;
+}
+
 /* Reads a dentry's name (at most SHORT_NAME_LEN - 1 bytes) if its length is
  * `want_len`; returns 1 when it equals `literal`. */
 static __always_inline int dentry_name_is(struct dentry *dentry, const char *literal,
@@ -198,14 +212,18 @@ static __always_inline int dentry_name_is(struct dentry *dentry, const char *lit
 	READ_KERNEL(ptr, dentry->d_name.name);
 	if (bpf_probe_read_kernel_str(name, sizeof(name), ptr) < 0)
 		return 0;
-#pragma unroll
-	for (int i = 0; i < SHORT_NAME_LEN; i++) {
-		if (i >= want_len)
-			break;
-		if (name[i] != literal[i])
-			return 0;
-	}
-	return 1;
+	return name_matches(name, literal, want_len);
+}
+
+/* 1 when the NUL-terminated kernel string at `ptr` is exactly `literal`
+ * (`want_len` bytes, at most SHORT_NAME_LEN - 1). */
+static __always_inline int kernel_str_is(const char *ptr, const char *literal, __u32 want_len)
+{
+	char name[SHORT_NAME_LEN] = {};
+
+	if (!ptr || bpf_probe_read_kernel_str(name, sizeof(name), ptr) != want_len + 1)
+		return 0;
+	return name_matches(name, literal, want_len);
 }
 
 static __always_inline struct dentry *parent_of(struct dentry *dentry)
@@ -959,4 +977,52 @@ LSM_PROBE(bprm_check_security, struct linux_binprm *bprm, int ret)
 		}
 	}
 	return 0;
+}
+
+/*
+ * Every mount parameter, however it arrives, passes through here before the
+ * filesystem parses it: mount(2) and remount options (split by the VFS), and
+ * fsconfig(2) of the new mount API. The one that matters is release_agent on
+ * cgroup v1 (also for the "cpuset" filesystem, which is cgroup v1 inside):
+ * it names a program the kernel runs as root on the host, the escape that
+ * writing the release_agent file is. Returning 0 lets the filesystem parse
+ * the parameter (the hook's default, -ENOPARAM, then applies).
+ */
+LSM_PROBE(fs_context_parse_param, struct fs_context *fc, struct fs_parameter *param, int ret)
+{
+	struct enforcer_settings *cfg;
+	const char *key, *value;
+	struct scratch *s;
+	struct verdict_ctx v = {};
+	__u64 mntns = 0;
+	__u32 scope;
+
+	if (ret)
+		return ret;
+	cfg = get_settings();
+	if (!cfg || !(begin_decision(cfg, &v) & ENFORCER_WATCH_CGROUP_MOUNT))
+		return 0;
+	/* plain loads through the BTF-typed arguments (a NULL reads as 0) */
+	key = param->key;
+	if (!kernel_str_is(key, NAME_RELEASE_AGENT, sizeof(NAME_RELEASE_AGENT) - 1))
+		return 0;
+	if (!kernel_str_is(fc->fs_type->name, NAME_CGROUP_FS, sizeof(NAME_CGROUP_FS) - 1))
+		return 0;
+	s = target_hit(cfg, ENFORCER_TARGET_RELEASE_AGENT_MOUNT, &v, &mntns, &scope);
+	if (!s)
+		return 0;
+	v.hook = ENFORCER_HOOK_FS_CONTEXT_PARSE_PARAM;
+	v.access = ENFORCER_ACCESS_MOUNT;
+	v.has_new_path = 1;
+	/* the event names the parameter as its path and the value as new_path */
+	bpf_probe_read_kernel_str(&s->obj.data[1], sizeof(NAME_RELEASE_AGENT), key);
+	s->obj.truncated = 0;
+	s->aux.data[1] = 0;
+	if (param->type == fs_value_is_string) {
+		value = param->string;
+		if (value && bpf_probe_read_kernel_str(&s->aux.data[1], ENFORCER_EVENT_STR_LEN, value) ==
+				     ENFORCER_EVENT_STR_LEN)
+			s->obj.truncated = 1;	/* the value did not fit */
+	}
+	return apply_rule(s, &v, mntns, scope);
 }

@@ -100,6 +100,8 @@ class Target(enum.IntEnum):
     HELPER_HOTPLUG = 11  # /proc/sys/kernel/hotplug
     HELPER_BINFMT_REGISTER = 12  # register in any binfmt_misc mount
     HELPER_BINFMT_STATUS = 13  # status in any binfmt_misc mount
+    #: release_agent given as a cgroup v1 mount parameter (mount, remount, fsconfig)
+    RELEASE_AGENT_MOUNT = 14
 
 
 TARGET_COUNT = len(Target)
@@ -113,6 +115,7 @@ class Hook(enum.IntEnum):
     INODE_RENAME = 2
     BPRM_CHECK_SECURITY = 3
     PATH_TRUNCATE = 4
+    FS_CONTEXT_PARSE_PARAM = 5
 
 
 class Access(enum.IntEnum):
@@ -120,6 +123,7 @@ class Access(enum.IntEnum):
     WRITE = 2
     RENAME = 3
     EXEC = 4
+    MOUNT = 5  # a mount parameter
 
 
 class Action(enum.IntEnum):
@@ -152,6 +156,7 @@ class Watch(enum.IntFlag):
     HELPER_SYSCTL = 32  # writes of helper sysctls in procfs (core_pattern, modprobe, hotplug)
     HELPER_SYSFS = 64  # writes of /sys/kernel/uevent_helper in sysfs
     HELPER_BINFMT = 128  # writes of register or status in binfmt_misc
+    CGROUP_MOUNT = 256  # release_agent as a cgroup v1 mount parameter
 
 
 class EventFlag(enum.IntFlag):

@@ -31,7 +31,7 @@ class Event:
     hook: str
     access: str  # read | write | rename | exec
     path: str
-    new_path: Optional[str]  # rename destination
+    new_path: Optional[str]  # rename destination; the value of a mount parameter
     match: Optional[str]  # exec only: directory | filesystem | memfd | unresolved
     #: kernel_helper only: the setting written (core_pattern, binfmt_register...).
     #: Not the value: it is written after open(2), where the decision is made.
@@ -76,6 +76,11 @@ class BootClock:
         return stamp.strftime("%Y-%m-%dT%H:%M:%S") + f".{micros:06d}Z"
 
 
+#: Hooks whose records carry a second string: the rename destination, or the
+#: value of a mount parameter.
+_HOOKS_WITH_NEW_PATH = (abi.Hook.INODE_RENAME, abi.Hook.FS_CONTEXT_PARSE_PARAM)
+
+
 def _text(raw: bytes) -> str:
     return raw.decode("utf-8", errors="backslashreplace")
 
@@ -117,7 +122,7 @@ def decode(record: abi.EventRecord, plan: Optional[MapPlan], clock: BootClock) -
         hook=hook,
         access=access,
         path=path,
-        new_path=_text(record.new_path) if record.hook == abi.Hook.INODE_RENAME else None,
+        new_path=_text(record.new_path) if record.hook in _HOOKS_WITH_NEW_PATH else None,
         match=match,
         setting=_setting(info, path, fstype),
         fstype=fstype,

@@ -50,6 +50,7 @@ class SysrqFile(str, enum.Enum):
 class ReleaseAgentAccess(str, enum.Enum):
     WRITE = "write"  # open for writing or with O_TRUNC, truncate(2)
     RENAME = "rename"  # rename to or from the name release_agent, any filesystem
+    MOUNT = "mount"  # release_agent as a cgroup v1 mount parameter: mount(2), remount, fsconfig(2)
 
 
 class KernelHelperSetting(str, enum.Enum):

@@ -130,6 +130,7 @@ HOOKS: Tuple[HookSpec, ...] = (
     HookSpec(abi.Hook.PATH_TRUNCATE, ("path",)),
     HookSpec(abi.Hook.INODE_RENAME, ("old_dir", "old_dentry", "new_dir", "new_dentry")),
     HookSpec(abi.Hook.BPRM_CHECK_SECURITY, ("bprm",)),
+    HookSpec(abi.Hook.FS_CONTEXT_PARSE_PARAM, ("fc", "param")),
 )
 
 

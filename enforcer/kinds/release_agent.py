@@ -13,7 +13,7 @@ __all__ = ["SPEC", "DEFAULTS"]
 
 #: Defaults justified in docs/policy.md.
 DEFAULTS = KindDefaults(
-    description="Write to or rename of a cgroup v1 release_agent file, "
+    description="Write to or rename of a cgroup v1 release_agent file, or release_agent as a mount option, "
     "a known way to run a program on the host from a container",
     severity=Severity.CRITICAL,
     mitre="T1611",
@@ -23,11 +23,14 @@ DEFAULTS = KindDefaults(
 _SLOTS = {
     ReleaseAgentAccess.WRITE: (abi.Target.RELEASE_AGENT_WRITE, abi.Watch.CGROUP_WRITE),
     ReleaseAgentAccess.RENAME: (abi.Target.RELEASE_AGENT_RENAME, abi.Watch.RENAME),
+    ReleaseAgentAccess.MOUNT: (abi.Target.RELEASE_AGENT_MOUNT, abi.Watch.CGROUP_MOUNT),
 }
 
 _WORDS = {
     ReleaseAgentAccess.WRITE: "writing or truncating release_agent in any cgroup v1 hierarchy",
     ReleaseAgentAccess.RENAME: "renaming a file to or from the name release_agent, on any filesystem",
+    ReleaseAgentAccess.MOUNT: "setting release_agent as a cgroup v1 mount option: mount(2), remount, "
+    "or fsconfig(2) of the new mount API",
 }
 
 
@@ -41,7 +44,7 @@ def _claims(rule: Rule) -> List[TargetClaim]:
 
 
 def _parse(c: Checker, table: Mapping[str, Any], loc: str, meta: RuleMeta) -> Parsed:
-    access = enum_set(c, table, loc, "access", ReleaseAgentAccess, [ReleaseAgentAccess.WRITE, ReleaseAgentAccess.RENAME])
+    access = enum_set(c, table, loc, "access", ReleaseAgentAccess, list(ReleaseAgentAccess))
     return Parsed(ReleaseAgentRule(meta=meta, access=access))
 
 

@@ -84,6 +84,36 @@ def _as_uid_exec(uid: str, path: str) -> None:
     _exec(path)
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+MS_REMOUNT = 32
+SYS_FSOPEN, SYS_FSCONFIG = 430, 431  # the same number on every architecture
+FSOPEN_CLOEXEC, FSCONFIG_SET_STRING = 1, 1
+
+
+def _check(result: int) -> int:
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return result
+
+
+def _mount_cgroup(target: str, options: str, remount: str = "") -> None:
+    """mount(2) of cgroup v1 at `target` with the option string `options` (MS_REMOUNT if asked)."""
+    flags = MS_REMOUNT if remount else 0
+    _check(_libc.mount(b"cgroup", target.encode(), b"cgroup", flags, options.encode()))
+
+
+def _fsconfig_cgroup(key: str, value: str) -> None:
+    """The new mount API: fsopen("cgroup") and fsconfig(FSCONFIG_SET_STRING key=value); no mount is made."""
+    fd = _check(_libc.syscall(ctypes.c_long(SYS_FSOPEN), ctypes.c_char_p(b"cgroup"), ctypes.c_uint(FSOPEN_CLOEXEC)))
+    try:
+        _check(_libc.syscall(ctypes.c_long(SYS_FSCONFIG), ctypes.c_int(fd), ctypes.c_uint(FSCONFIG_SET_STRING),
+                             ctypes.c_char_p(key.encode()), ctypes.c_char_p(value.encode()), ctypes.c_int(0)))
+    finally:
+        os.close(fd)
+
+
 ACTIONS = {
     "open": _open,
     "exec": _exec,
@@ -92,6 +122,8 @@ ACTIONS = {
     "truncate": lambda path: os.truncate(path, 0),
     "cgroup-exec": _in_cgroup_exec,
     "uid-exec": _as_uid_exec,
+    "mount-cgroup": _mount_cgroup,
+    "fsconfig-cgroup": _fsconfig_cgroup,
     "open-loop": _open_loop,
 }
 

@@ -32,6 +32,10 @@ VARTMP = Path("/var/tmp/enftest")
 SHM = Path("/dev/shm/enftest")
 NORMAL = Path("/var/lib/enftest")
 CG1 = NORMAL / "cgv1"  # a named cgroup v1 hierarchy at an unusual place
+CG1_MOUNT = NORMAL / "cgv1-ra"  # where a mount with a release_agent option is tried
+CG1_MOUNT_CMD = NORMAL / "cgv1-ra-cmd"  # the same with util-linux mount
+CG1_PLAIN = NORMAL / "cgv1-plain"  # a cgroup v1 mount without it: must keep working
+HARMLESS_AGENT = "/bin/true"  # a release agent that, if ever set, does nothing
 PROC2 = NORMAL / "proc2"  # a second procfs mount
 CG2 = Path("/sys/fs/cgroup")
 CHROOT = NORMAL / "chroot"  # a tmpfs root with its own /tmp and /usr/bin
@@ -224,6 +228,8 @@ def sysrq_scenarios() -> List[Scenario]:
 def release_agent_scenarios() -> List[Scenario]:
     agent_file = str(CG1 / "release_agent")
     write = dict(rule="release-agent", path=agent_file, access="write")
+    # the event names the parameter as its path (the value is in new_path)
+    mount = dict(rule="release-agent", path="release_agent", access="mount", hook="fs_context_parse_param")
     return [
         Scenario("release-agent-write", _act("open", agent_file, "w"), hook="file_open", **write),
         Scenario("release-agent-o-trunc", _act("open", agent_file, "trunc_ro"), hook="file_open", **write),
@@ -237,6 +243,37 @@ def release_agent_scenarios() -> List[Scenario]:
             access="rename",
             hook="inode_rename",
             setup=refresh_rename_files,
+        ),
+        Scenario(
+            "release-agent-mount-option",
+            _act("mount-cgroup", str(CG1_MOUNT), f"none,name=enfra,release_agent={HARMLESS_AGENT}"),
+            setup=lambda: CG1_MOUNT.mkdir(parents=True, exist_ok=True),
+            **mount,
+        ),
+        Scenario(
+            "release-agent-mount-command",
+            ("mount", "-t", "cgroup", "-o", f"none,name=enfra2,release_agent={HARMLESS_AGENT}", "cgroup",
+             str(CG1_MOUNT_CMD)),
+            setup=lambda: CG1_MOUNT_CMD.mkdir(parents=True, exist_ok=True),
+            comm="mount",
+            **mount,
+        ),
+        Scenario(
+            "release-agent-remount-option",
+            _act("mount-cgroup", str(CG1), f"none,name=enftest,release_agent={HARMLESS_AGENT}", "remount"),
+            **mount,
+        ),
+        Scenario(
+            "release-agent-fsconfig",
+            _act("fsconfig-cgroup", "release_agent", HARMLESS_AGENT),
+            **mount,
+        ),
+        Scenario(
+            "cgroup-mount-without-release-agent",
+            _act("mount-cgroup", str(CG1_PLAIN), "none,name=enfplain"),
+            setup=lambda: CG1_PLAIN.mkdir(parents=True, exist_ok=True),
+            rule=None,
+            blocks=False,
         ),
         Scenario(
             "rename-from-release-agent",

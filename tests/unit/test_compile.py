@@ -60,6 +60,8 @@ def test_default_policy_plan_is_pinned():
             TargetSlot(T.RELEASE_AGENT_WRITE, C): RuleNumber(3),
             TargetSlot(T.RELEASE_AGENT_RENAME, H): RuleNumber(3),
             TargetSlot(T.RELEASE_AGENT_RENAME, C): RuleNumber(3),
+            TargetSlot(T.RELEASE_AGENT_MOUNT, H): RuleNumber(3),
+            TargetSlot(T.RELEASE_AGENT_MOUNT, C): RuleNumber(3),
             TargetSlot(T.EXEC_MEMFD, H): RuleNumber(5),
             TargetSlot(T.EXEC_MEMFD, C): RuleNumber(5),
             TargetSlot(T.EXEC_UNRESOLVED, H): RuleNumber(4),
@@ -129,7 +131,7 @@ def test_default_policy_plan_is_pinned():
         assert dict(plan.maps[name]) == expected[name], name
     assert plan.watch == int(
         abi.Watch.PROC_WRITE | abi.Watch.CGROUP_WRITE | abi.Watch.RENAME | abi.Watch.EXEC
-        | abi.Watch.HELPER_SYSCTL | abi.Watch.HELPER_SYSFS | abi.Watch.HELPER_BINFMT
+        | abi.Watch.HELPER_SYSCTL | abi.Watch.HELPER_SYSFS | abi.Watch.HELPER_BINFMT | abi.Watch.CGROUP_MOUNT
     )
     assert [(i.index, i.id, i.kind, i.mode, i.severity, i.mitre) for i in plan.rules] == [
         (1, "sysrq-write-host", "sysrq", "enforce", "critical", "T1611"),

@@ -125,7 +125,7 @@ def test_defaults_per_kind():
     s, r, e = policy.rules
     assert s.access == frozenset({SysrqAccess.WRITE})
     assert s.files == frozenset({SysrqFile.TRIGGER, SysrqFile.SYSCTL})
-    assert r.access == frozenset({ReleaseAgentAccess.WRITE, ReleaseAgentAccess.RENAME})
+    assert r.access == frozenset({ReleaseAgentAccess.WRITE, ReleaseAgentAccess.RENAME, ReleaseAgentAccess.MOUNT})
     for rule in (s, r, e):
         assert rule.meta.scope is Scope.ALL
         assert rule.meta.mode is None

@@ -68,6 +68,7 @@ def test_hooks_and_program_names() -> None:
         "path_truncate": ("path",),
         "inode_rename": ("old_dir", "old_dentry", "new_dir", "new_dentry"),
         "bprm_check_security": ("bprm",),
+        "fs_context_parse_param": ("fc", "param"),
     }
     assert {spec.hook for spec in registry.HOOKS} == set(abi.Hook)
     assert all(spec.program == f"lsm__{spec.name}" for spec in registry.HOOKS)
@@ -79,7 +80,7 @@ def test_cflags_give_every_map_size_once() -> None:
     assert len(names) == len(set(names))
     for spec in registry.MAPS:
         assert f"-D{spec.size_macro}={spec.size_value}" in flags
-    assert "-DENFORCER_TARGETS_ENTRIES=56" in flags  # 14 targets x 2 scopes x 2 policy slots
+    assert "-DENFORCER_TARGETS_ENTRIES=60" in flags  # 15 targets x 2 scopes x 2 policy slots
     assert "-DENFORCER_RULES_ENTRIES=128" in flags
     assert f"-DENFORCER_EVENTS_PAGES={abi.RINGBUF_BYTES // 4096}" in flags
 
