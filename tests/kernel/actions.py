@@ -9,6 +9,7 @@ control: opening for write is the protected action; nothing is pressed.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import json
 import os

@@ -162,6 +162,7 @@ class Scenario:
     rule: Optional[str]  # expected rule in the event; None: no event at all
     path: Optional[str] = None  # expected event path (exact), if checkable
     path_suffix: Optional[str] = None  # or: expected ending (fs-relative rename paths)
+    new_path: Optional[str] = None  # expected new_path (rename destination, mount parameter value)
     access: Optional[str] = None
     hook: Optional[str] = None
     match: Optional[str] = None
@@ -229,7 +230,8 @@ def release_agent_scenarios() -> List[Scenario]:
     agent_file = str(CG1 / "release_agent")
     write = dict(rule="release-agent", path=agent_file, access="write")
     # the event names the parameter as its path (the value is in new_path)
-    mount = dict(rule="release-agent", path="release_agent", access="mount", hook="fs_context_parse_param")
+    mount = dict(rule="release-agent", path="release_agent", new_path=HARMLESS_AGENT, access="mount",
+                 hook="fs_context_parse_param")
     return [
         Scenario("release-agent-write", _act("open", agent_file, "w"), hook="file_open", **write),
         Scenario("release-agent-o-trunc", _act("open", agent_file, "trunc_ro"), hook="file_open", **write),
@@ -394,6 +396,8 @@ def check_event(event: dict, scenario: Scenario, action: str, pid: int) -> None:
         assert event["access"] == scenario.access, event
     if scenario.hook:
         assert event["hook"] == scenario.hook, event
+    if scenario.new_path is not None:
+        assert event["new_path"] == scenario.new_path, event
     if scenario.match:
         assert event["match"] == scenario.match, event
     if scenario.comm:
