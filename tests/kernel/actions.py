@@ -99,10 +99,16 @@ def _check(result: int) -> int:
     return result
 
 
-def _mount_cgroup(target: str, options: str, remount: str = "") -> None:
-    """mount(2) of cgroup v1 at `target` with the option string `options` (MS_REMOUNT if asked)."""
-    flags = MS_REMOUNT if remount else 0
+def _mount_cgroup(target: str, options: str, how: str = "") -> None:
+    """mount(2) of cgroup v1 at `target` with the option string `options`.
+
+    how: "remount" (MS_REMOUNT), or "and-umount" (unmount again at once, so
+    the action can be repeated by a later test module).
+    """
+    flags = MS_REMOUNT if how == "remount" else 0
     _check(_libc.mount(b"cgroup", target.encode(), b"cgroup", flags, options.encode()))
+    if how == "and-umount":
+        _check(_libc.umount2(target.encode(), 0))
 
 
 def _fsconfig_cgroup(key: str, value: str) -> None:

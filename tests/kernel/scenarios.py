@@ -272,7 +272,7 @@ def release_agent_scenarios() -> List[Scenario]:
         ),
         Scenario(
             "cgroup-mount-without-release-agent",
-            _act("mount-cgroup", str(CG1_PLAIN), "none,name=enfplain"),
+            _act("mount-cgroup", str(CG1_PLAIN), "none,name=enfplain", "and-umount"),
             setup=lambda: CG1_PLAIN.mkdir(parents=True, exist_ok=True),
             rule=None,
             blocks=False,
