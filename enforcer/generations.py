@@ -52,9 +52,5 @@ class GenerationTable:
         return self._plans.get(generation)
 
     @property
-    def current(self) -> MapPlan:
-        return next(reversed(self._plans.values()))
-
-    @property
     def current_generation(self) -> int:
         return next(reversed(self._plans))

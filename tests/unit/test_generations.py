@@ -18,7 +18,7 @@ def test_keeps_the_newest_generations_only_and_knows_the_current_one() -> None:
         table.add(generation, _plan(generation))
     assert [table.plan(g) for g in (1, 2)] == [None, None]
     assert [table.plan(g).watch for g in (3, 4, 5)] == [3, 4, 5]
-    assert (table.current_generation, table.current.watch) == (5, 5)
+    assert (table.current_generation, table.plan(table.current_generation).watch) == (5, 5)
 
 
 def test_generations_only_go_forward() -> None:
