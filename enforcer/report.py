@@ -74,13 +74,12 @@ class Reporter:
 
     def event(self, event: Event) -> None:
         self._write_summaries(self.limiter.roll())
-        details = event.to_dict()
         if event.let_through_enforce_rule:
             self.counts["let_through_enforce_rule"] += 1  # never counted against a burst, never folded
-        elif not self.limiter.admit(tuple(details[name] for name in REPEAT_KEY_FIELDS)):
-            return
+        elif not self.limiter.admit(tuple(getattr(event, name) for name in REPEAT_KEY_FIELDS)):
+            return  # a suppressed repeat is not even turned into a record: floods stay cheap
         self.counts["events"] += 1
-        self._write({"type": "event", **details})
+        self._write({"type": "event", **event.to_dict()})
 
     def lost(self, count: int) -> None:
         self._write({"type": "lost", "count": count, "reason": "ring buffer full"})
