@@ -878,16 +878,18 @@ LSM_PROBE(inode_rename, struct inode *old_dir, struct dentry *old_dentry,
 	return apply_rule(s, &v, mntns, scope);
 }
 
-LSM_PROBE(bprm_check_security, struct linux_binprm *bprm, int ret)
+/*
+ * Judges a file about to become executable code in the current task, for the
+ * exec rules: the caller has set v->hook and v->access. The first check that
+ * matches decides; its rule's allowlist applies. Returns the verdict.
+ */
+static __always_inline int judge_exec_file(struct enforcer_settings *cfg, struct scratch *s,
+					   struct verdict_ctx *v, struct file *file)
 {
-	struct enforcer_settings *cfg;
 	struct enforcer_exec_place *place;
 	struct enforcer_fstype_key fskey = {};
 	struct file_system_type *type = NULL;
 	const char *type_name = NULL;
-	struct scratch *s;
-	struct verdict_ctx v = {};
-	struct file *file = NULL;
 	struct dentry *dentry = NULL;
 	struct vfsmount *vfsmnt = NULL;
 	struct inode *inode = NULL;
@@ -898,6 +900,79 @@ LSM_PROBE(bprm_check_security, struct linux_binprm *bprm, int ret)
 	__u64 mntns = 0;
 	__u32 scope, *fs_rule;
 	int resolved;
+
+	READ_KERNEL(dentry, file->f_path.dentry);
+	READ_KERNEL(vfsmnt, file->f_path.mnt);
+	READ_KERNEL(inode, file->f_inode);
+	if (!inode)
+		return 0;
+	READ_KERNEL(sb, inode->i_sb);
+	if (!sb)
+		return 0;
+	READ_KERNEL(magic, sb->s_magic);
+	READ_KERNEL(nlink, inode->__i_nlink);
+	scope = task_scope(cfg, &mntns);
+	v->sb = sb;
+
+	resolved = resolve_path(s, &s->obj, dentry, vfsmnt);
+
+	/* 1. anonymous shared-memory file (memfd_create, unlinked tmpfs file) */
+	if (nlink == 0 && (magic == TMPFS_MAGIC || magic == HUGETLBFS_MAGIC)) {
+		v->rule = target_rule(v->slot, ENFORCER_TARGET_EXEC_MEMFD, scope);
+		if (v->rule) {
+			v->match = ENFORCER_MATCH_MEMFD;
+			return apply_rule(s, v, mntns, scope);
+		}
+	}
+
+	/* 2. the deepest configured place that contains the file */
+	if (resolved) {
+		s->obj.data[0] = ENFORCER_KEY_NS(v->slot & 1, scope);
+		set_prefix(&s->obj, 0);
+		place = exec_places.lookup((struct enforcer_lpm_key *)&s->obj);
+		if (place) {
+			excluded = place->excluded;
+			v->rule = place->node_len == s->obj.dir_len ? place->rule_direct
+								    : place->rule_below;
+			if (v->rule) {
+				v->match = ENFORCER_MATCH_DIRECTORY;
+				return apply_rule(s, v, mntns, scope);
+			}
+		}
+	}
+
+	/* 3. the filesystem type the file lives on */
+	READ_KERNEL(type, sb->s_type);
+	if (type)
+		READ_KERNEL(type_name, type->name);
+	if (type_name) {
+		bpf_probe_read_kernel_str(fskey.name, sizeof(fskey.name), type_name);
+		fskey.ns = ENFORCER_KEY_NS(v->slot & 1, scope);
+		fs_rule = exec_fstypes.lookup(&fskey);
+		if (fs_rule && *fs_rule && !(excluded & ENFORCER_RULE_BIT(*fs_rule))) {
+			v->rule = *fs_rule;
+			v->match = ENFORCER_MATCH_FILESYSTEM;
+			return apply_rule(s, v, mntns, scope);
+		}
+	}
+
+	/* 4. fail safe: a path too deep to resolve is not assumed harmless */
+	if (!resolved) {
+		v->rule = target_rule(v->slot, ENFORCER_TARGET_EXEC_UNRESOLVED, scope);
+		if (v->rule) {
+			v->match = ENFORCER_MATCH_UNRESOLVED;
+			return apply_rule(s, v, mntns, scope);
+		}
+	}
+	return 0;
+}
+
+LSM_PROBE(bprm_check_security, struct linux_binprm *bprm, int ret)
+{
+	struct enforcer_settings *cfg;
+	struct scratch *s;
+	struct verdict_ctx v = {};
+	struct file *file = NULL;
 
 	if (ret)
 		return ret;
@@ -910,73 +985,9 @@ LSM_PROBE(bprm_check_security, struct linux_binprm *bprm, int ret)
 	READ_KERNEL(file, bprm->file);
 	if (!file)
 		return 0;
-	READ_KERNEL(dentry, file->f_path.dentry);
-	READ_KERNEL(vfsmnt, file->f_path.mnt);
-	READ_KERNEL(inode, file->f_inode);
-	if (!inode)
-		return 0;
-	READ_KERNEL(sb, inode->i_sb);
-	if (!sb)
-		return 0;
-	READ_KERNEL(magic, sb->s_magic);
-	READ_KERNEL(nlink, inode->__i_nlink);
-	scope = task_scope(cfg, &mntns);
 	v.hook = ENFORCER_HOOK_BPRM_CHECK_SECURITY;
 	v.access = ENFORCER_ACCESS_EXEC;
-	v.sb = sb;
-
-	/* The first check that matches decides; its rule's allowlist applies. */
-	resolved = resolve_path(s, &s->obj, dentry, vfsmnt);
-
-	/* 1. anonymous shared-memory file (memfd_create, unlinked tmpfs file) */
-	if (nlink == 0 && (magic == TMPFS_MAGIC || magic == HUGETLBFS_MAGIC)) {
-		v.rule = target_rule(v.slot, ENFORCER_TARGET_EXEC_MEMFD, scope);
-		if (v.rule) {
-			v.match = ENFORCER_MATCH_MEMFD;
-			return apply_rule(s, &v, mntns, scope);
-		}
-	}
-
-	/* 2. the deepest configured place that contains the file */
-	if (resolved) {
-		s->obj.data[0] = ENFORCER_KEY_NS(v.slot & 1, scope);
-		set_prefix(&s->obj, 0);
-		place = exec_places.lookup((struct enforcer_lpm_key *)&s->obj);
-		if (place) {
-			excluded = place->excluded;
-			v.rule = place->node_len == s->obj.dir_len ? place->rule_direct
-								   : place->rule_below;
-			if (v.rule) {
-				v.match = ENFORCER_MATCH_DIRECTORY;
-				return apply_rule(s, &v, mntns, scope);
-			}
-		}
-	}
-
-	/* 3. the filesystem type the file lives on */
-	READ_KERNEL(type, sb->s_type);
-	if (type)
-		READ_KERNEL(type_name, type->name);
-	if (type_name) {
-		bpf_probe_read_kernel_str(fskey.name, sizeof(fskey.name), type_name);
-		fskey.ns = ENFORCER_KEY_NS(v.slot & 1, scope);
-		fs_rule = exec_fstypes.lookup(&fskey);
-		if (fs_rule && *fs_rule && !(excluded & ENFORCER_RULE_BIT(*fs_rule))) {
-			v.rule = *fs_rule;
-			v.match = ENFORCER_MATCH_FILESYSTEM;
-			return apply_rule(s, &v, mntns, scope);
-		}
-	}
-
-	/* 4. fail safe: a path too deep to resolve is not assumed harmless */
-	if (!resolved) {
-		v.rule = target_rule(v.slot, ENFORCER_TARGET_EXEC_UNRESOLVED, scope);
-		if (v.rule) {
-			v.match = ENFORCER_MATCH_UNRESOLVED;
-			return apply_rule(s, &v, mntns, scope);
-		}
-	}
-	return 0;
+	return judge_exec_file(cfg, s, &v, file);
 }
 
 /*
