@@ -100,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="audit: every rule only reports (dry run); enforce: enforce every rule except those the "
         "policy itself marks mode = \"audit\"; policy (the default): the policy's own modes",
     )
+    run.add_argument(
+        "--events",
+        default="stdout",
+        metavar="SINKS",
+        help="where events go, comma-separated: stdout (JSON lines), journal (the systemd journal, "
+        "native fields), file:PATH (JSON lines appended; SIGUSR1 reopens it). Default stdout",
+    )
     run.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="default info")
     run.set_defaults(handler=_delegate("enforcer.daemon", "run_command"))
 

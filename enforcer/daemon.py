@@ -28,13 +28,16 @@ from enforcer.periodic import Scheduler
 from enforcer.pipeline import EventPipeline, LetThroughMarker
 from enforcer.plan import MapPlan
 from enforcer.policy import Mode, Policy
-from enforcer.report import Reporter
+from enforcer.report import Reporter, default_limiter
+from enforcer.sinks import SinkSpecError, open_sinks
 from enforcer.state import AgentState, write_state
 
 log = logging.getLogger("enforcer")
 
 POLL_MS = 500
 STATS_EVERY_S = 1.0
+#: How often a repeat window that ran out is summarised, events or not.
+SUMMARY_EVERY_S = 1.0
 #: How long a stopping agent keeps reporting what is still queued.
 FINAL_DRAIN_S = 2.0
 
@@ -94,10 +97,12 @@ class Agent:
         )
         self.scheduler = Scheduler()
         self.scheduler.every(STATS_EVERY_S, "report-lost-events", self._report_lost)
+        self.scheduler.every(SUMMARY_EVERY_S, "report-suppressed", self.reporter.tick)
         # Notifier.ping keeps the watchdog's own pace; it is offered every turn.
         self.scheduler.every(0.0, "watchdog", self.notifier.ping)
         self._stop = False
         self._reload = False
+        self._reopen = False
         self._lost_seen = 0
         self.enforcement = None
 
@@ -107,6 +112,9 @@ class Agent:
 
     def _on_reload(self, signum, _frame) -> None:
         self._reload = True
+
+    def _on_reopen(self, signum, _frame) -> None:
+        self._reopen = True
 
     def start(self) -> int:
         from enforcer.kernel.loader import LoadError, load  # noqa: PLC0415 - needs bcc
@@ -162,7 +170,7 @@ class Agent:
             loaded = load_and_compile(self.policy_path, self.override)
             changes = self.enforcement.apply(loaded.plan)
         except (PolicyError, ReloadError) as error:
-            self.reporter.notice("reload rejected, previous policy still in force", error=str(error))
+            self.reporter.notice("reload rejected, previous policy still in force", level="warning", error=str(error))
             log.error("reload rejected: %s", error)
         else:
             changed = sum(len(d.added) + len(d.changed) + len(d.deleted) for d in changes.maps.values())
@@ -175,6 +183,13 @@ class Agent:
             )
         self.notifier.send("READY=1")
 
+    def _reopen_sinks(self) -> None:
+        try:
+            self.reporter.reopen()
+        except OSError as error:
+            # the old file stays in use: events are not lost, only not rotated
+            log.error("reopening the event file failed, still writing the old one: %s", error)
+
     def _report_lost(self) -> None:
         lost = self.enforcement.stats()["events_lost"]
         if lost > self._lost_seen:
@@ -185,6 +200,7 @@ class Agent:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
+        signal.signal(signal.SIGUSR1, self._on_reopen)  # logrotate moved the event file
         backlog = False
         while not self._stop:
             # with records left over, only look again; otherwise wait for some
@@ -192,6 +208,9 @@ class Agent:
             if self._reload:
                 self._reload = False
                 self.reload()
+            if self._reopen:
+                self._reopen = False
+                self._reopen_sinks()
             self.scheduler.run_due()
         self.notifier.send("STOPPING=1")
         deadline = time.monotonic() + FINAL_DRAIN_S  # report what is queued, unless a flood goes on
@@ -222,7 +241,12 @@ def run_command(args) -> int:
         format="enforcer: %(levelname)s %(message)s",
     )
     override = mode_override(getattr(args, "mode", None))
-    agent = Agent(Path(args.policy), override, Reporter.json_lines(sys.stdout))
+    try:
+        sinks = open_sinks(getattr(args, "events", None) or "stdout", sys.stdout)
+    except (SinkSpecError, OSError) as error:
+        print(f"enforcer: {error}", file=sys.stderr)
+        return ExitCode.UNAVAILABLE
+    agent = Agent(Path(args.policy), override, Reporter(sinks, default_limiter()))
     status = agent.start()
     if status != ExitCode.OK:
         return status
