@@ -1037,3 +1037,44 @@ LSM_PROBE(fs_context_parse_param, struct fs_context *fc, struct fs_parameter *pa
 	}
 	return apply_rule(s, &v, mntns, scope);
 }
+
+/*
+ * An interpreter asks, with execveat(fd, "", ..., AT_EXECVE_CHECK), whether
+ * the kernel would execute the script it is about to run (Linux 6.14+). The
+ * kernel then stops after this hook: bprm_check_security never runs for such
+ * a check, so the exec rules answer here, on the script itself. Interpreters
+ * that opt in (SECBIT_EXEC_RESTRICT_FILE) then refuse a script in /tmp as the
+ * kernel refuses a binary there. A real exec passes here too (is_check
+ * clear) and is left to bprm_check_security, which sees the final file.
+ * Kernels without AT_EXECVE_CHECK get a program that only returns.
+ */
+LSM_PROBE(bprm_creds_for_exec, struct linux_binprm *bprm, int ret)
+{
+#ifdef ENFORCER_BPRM_IS_CHECK_BYTE
+	struct enforcer_settings *cfg;
+	struct scratch *s;
+	struct verdict_ctx v = {};
+	struct file *file = NULL;
+	__u8 flags = 0;
+
+	if (ret)
+		return ret;
+	bpf_probe_read_kernel(&flags, sizeof(flags), (char *)bprm + ENFORCER_BPRM_IS_CHECK_BYTE);
+	if (!(flags & ENFORCER_BPRM_IS_CHECK_MASK))
+		return 0;
+	cfg = get_settings();
+	if (!cfg || !(begin_decision(cfg, &v) & ENFORCER_WATCH_EXEC))
+		return 0;
+	s = get_scratch();
+	if (!s)
+		return 0;
+	READ_KERNEL(file, bprm->file);
+	if (!file)
+		return 0;
+	v.hook = ENFORCER_HOOK_BPRM_CREDS_FOR_EXEC;
+	v.access = ENFORCER_ACCESS_EXEC;
+	return judge_exec_file(cfg, s, &v, file);
+#else
+	return ret;
+#endif
+}

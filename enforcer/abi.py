@@ -116,6 +116,8 @@ class Hook(enum.IntEnum):
     BPRM_CHECK_SECURITY = 3
     PATH_TRUNCATE = 4
     FS_CONTEXT_PARSE_PARAM = 5
+    #: an interpreter's execveat(AT_EXECVE_CHECK) of a script (Linux 6.14+)
+    BPRM_CREDS_FOR_EXEC = 6
 
 
 class Access(enum.IntEnum):

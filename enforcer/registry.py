@@ -131,6 +131,7 @@ HOOKS: Tuple[HookSpec, ...] = (
     HookSpec(abi.Hook.INODE_RENAME, ("old_dir", "old_dentry", "new_dir", "new_dentry")),
     HookSpec(abi.Hook.BPRM_CHECK_SECURITY, ("bprm",)),
     HookSpec(abi.Hook.FS_CONTEXT_PARSE_PARAM, ("fc", "param")),
+    HookSpec(abi.Hook.BPRM_CREDS_FOR_EXEC, ("bprm",)),
 )
 
 

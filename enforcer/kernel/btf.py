@@ -103,6 +103,16 @@ class BtfParam:
     c_type: str
 
 
+@dataclass(frozen=True)
+class MemberLocation:
+    """A struct member's type id and place: `bit_offset` from the start of the
+    struct; `bitfield_bits` is its width for a bitfield, else 0."""
+
+    type_id: int
+    bit_offset: int
+    bitfield_bits: int
+
+
 class BtfInfo:
     """BTF parsed once, answering many queries.
 
@@ -204,23 +214,35 @@ class BtfInfo:
     def member_type(self, struct_name: str, member: str) -> str:
         """C type of struct_name.member as text (through anonymous members),
         e.g. member_type("task_struct", "comm") == "char[16]"."""
+        return self.type_name(self._member(struct_name, member).type_id)
+
+    def member_location(self, struct_name: str, member: str) -> MemberLocation:
+        """Where struct_name.member sits: bit offset from the start of the
+        struct (through anonymous members) and, for a bitfield, its width."""
+        return self._member(struct_name, member)
+
+    def _member(self, struct_name: str, member: str) -> MemberLocation:
         for type_id in self.find(KIND_STRUCT, struct_name):
-            found = self._find_member_type(type_id, member)
+            found = self._find_member(type_id, member, 0)
             if found is not None:
-                return self.type_name(found)
+                return found
         raise BtfError(f"{self.origin}: struct {struct_name} has no member {member}")
 
-    def _find_member_type(self, type_id: int, member: str) -> int | None:
+    def _find_member(self, type_id: int, member: str, base_bits: int) -> MemberLocation | None:
         _name, _kind, vlen, _size, pos = self._type(type_id)
+        # With the kind flag set, a member's offset word holds the bitfield
+        # width in its top byte and the bit offset below it.
+        split = self._kind_flag(type_id)
         for i in range(vlen):
-            m_name, m_type, _off = struct.unpack_from(
+            m_name, m_type, offset = struct.unpack_from(
                 "<III", self._data, pos + 12 * i)
+            bits, width = (offset & 0xFFFFFF, offset >> 24) if split else (offset, 0)
             if m_name and self.string(m_name) == member:
-                return m_type
+                return MemberLocation(m_type, base_bits + bits, width)
             if not m_name:
                 inner = self._skip_modifiers(m_type)
                 if self._type(inner)[1] in (KIND_STRUCT, KIND_UNION):
-                    found = self._find_member_type(inner, member)
+                    found = self._find_member(inner, member, base_bits + bits)
                     if found is not None:
                         return found
         return None

@@ -6,7 +6,14 @@ is exact, where a version number would be a guess (and wrong on backports).
 
 from __future__ import annotations
 
-from enforcer.kernel.btf import BtfSource, load_btf
+from enforcer.kernel.btf import BtfError, BtfInfo, BtfSource, load_btf
+
+#: Linux 6.14 added execveat(..., AT_EXECVE_CHECK): an interpreter asks whether
+#: the kernel would execute a script, and the LSMs answer in
+#: bprm_creds_for_exec, where linux_binprm.is_check is set (bprm_check_security
+#: is not called for such a check).
+EXECVE_CHECK_STRUCT = "linux_binprm"
+EXECVE_CHECK_MEMBER = "is_check"
 
 
 def feature_cflags(btf: BtfSource) -> tuple[str, ...]:
@@ -18,4 +25,30 @@ def feature_cflags(btf: BtfSource) -> tuple[str, ...]:
         flags.append("-DENFORCER_KERNFS_PARENT=__parent")
     else:
         flags.append("-DENFORCER_KERNFS_PARENT=parent")
+    flags.extend(_execve_check_cflags(info))
     return tuple(flags)
+
+
+def execve_check_supported(btf: BtfSource) -> bool:
+    """Whether this kernel offers AT_EXECVE_CHECK (and enforcer answers it)."""
+    return load_btf(btf).struct_has_member(EXECVE_CHECK_STRUCT, EXECVE_CHECK_MEMBER)
+
+
+def _execve_check_cflags(info: BtfInfo) -> list[str]:
+    """Where the C reads linux_binprm.is_check: a byte offset and a bit mask,
+    since a bitfield has no address for bpf_probe_read_kernel. None on a
+    kernel without AT_EXECVE_CHECK: the program then has nothing to answer."""
+    if not info.struct_has_member(EXECVE_CHECK_STRUCT, EXECVE_CHECK_MEMBER):
+        return []
+    where = info.member_location(EXECVE_CHECK_STRUCT, EXECVE_CHECK_MEMBER)
+    if where.bitfield_bits == 0:
+        # a whole member (bool or int): any non-zero low byte means "check"
+        return [f"-DENFORCER_BPRM_IS_CHECK_BYTE={where.bit_offset // 8}",
+                "-DENFORCER_BPRM_IS_CHECK_MASK=0xff"]
+    if where.bitfield_bits != 1:
+        # Never guess: refusing to compile beats answering the wrong bit.
+        raise BtfError(
+            f"{info.origin}: {EXECVE_CHECK_STRUCT}.{EXECVE_CHECK_MEMBER} is a "
+            f"{where.bitfield_bits}-bit field; enforcer knows a flag of 1 bit")
+    return [f"-DENFORCER_BPRM_IS_CHECK_BYTE={where.bit_offset // 8}",
+            f"-DENFORCER_BPRM_IS_CHECK_MASK={1 << (where.bit_offset % 8):#x}"]

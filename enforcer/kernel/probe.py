@@ -188,6 +188,30 @@ def check_hooks() -> Check:
     return Check("hooks", True, "signatures match for " + ", ".join(spec.name for spec in registry.HOOKS))
 
 
+def check_execve_check() -> Check:
+    """Whether interpreters can ask the exec rules about a script (not required)."""
+    from enforcer.kernel.btf import BtfError  # noqa: PLC0415
+    from enforcer.kernel.features import execve_check_supported  # noqa: PLC0415
+
+    try:
+        supported = execve_check_supported(str(BTF_VMLINUX))
+    except BtfError as error:
+        return Check("interpreter checks", False, str(error), required=False)
+    if supported:
+        return Check("interpreter checks", True,
+                     "AT_EXECVE_CHECK: exec rules answer interpreters that ask about a script",
+                     required=False)
+    return Check(
+        "interpreter checks",
+        False,
+        "this kernel has no execveat(AT_EXECVE_CHECK) (Linux 6.14+): `sh /tmp/x.sh` and "
+        "`python3 /tmp/x.py` stay out of reach of exec rules",
+        "on Linux 6.14+, interpreters that opt in (SECBIT_EXEC_RESTRICT_FILE) can ask; "
+        "see 'Interpreters' in docs/threat-model.md",
+        required=False,
+    )
+
+
 def check_trial_attach() -> Check:
     """Compile, load and attach a program that changes nothing, then detach it."""
     if os.geteuid() != 0:
@@ -224,6 +248,7 @@ DEFAULT_CHECKS: Sequence[Callable[[], Check]] = (
     check_bcc,
     check_bpftool,
     check_hooks,
+    check_execve_check,
     check_trial_attach,
 )
 

@@ -27,6 +27,8 @@ EXPECTED_HOOKS = {
     "bprm_check_security": ("bprm",),
     "inode_rename": ("old_dir", "old_dentry", "new_dir", "new_dentry"),
     "path_truncate": ("path",),
+    "fs_context_parse_param": ("fc", "param"),
+    "bprm_creds_for_exec": ("bprm",),
 }
 
 
@@ -67,6 +69,19 @@ def test_kernfs_parent_rename(kernels: dict) -> None:
     assert btf.struct_has_member(kernels["host"][0], "kernfs_node", "__parent")
     assert "-DENFORCER_KERNFS_PARENT=parent" in features.feature_cflags(kernels["6.1"][0])
     assert "-DENFORCER_KERNFS_PARENT=__parent" in features.feature_cflags(kernels["host"][0])
+
+
+def test_execve_check_only_where_the_kernel_has_it(kernels: dict) -> None:
+    # AT_EXECVE_CHECK arrived in 6.14: the host (6.18) has linux_binprm.is_check,
+    # Debian's 6.1 does not (the program then only returns).
+    assert not features.execve_check_supported(kernels["6.1"][0])
+    assert not any("IS_CHECK" in f for f in features.feature_cflags(kernels["6.1"][0]))
+    host = btf.load_btf(kernels["host"][0])
+    if not host.struct_has_member("linux_binprm", "is_check"):
+        pytest.skip(f"the host kernel ({host.origin}) predates AT_EXECVE_CHECK")
+    where = host.member_location("linux_binprm", "is_check")
+    assert where.bitfield_bits == 1
+    assert f"-DENFORCER_BPRM_IS_CHECK_BYTE={where.bit_offset // 8}" in features.feature_cflags(host)
 
 
 def test_members_through_anonymous_unions(kernels: dict) -> None:

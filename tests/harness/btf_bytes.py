@@ -31,9 +31,9 @@ class BtfBuilder:
         return offset
 
     def _add(self, kind: int, name: str, vlen: int, size_or_type: int,
-             extra: bytes = b"") -> int:
-        self._types += struct.pack("<III", self._name(name), (kind << 24) | vlen,
-                                   size_or_type) + extra
+             extra: bytes = b"", kind_flag: bool = False) -> int:
+        info = (int(kind_flag) << 31) | (kind << 24) | vlen
+        self._types += struct.pack("<III", self._name(name), info, size_or_type) + extra
         self._count += 1
         return self._count
 
@@ -54,6 +54,13 @@ class BtfBuilder:
         kind = btf.KIND_UNION if union else btf.KIND_STRUCT
         return self._add(kind, name, len(packed), 8, b"".join(packed))
 
+    def bitfield_struct(self, name: str, members: Iterable[Tuple[str, int, int, int]]) -> int:
+        """A struct with the kind flag set: each member is (name, type,
+        bit offset, bitfield width or 0), as the kernel's BTF encodes them."""
+        packed = [struct.pack("<III", self._name(m_name), m_type, (width << 24) | bits)
+                  for m_name, m_type, bits, width in members]
+        return self._add(btf.KIND_STRUCT, name, len(packed), 64, b"".join(packed), kind_flag=True)
+
     def enum(self, name: str, values: Iterable[Tuple[str, int]]) -> int:
         packed = [struct.pack("<Ii", self._name(v_name), value) for v_name, value in values]
         return self._add(btf.KIND_ENUM, name, len(packed), 4, b"".join(packed))
@@ -70,10 +77,12 @@ class BtfBuilder:
         return header + types + strings
 
 
-def small_kernel(kernfs_parent: str = "__parent") -> bytes:
+def small_kernel(kernfs_parent: str = "__parent", is_check_width: int = -1) -> bytes:
     """A few types shaped like the kernel's, with the quirks the agent meets:
     members inside anonymous unions/structs, a const member, a char array,
-    an LSM hook, bpf_func_id, and kernfs_node's parent under either name."""
+    an LSM hook, bpf_func_id, and kernfs_node's parent under either name.
+    With is_check_width >= 0, linux_binprm has Linux 6.14's is_check (bit 325,
+    as on 6.18) of that width (0: a whole member at byte 41)."""
     b = BtfBuilder()
     int_t = b.int_type("int", 4)
     char_t = b.int_type("char", 1)
@@ -88,4 +97,10 @@ def small_kernel(kernfs_parent: str = "__parent") -> bytes:
     b.struct_type("kernfs_node", [(kernfs_parent, int_t), ("name", b.ptr(char_t))])
     b.enum("bpf_func_id", [("BPF_FUNC_unspec", 0), ("BPF_FUNC_map_lookup_elem", 1)])
     b.func("bpf_lsm_path_truncate", [("path", b.ptr(const_path))], int_t)
+    binprm = [("file", b.ptr(int_t), 0, 0), ("have_execfd", int_t, 320, 1)]
+    if is_check_width > 0:
+        binprm.append(("is_check", int_t, 325, is_check_width))
+    elif is_check_width == 0:
+        binprm.append(("is_check", int_t, 328, 0))
+    b.bitfield_struct("linux_binprm", binprm)
     return b.to_bytes()

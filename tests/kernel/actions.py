@@ -121,6 +121,25 @@ def _fsconfig_cgroup(key: str, value: str) -> None:
         os.close(fd)
 
 
+SYS_EXECVEAT = {"x86_64": 322, "aarch64": 281}
+AT_EMPTY_PATH, AT_EXECVE_CHECK = 0x1000, 0x10000  # AT_EXECVE_CHECK: Linux 6.14+
+
+
+def _execve_check(path: str) -> None:
+    """What an interpreter that opts in asks before running a script:
+    execveat(fd, "", ..., AT_EMPTY_PATH | AT_EXECVE_CHECK). Nothing is executed;
+    0 means "would be allowed". Kernels before 6.14 answer EINVAL (unknown flag)."""
+    number = SYS_EXECVEAT[os.uname().machine]
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        argv = (ctypes.c_char_p * 2)(path.encode(), None)
+        envp = (ctypes.c_char_p * 1)(None)
+        _check(_libc.syscall(ctypes.c_long(number), ctypes.c_int(fd), ctypes.c_char_p(b""), argv, envp,
+                             ctypes.c_int(AT_EMPTY_PATH | AT_EXECVE_CHECK)))
+    finally:
+        os.close(fd)
+
+
 ACTIONS = {
     "open": _open,
     "exec": _exec,
@@ -132,6 +151,7 @@ ACTIONS = {
     "mount-cgroup": _mount_cgroup,
     "fsconfig-cgroup": _fsconfig_cgroup,
     "open-loop": _open_loop,
+    "execve-check": _execve_check,
 }
 
 

@@ -34,6 +34,32 @@ def test_scenario_under_enforce(agent, stage, scenario_id: str) -> None:
     assert_single_event(scenario, events, action, proc.pid, proc)
 
 
+# --- interpreters asking with execveat(AT_EXECVE_CHECK) (Linux 6.14+) ---------------
+
+
+def test_interpreter_check_is_answered_where_the_kernel_offers_it(agent) -> None:
+    from enforcer.kernel.features import execve_check_supported
+
+    mark = agent.mark()
+    in_tmp = run_action([PY, ACTIONS, "execve-check", str(TMP / "script.sh")])
+    ordinary = run_action([PY, ACTIONS, "execve-check", str(NORMAL / "bin/allowed-sh")])
+    events = [e for e in agent.events(mark) if e.get("type") == "event" and e.get("path") == str(TMP / "script.sh")]
+    if execve_check_supported("/sys/kernel/btf/vmlinux"):
+        assert in_tmp.returncode == 77, in_tmp.stderr
+        assert ordinary.returncode == 0, ordinary.stderr
+        assert [(e["hook"], e["rule"], e["action"]) for e in events] == [
+            ("bprm_creds_for_exec", "exec-unusual-dir", "blocked")]
+    else:
+        # The kernel cannot be asked (unknown flag): the interpreter learns that
+        # (EINVAL) rather than a false "allowed", and nothing is reported.
+        assert "Errno 22" in in_tmp.stderr and in_tmp.returncode == 3, in_tmp.stderr
+        assert "Errno 22" in ordinary.stderr, ordinary.stderr
+        assert events == []
+        # The bprm_creds_for_exec program only returns here; a real exec of
+        # the same place is still judged, by bprm_check_security.
+        assert run_action([PY, ACTIONS, "exec", str(TMP / "true")]).returncode == 77
+
+
 # --- allowlists: the same exec of /tmp/enftest/true, from different subjects --------
 
 

@@ -53,6 +53,32 @@ def test_kernfs_parent_flag_follows_btf(member: str) -> None:
     assert features.feature_cflags(info) == (f"-DENFORCER_KERNFS_PARENT={member}",)
 
 
+def test_bitfield_members_have_bit_offsets() -> None:
+    info = btf.BtfInfo(small_kernel(is_check_width=1))
+    where = info.member_location("linux_binprm", "is_check")
+    assert (where.bit_offset, where.bitfield_bits) == (325, 1)
+    assert info.type_name(where.type_id) == "int"
+    assert info.member_location("linux_binprm", "file").bit_offset == 0
+    with pytest.raises(btf.BtfError, match="no member nope"):
+        info.member_location("linux_binprm", "nope")
+
+
+@pytest.mark.parametrize("width, flags", [
+    (-1, ()),  # before Linux 6.14: nothing to answer, no flags
+    (1, ("-DENFORCER_BPRM_IS_CHECK_BYTE=40", "-DENFORCER_BPRM_IS_CHECK_MASK=0x20")),
+    (0, ("-DENFORCER_BPRM_IS_CHECK_BYTE=41", "-DENFORCER_BPRM_IS_CHECK_MASK=0xff")),
+])
+def test_execve_check_flags_follow_btf(width: int, flags: tuple) -> None:
+    info = btf.BtfInfo(small_kernel(is_check_width=width))
+    assert features.feature_cflags(info)[1:] == flags
+    assert features.execve_check_supported(info) is (width >= 0)
+
+
+def test_execve_check_refuses_a_wider_bitfield() -> None:
+    with pytest.raises(btf.BtfError, match="is_check is a 2-bit field"):
+        features.feature_cflags(btf.BtfInfo(small_kernel(is_check_width=2)))
+
+
 def test_load_btf_parses_a_file_once(tmp_path: Path) -> None:
     path = tmp_path / "vmlinux"
     path.write_bytes(small_kernel())

@@ -82,3 +82,17 @@ def test_lockdown_confidentiality_is_fatal(tmp_path, monkeypatch) -> None:
     assert not check.ok and check.required
     lockdown.write_text("none [integrity] confidentiality")
     assert probe.check_lockdown().ok
+
+
+def test_execve_check_is_reported_not_required(tmp_path, monkeypatch) -> None:
+    from harness.btf_bytes import small_kernel
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.write_bytes(small_kernel())
+    new.write_bytes(small_kernel(is_check_width=1))
+    monkeypatch.setattr(probe, "BTF_VMLINUX", old)
+    before = probe.check_execve_check()
+    assert (before.ok, before.required) == (False, False)
+    assert "6.14" in before.detail and "python3 /tmp/x.py" in before.detail
+    monkeypatch.setattr(probe, "BTF_VMLINUX", new)
+    assert probe.check_execve_check().ok

@@ -69,6 +69,7 @@ def test_hooks_and_program_names() -> None:
         "inode_rename": ("old_dir", "old_dentry", "new_dir", "new_dentry"),
         "bprm_check_security": ("bprm",),
         "fs_context_parse_param": ("fc", "param"),
+        "bprm_creds_for_exec": ("bprm",),
     }
     assert {spec.hook for spec in registry.HOOKS} == set(abi.Hook)
     assert all(spec.program == f"lsm__{spec.name}" for spec in registry.HOOKS)
