@@ -1,0 +1,202 @@
+"""Event delivery on a real kernel (issue 12): the systemd journal with native
+fields, and a flood of denials from fresh processes that stays bounded and is
+accounted for exactly.
+
+The guest's PID 1 is not systemd, but its journald is the real one: the test
+starts /lib/systemd/systemd-journald itself when no journal socket exists,
+and reads the entries back with journalctl, as an operator would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Dict, Iterator, List
+
+import pytest
+
+from battery import artifacts_root
+from enforcer.sinks import JOURNAL_SOCKET, MESSAGE_IDS
+from enforcer_agent import REPO, Agent, run_action, unload
+from scenarios import ACTIONS, PY
+
+pytestmark = pytest.mark.kernel
+
+SYSRQ = "/proc/sysrq-trigger"
+POLICY = """version = 1
+mode = "enforce"
+
+[[rule]]
+id = "sysrq-write"
+kind = "sysrq"
+access = ["write"]
+files = ["trigger", "sysctl"]
+"""
+FLOOD_S = 30
+TARGET_PER_S = 10_000
+
+#: Forks one child per attempt (a fresh pid each time, as a shell loop does);
+#: the child opens SYSRQ for writing, which must be refused, and exits.
+#: Runs for argv[1] seconds at most argv[2] attempts a second; prints counts.
+FLOOD_C = r"""
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec / 1e9; }
+
+int main(int argc, char **argv) {
+    double seconds = atof(argv[1]), rate = atof(argv[2]), start = now();
+    long attempts = 0, denied = 0, opened = 0, other = 0;
+    while (now() - start < seconds) {
+        if (attempts >= rate * (now() - start)) { usleep(50); continue; }
+        pid_t pid = fork();
+        if (pid == 0) {
+            int fd = open("/proc/sysrq-trigger", O_WRONLY);
+            if (fd >= 0) _exit(0);
+            _exit(errno == EPERM ? 1 : 2);
+        }
+        int status = 0;
+        waitpid(pid, &status, 0);
+        attempts++;
+        switch (WEXITSTATUS(status)) { case 0: opened++; break; case 1: denied++; break; default: other++; }
+    }
+    printf("{\"attempts\": %ld, \"denied\": %ld, \"opened\": %ld, \"other\": %ld, \"seconds\": %.3f}\n",
+           attempts, denied, opened, other, now() - start);
+    return 0;
+}
+"""
+
+
+def _journald() -> None:
+    """A running journald (the guest's init does not start one)."""
+    if Path(JOURNAL_SOCKET).exists():
+        return
+    for binary in ("/lib/systemd/systemd-journald", "/usr/lib/systemd/systemd-journald"):
+        if os.access(binary, os.X_OK):
+            subprocess.Popen([binary], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            break
+    else:
+        pytest.fail("systemd-journald is not installed in the guest's root (package systemd)")
+    deadline = time.monotonic() + 30
+    while not Path(JOURNAL_SOCKET).exists():
+        if time.monotonic() > deadline:
+            pytest.fail(f"systemd-journald did not create {JOURNAL_SOCKET} within 30 s")
+        time.sleep(0.2)
+
+
+def _agent(tmp_path: Path, agent_log_path: Path, events: str) -> Iterator[Agent]:
+    (tmp_path / "policy.toml").write_text(POLICY)
+    log_path = artifacts_root(tmp_path) / "agent.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    agent = Agent(tmp_path / "policy.toml", None, log_path, tmp_path, extra_args=["--events", events])
+    agent.start()
+    try:
+        yield agent
+    finally:
+        agent.stop()
+        unload(tmp_path)
+        agent_log_path.write_text(log_path.read_text())
+
+
+@pytest.fixture
+def journal_agent(tmp_path, agent_log_path) -> Iterator[Agent]:
+    _journald()
+    yield from _agent(tmp_path, agent_log_path, "journal,stdout")
+
+
+def _journal(message_id: str, since_s: float) -> List[Dict[str, str]]:
+    out = subprocess.run(
+        ["journalctl", "--no-pager", "-o", "json", f"MESSAGE_ID={message_id}", "--since", f"@{since_s:.0f}"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_journal_entries_carry_native_fields(journal_agent) -> None:
+    since = time.time() - 5
+    mark = journal_agent.mark()
+    denied = run_action([PY, ACTIONS, "open", SYSRQ, "w"])
+    assert denied.returncode == 77, denied.stderr
+    event = journal_agent.wait_for(mark, lambda r: r.get("type") == "event" and r.get("pid") == denied.pid)
+    deadline = time.monotonic() + 20
+    entries: List[Dict[str, str]] = []
+    while time.monotonic() < deadline:
+        entries = [e for e in _journal(MESSAGE_IDS["event"], since) if e.get("ENFORCER_PID") == str(denied.pid)]
+        if entries:
+            break
+        time.sleep(0.5)
+    assert len(entries) == 1, entries
+    entry = entries[0]
+    assert entry["SYSLOG_IDENTIFIER"] == "enforcer"
+    assert entry["PRIORITY"] == "2"  # the sysrq kind is critical
+    assert (entry["ENFORCER_RULE"], entry["ENFORCER_ACTION"], entry["ENFORCER_PATH"]) == (
+        "sysrq-write", "blocked", SYSRQ)
+    assert entry["ENFORCER_EXE"] == event["exe"] and entry["ENFORCER_COMM"] == event["comm"]
+    assert json.loads(entry["ENFORCER_RECORD"]) == event  # the journal holds exactly what stdout got
+    assert entry["MESSAGE"].startswith(f"blocked write of {SYSRQ} by ")
+    started = _journal(MESSAGE_IDS["agent"], since)
+    assert any(e.get("ENFORCER_MESSAGE") == "started" for e in started), started
+
+
+@pytest.fixture
+def flood_agent(tmp_path, agent_log_path) -> Iterator[Agent]:
+    yield from _agent(tmp_path, agent_log_path, "stdout")
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_a_flood_from_fresh_pids_is_bounded_and_accounted_for_exactly(flood_agent, tmp_path) -> None:
+    source = tmp_path / "flood.c"
+    source.write_text(FLOOD_C)
+    binary = tmp_path / "flood"
+    subprocess.run(["gcc", "-O2", "-o", str(binary), str(source)], check=True, capture_output=True, text=True)
+    mark = flood_agent.mark()
+    cpu_before, wall_before = _cpu_seconds(flood_agent.pid), time.monotonic()
+    result = subprocess.run([str(binary), str(FLOOD_S), str(TARGET_PER_S)], capture_output=True, text=True,
+                            check=True, timeout=FLOOD_S + 120)
+    counts = json.loads(result.stdout)
+    time.sleep(12)  # one more window: the timer writes the last summary without a further event
+    cpu = _cpu_seconds(flood_agent.pid) - cpu_before
+    wall = time.monotonic() - wall_before
+    rss = _peak_rss_mib(flood_agent.pid)
+    records = flood_agent.since(mark)
+    exe = str(binary)
+    events = [r for r in records if r.get("type") == "event" and r.get("exe") == exe]
+    summaries = [r for r in records if r.get("type") == "suppressed" and r.get("exe") == exe]
+    lost = sum(int(r["count"]) for r in records if r.get("type") == "lost")
+    suppressed = sum(int(r["count"]) for r in summaries)
+    rate = counts["attempts"] / counts["seconds"]
+    print(f"flood: {counts['attempts']} attempts in {counts['seconds']:.1f} s ({rate:.0f}/s from fresh pids; "
+          f"target {TARGET_PER_S}/s), agent CPU {cpu:.1f} s over {wall:.1f} s ({cpu / wall:.2f} cores), "
+          f"peak RSS {rss:.1f} MiB, lines written {len(records)}: {len(events)} events, "
+          f"{len(summaries)} summaries ({suppressed} suppressed), {lost} lost")
+    assert counts["opened"] == 0 and counts["other"] == 0, counts
+    assert counts["attempts"] > 1000, counts  # enough to flood, even under emulation
+    # exact accounting: every refused attempt written, summarised or counted lost
+    assert len(events) + suppressed + lost == counts["denied"], (len(events), suppressed, lost, counts)
+    assert len({e["pid"] for e in events}) == len(events)  # fresh pids, still one offender
+    # bounded output: 20 events and one summary per 10 s window of one offender
+    windows = int(wall // 10) + 2
+    assert len(events) <= 20 * windows and len(summaries) <= windows, (len(events), len(summaries), windows)
+    assert all(s["coarse"] is False and s["window_start"] <= s["window_end"] for s in summaries)
+    assert cpu / wall < 1.0, f"the agent used {cpu / wall:.2f} cores"
+    assert rss < 100, f"the agent's peak RSS was {rss:.1f} MiB"
