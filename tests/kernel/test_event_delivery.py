@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Dict, Iterator, List
@@ -145,6 +146,12 @@ def test_journal_entries_carry_native_fields(journal_agent) -> None:
     assert entry["MESSAGE"].startswith(f"blocked write of {SYSRQ} by ")
     started = _journal(MESSAGE_IDS["agent"], since)
     assert any(e.get("ENFORCER_MESSAGE") == "started" for e in started), started
+    # ... and `enforcer events` reads it back, filtered
+    shown = subprocess.run(
+        [sys.executable, "-m", "enforcer", "events", "--json", "--rule", "sysrq-write", "--action", "blocked",
+         "--container", "host"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert event in [json.loads(line) for line in shown.stdout.splitlines()], shown.stdout[-2000:]
 
 
 @pytest.fixture
@@ -157,11 +164,19 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def _peak_rss_mib(pid: int) -> float:
+def _memory_mib(pid: int) -> Dict[str, float]:
+    """VmRSS, VmHWM, RssAnon, RssFile of the process, in MiB."""
+    values = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+            values[key] = int(rest.split()[0]) / 1024
+    return values
+
+
+def _reset_peak_rss(pid: int) -> None:
+    """Start VmHWM afresh (proc(5), clear_refs "5"): the flood's peak, not bcc's compile at start."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
 def test_a_flood_from_fresh_pids_is_bounded_and_accounted_for_exactly(flood_agent, tmp_path) -> None:
@@ -170,6 +185,8 @@ def test_a_flood_from_fresh_pids_is_bounded_and_accounted_for_exactly(flood_agen
     binary = tmp_path / "flood"
     subprocess.run(["gcc", "-O2", "-o", str(binary), str(source)], check=True, capture_output=True, text=True)
     mark = flood_agent.mark()
+    before = _memory_mib(flood_agent.pid)
+    _reset_peak_rss(flood_agent.pid)
     cpu_before, wall_before = _cpu_seconds(flood_agent.pid), time.monotonic()
     result = subprocess.run([str(binary), str(FLOOD_S), str(TARGET_PER_S)], capture_output=True, text=True,
                             check=True, timeout=FLOOD_S + 120)
@@ -177,7 +194,8 @@ def test_a_flood_from_fresh_pids_is_bounded_and_accounted_for_exactly(flood_agen
     time.sleep(12)  # one more window: the timer writes the last summary without a further event
     cpu = _cpu_seconds(flood_agent.pid) - cpu_before
     wall = time.monotonic() - wall_before
-    rss = _peak_rss_mib(flood_agent.pid)
+    after = _memory_mib(flood_agent.pid)
+    rss = after["VmHWM"]
     records = flood_agent.since(mark)
     exe = str(binary)
     events = [r for r in records if r.get("type") == "event" and r.get("exe") == exe]
@@ -187,7 +205,9 @@ def test_a_flood_from_fresh_pids_is_bounded_and_accounted_for_exactly(flood_agen
     rate = counts["attempts"] / counts["seconds"]
     print(f"flood: {counts['attempts']} attempts in {counts['seconds']:.1f} s ({rate:.0f}/s from fresh pids; "
           f"target {TARGET_PER_S}/s), agent CPU {cpu:.1f} s over {wall:.1f} s ({cpu / wall:.2f} cores), "
-          f"peak RSS {rss:.1f} MiB, lines written {len(records)}: {len(events)} events, "
+          f"peak RSS during the flood {rss:.1f} MiB (before: RSS {before['VmRSS']:.1f}, anon "
+          f"{before['RssAnon']:.1f}, file {before['RssFile']:.1f}; after: anon {after['RssAnon']:.1f}, "
+          f"file {after['RssFile']:.1f}; peak since start-up {before['VmHWM']:.1f}), lines written {len(records)}: {len(events)} events, "
           f"{len(summaries)} summaries ({suppressed} suppressed), {lost} lost")
     assert counts["opened"] == 0 and counts["other"] == 0, counts
     assert counts["attempts"] > 1000, counts  # enough to flood, even under emulation
@@ -199,4 +219,7 @@ def test_a_flood_from_fresh_pids_is_bounded_and_accounted_for_exactly(flood_agen
     assert len(events) <= 20 * windows and len(summaries) <= windows, (len(events), len(summaries), windows)
     assert all(s["coarse"] is False and s["window_start"] <= s["window_end"] for s in summaries)
     assert cpu / wall < 1.0, f"the agent used {cpu / wall:.2f} cores"
-    assert rss < 100, f"the agent's peak RSS was {rss:.1f} MiB"
+    # The flood itself must not grow the agent: the limiter's state is bounded.
+    # (The agent's resting RSS, printed above, is bcc's: libLLVM's pages and
+    # what compiling left; it is reported, not asserted, here.)
+    assert rss - before["VmRSS"] < 10, f"the flood grew the agent's RSS to {rss:.1f} MiB"
