@@ -14,6 +14,7 @@ Order, and why:
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import os
 import time
@@ -23,7 +24,7 @@ from typing import Callable, Dict, List, Mapping, Optional
 from enforcer import abi, registry
 from enforcer.kernel import bpfsys
 from enforcer.kernel.bcc_compat import kernel_source_env
-from enforcer.kernel.btf import BtfInfo, load_btf
+from enforcer.kernel.btf import BtfInfo, forget_parsed, load_btf
 from enforcer.kernel.headers import KernelHeaders, generate_headers
 from enforcer.generations import GenerationTable
 from enforcer.kernel.barrier import RcuBarrier
@@ -269,9 +270,12 @@ def load(
 
 
 def _return_compiler_heap() -> None:
-    """Give back to the system the heap clang/LLVM used to compile (~50 MiB,
-    measured): glibc keeps freed memory in its arenas otherwise, and the agent
+    """Give back to the system what compiling and loading needed and running
+    does not: the parsed BTF (~35 MiB) and the heap clang/LLVM used (~50 MiB,
+    measured); glibc keeps freed memory in its arenas otherwise, and the agent
     would carry it for its whole life."""
+    forget_parsed()
+    gc.collect()
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
