@@ -208,8 +208,7 @@ def load(
         raise LoadError(str(error)) from error
     bcc = _bcc()
     bpf_dir = bpf_dir or default_bpf_dir()
-    btf = load_btf(btf_path)
-    check_hook_signatures(btf)
+    check_hook_signatures(load_btf(btf_path))  # no reference kept: see _return_compiler_heap
     headers = generate_headers(str(btf_path), cache_root=cache_root)
 
     class DeferredAttachBPF(bcc.BPF):
