@@ -107,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="where events go, comma-separated: stdout (JSON lines), journal (the systemd journal, "
         "native fields), file:PATH (JSON lines appended; SIGUSR1 reopens it). Default stdout",
     )
+    run.add_argument("--metrics-textfile", metavar="FILE",
+                     help="write Prometheus metrics to FILE every 10 s (node_exporter's textfile collector)")
+    run.add_argument("--metrics-address", metavar="IP:PORT",
+                     help="serve Prometheus metrics over HTTP on IP:PORT (e.g. 127.0.0.1:9713)")
     run.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="default info")
     run.set_defaults(handler=_delegate("enforcer.daemon", "run_command"))
 

@@ -68,6 +68,8 @@ class Reporter:
         #: events written, repeats suppressed, events lost in the kernel, and
         #: let-throughs of enforcing rules (always written; see Event.let_through_enforce_rule)
         self.counts: Dict[str, int] = {"events": 0, "suppressed": 0, "lost": 0, "let_through_enforce_rule": 0}
+        #: every event reported by the kernel, written or not, per (rule, action): for metrics
+        self.events_by_rule: Dict[Tuple[str, str], int] = {}
 
     @classmethod
     def json_lines(
@@ -97,6 +99,8 @@ class Reporter:
 
     def event(self, event: Event) -> None:
         self.tick()
+        key = (event.rule, event.action)
+        self.events_by_rule[key] = self.events_by_rule.get(key, 0) + 1
         if event.let_through_enforce_rule:
             self.counts["let_through_enforce_rule"] += 1  # never counted against a burst, never folded
         elif not self.limiter.admit(tuple(getattr(event, name) for name in REPEAT_KEY_FIELDS)):
