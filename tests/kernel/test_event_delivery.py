@@ -38,7 +38,7 @@ kind = "sysrq"
 access = ["write"]
 files = ["trigger", "sysctl"]
 """
-FLOOD_S = 30
+FLOOD_S = int(os.environ.get("ENFORCER_FLOOD_S", "30"))  # longer by hand, to watch memory level off
 TARGET_PER_S = 10_000
 
 #: Forks one child per attempt (a fresh pid each time, as a shell loop does);
@@ -231,7 +231,8 @@ def test_a_flood_from_fresh_pids_is_bounded_and_accounted_for_exactly(flood_agen
     third = max(1, len(samples) // 3)
     early = max(s["RssAnon"] for s in samples[:third])
     late = max(s["RssAnon"] for s in samples[-third:])
-    print(f"private memory (RssAnon) in the flood's first third {early:.1f} MiB, last third {late:.1f} MiB")
+    print(f"private memory (RssAnon) in the flood's first third {early:.1f} MiB, last third {late:.1f} MiB; "
+          f"every 5 s: {[round(s['RssAnon'], 1) for s in samples[::5]]}")
     assert late - early < 5, f"the agent's private memory kept growing under the flood: {early:.1f} -> {late:.1f} MiB"
 
 
@@ -285,6 +286,5 @@ def test_metrics_count_every_attempt_per_rule(metrics_agent, tmp_path) -> None:
     assert _sample(http, name) == attempts, http
     assert _sample(text, name) == attempts, text
     assert _sample(http, 'enforcer_kernel_decisions_total{outcome="blocked"}') == attempts, http
-    assert len(written) < attempts  # the repeat limit folded some: the metric still counts them
     metrics_agent.stop()
     assert not textfile.exists(), "a stopped agent must not leave figures that look alive"

@@ -58,7 +58,7 @@ def test_unit_service_basics(unit):
     assert "2" in svc["RestartPreventExitStatus"].split()  # invalid policy: no restart loop
     assert svc["ExecStart"] == (
         "/usr/bin/enforcer run --policy /etc/enforcer/policy.toml --mode ${ENFORCER_MODE} "
-        "--events ${ENFORCER_EVENTS}")
+        "--events ${ENFORCER_EVENTS} $ENFORCER_OPTIONS")
 
 
 def test_unit_mode_defaults_to_audit(unit_pairs):
@@ -74,6 +74,8 @@ def test_unit_events_default_to_the_journal(unit_pairs):
     assert ("Environment", "ENFORCER_EVENTS=journal") in svc
     defaults = (PKG / "default" / "enforcer").read_text()
     assert re.findall(r"^ENFORCER_EVENTS=(.*)$", defaults, re.M) == ["journal"]
+    assert ("Environment", "ENFORCER_OPTIONS=") in svc  # empty: no metrics unless asked for
+    assert re.findall(r"^ENFORCER_OPTIONS=(.*)$", defaults, re.M) == [""]
     # the event file's directory is the one place under /var/log the sandbox opens
     assert ("LogsDirectory", "enforcer") in svc
     rotate = (PKG / "logrotate" / "enforcer").read_text()
