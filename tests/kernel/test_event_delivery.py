@@ -17,13 +17,13 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Sequence
 
 import pytest
 
-from battery import artifacts_root
+from battery import own_agent
 from enforcer.sinks import JOURNAL_SOCKET, MESSAGE_IDS
-from enforcer_agent import REPO, Agent, run_action, unload
+from enforcer_agent import REPO, Agent, run_action
 from scenarios import ACTIONS, PY
 
 pytestmark = pytest.mark.kernel
@@ -95,18 +95,8 @@ def _journald() -> None:
         time.sleep(0.2)
 
 
-def _agent(tmp_path: Path, agent_log_path: Path, events: str) -> Iterator[Agent]:
-    (tmp_path / "policy.toml").write_text(POLICY)
-    log_path = artifacts_root(tmp_path) / "agent.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    agent = Agent(tmp_path / "policy.toml", None, log_path, tmp_path, extra_args=["--events", events])
-    agent.start()
-    try:
-        yield agent
-    finally:
-        agent.stop()
-        unload(tmp_path)
-        agent_log_path.write_text(log_path.read_text())
+def _agent(tmp_path: Path, agent_log_path: Path, events: str, more_args: Sequence[str] = ()) -> Iterator[Agent]:
+    yield from own_agent(POLICY, tmp_path, agent_log_path, extra_args=["--events", events, *more_args])
 
 
 @pytest.fixture
@@ -244,19 +234,9 @@ METRICS_PORT = 9713
 def metrics_agent(tmp_path, agent_log_path) -> Iterator[Agent]:
     subprocess.run(["ip", "link", "set", "lo", "up"], capture_output=True)  # the guest's init may leave it down
     (tmp_path / "prom").mkdir()
-    (tmp_path / "policy.toml").write_text(POLICY)
-    log_path = artifacts_root(tmp_path) / "agent.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    agent = Agent(tmp_path / "policy.toml", None, log_path, tmp_path, extra_args=[
+    yield from _agent(tmp_path, agent_log_path, "stdout", [
         "--metrics-textfile", str(tmp_path / "prom" / "enforcer.prom"),
         "--metrics-address", f"127.0.0.1:{METRICS_PORT}"])
-    agent.start()
-    try:
-        yield agent
-    finally:
-        agent.stop()
-        unload(tmp_path)
-        agent_log_path.write_text(log_path.read_text())
 
 
 def _sample(text: str, name: str) -> float:
