@@ -967,15 +967,14 @@ static __always_inline int judge_exec_file(struct enforcer_settings *cfg, struct
 	return 0;
 }
 
-LSM_PROBE(bprm_check_security, struct linux_binprm *bprm, int ret)
+/* The exec rules on the file of an exec, or of an interpreter's check of one. */
+static __always_inline int judge_bprm(struct linux_binprm *bprm, __u32 hook)
 {
 	struct enforcer_settings *cfg;
 	struct scratch *s;
 	struct verdict_ctx v = {};
 	struct file *file = NULL;
 
-	if (ret)
-		return ret;
 	cfg = get_settings();
 	if (!cfg || !(begin_decision(cfg, &v) & ENFORCER_WATCH_EXEC))
 		return 0;
@@ -985,9 +984,16 @@ LSM_PROBE(bprm_check_security, struct linux_binprm *bprm, int ret)
 	READ_KERNEL(file, bprm->file);
 	if (!file)
 		return 0;
-	v.hook = ENFORCER_HOOK_BPRM_CHECK_SECURITY;
+	v.hook = hook;
 	v.access = ENFORCER_ACCESS_EXEC;
 	return judge_exec_file(cfg, s, &v, file);
+}
+
+LSM_PROBE(bprm_check_security, struct linux_binprm *bprm, int ret)
+{
+	if (ret)
+		return ret;
+	return judge_bprm(bprm, ENFORCER_HOOK_BPRM_CHECK_SECURITY);
 }
 
 /*
@@ -1051,10 +1057,6 @@ LSM_PROBE(fs_context_parse_param, struct fs_context *fc, struct fs_parameter *pa
 LSM_PROBE(bprm_creds_for_exec, struct linux_binprm *bprm, int ret)
 {
 #ifdef ENFORCER_BPRM_IS_CHECK_BYTE
-	struct enforcer_settings *cfg;
-	struct scratch *s;
-	struct verdict_ctx v = {};
-	struct file *file = NULL;
 	__u8 flags = 0;
 
 	if (ret)
@@ -1062,18 +1064,7 @@ LSM_PROBE(bprm_creds_for_exec, struct linux_binprm *bprm, int ret)
 	bpf_probe_read_kernel(&flags, sizeof(flags), (char *)bprm + ENFORCER_BPRM_IS_CHECK_BYTE);
 	if (!(flags & ENFORCER_BPRM_IS_CHECK_MASK))
 		return 0;
-	cfg = get_settings();
-	if (!cfg || !(begin_decision(cfg, &v) & ENFORCER_WATCH_EXEC))
-		return 0;
-	s = get_scratch();
-	if (!s)
-		return 0;
-	READ_KERNEL(file, bprm->file);
-	if (!file)
-		return 0;
-	v.hook = ENFORCER_HOOK_BPRM_CREDS_FOR_EXEC;
-	v.access = ENFORCER_ACCESS_EXEC;
-	return judge_exec_file(cfg, s, &v, file);
+	return judge_bprm(bprm, ENFORCER_HOOK_BPRM_CREDS_FOR_EXEC);
 #else
 	return ret;
 #endif

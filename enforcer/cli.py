@@ -100,6 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="audit: every rule only reports (dry run); enforce: enforce every rule except those the "
         "policy itself marks mode = \"audit\"; policy (the default): the policy's own modes",
     )
+    run.add_argument(
+        "--events",
+        default="stdout",
+        metavar="SINKS",
+        help="where events go, comma-separated: stdout (JSON lines), journal (the systemd journal, "
+        "native fields), file:PATH (JSON lines appended; SIGUSR1 reopens it). Default stdout",
+    )
+    run.add_argument("--metrics-textfile", metavar="FILE",
+                     help="write Prometheus metrics to FILE every 10 s (node_exporter's textfile collector)")
+    run.add_argument("--metrics-address", metavar="IP:PORT",
+                     help="serve Prometheus metrics over HTTP on IP:PORT (e.g. 127.0.0.1:9713)")
     run.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="default info")
     run.set_defaults(handler=_delegate("enforcer.daemon", "run_command"))
 
@@ -110,6 +121,26 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show what is loaded and enforced")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=_delegate("enforcer.status", "status_command"))
+
+    events = sub.add_parser(
+        "events",
+        help="show, follow and filter the agent's events (journal or event file)",
+        description="Read the records the agent wrote: from the systemd journal (the packaged "
+        "service's default) or from a JSON-lines event file (--events file:PATH). Shows events only "
+        "unless --type says otherwise.",
+    )
+    events.add_argument("--from", dest="source", default="journal", metavar="journal|FILE",
+                        help="where to read: the journal (default) or an event file")
+    events.add_argument("-f", "--follow", action="store_true", help="keep printing new records")
+    events.add_argument("--rule", action="append", metavar="ID", help="only this rule (repeatable)")
+    events.add_argument("--action", action="append", choices=("blocked", "audited"), help="only this action")
+    events.add_argument("--container", metavar="ID|RUNTIME|host",
+                        help="only this container (id or id prefix), runtime (docker, podman, ...), or host")
+    events.add_argument("--since", metavar="TIME", help="only records at or after TIME (RFC 3339, UTC)")
+    events.add_argument("--type", action="append", choices=("event", "suppressed", "lost", "agent"),
+                        help="record types to show (default: event)")
+    events.add_argument("--json", action="store_true", help="print the records as JSON lines, untouched")
+    events.set_defaults(handler=_delegate("enforcer.eventlog", "events_command"))
 
     unload = sub.add_parser("unload", help="detach and remove enforcer's BPF programs")
     unload.set_defaults(handler=_delegate("enforcer.status", "unload_command"))

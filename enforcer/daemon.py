@@ -17,8 +17,9 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
+from enforcer import __version__
 from enforcer.compile import compile_policy
 from enforcer.events import BootClock
 from enforcer.exitcodes import ExitCode
@@ -28,13 +29,17 @@ from enforcer.periodic import Scheduler
 from enforcer.pipeline import EventPipeline, LetThroughMarker
 from enforcer.plan import MapPlan
 from enforcer.policy import Mode, Policy
-from enforcer.report import Reporter
+from enforcer.metrics import METRICS_EVERY_S, MetricsConfigError, MetricSources, MetricsExporter, parse_address
+from enforcer.report import Reporter, default_limiter
+from enforcer.sinks import SinkSpecError, open_sinks
 from enforcer.state import AgentState, write_state
 
 log = logging.getLogger("enforcer")
 
 POLL_MS = 500
 STATS_EVERY_S = 1.0
+#: How often a repeat window that ran out is summarised, events or not.
+SUMMARY_EVERY_S = 1.0
 #: How long a stopping agent keeps reporting what is still queued.
 FINAL_DRAIN_S = 2.0
 
@@ -77,10 +82,24 @@ def load_and_compile(path: Path, override: Optional[Mode]) -> Loaded:
     return Loaded(policy, compile_policy(policy, override))
 
 
+@dataclass(frozen=True)
+class MetricsOptions:
+    textfile: Optional[Path] = None
+    address: Optional[Tuple[str, int]] = None
+
+    @property
+    def wanted(self) -> bool:
+        return self.textfile is not None or self.address is not None
+
+
 class Agent:
     def __init__(
-        self, policy_path: Path, override: Optional[Mode], reporter: Reporter, state_dir: Optional[Path] = None
+        self, policy_path: Path, override: Optional[Mode], reporter: Reporter, state_dir: Optional[Path] = None,
+        metrics: MetricsOptions = MetricsOptions(),
     ) -> None:
+        self.metrics_options = metrics
+        self.metrics: Optional[MetricsExporter] = None
+        self.metric_sources: Optional[MetricSources] = None
         self.policy_path = policy_path
         self.override = override
         self.reporter = reporter
@@ -94,10 +113,12 @@ class Agent:
         )
         self.scheduler = Scheduler()
         self.scheduler.every(STATS_EVERY_S, "report-lost-events", self._report_lost)
+        self.scheduler.every(SUMMARY_EVERY_S, "report-suppressed", self.reporter.tick)
         # Notifier.ping keeps the watchdog's own pace; it is offered every turn.
         self.scheduler.every(0.0, "watchdog", self.notifier.ping)
         self._stop = False
         self._reload = False
+        self._reopen = False
         self._lost_seen = 0
         self.enforcement = None
 
@@ -107,6 +128,9 @@ class Agent:
 
     def _on_reload(self, signum, _frame) -> None:
         self._reload = True
+
+    def _on_reopen(self, signum, _frame) -> None:
+        self._reopen = True
 
     def start(self) -> int:
         from enforcer.kernel.loader import LoadError, load  # noqa: PLC0415 - needs bcc
@@ -129,6 +153,13 @@ class Agent:
             return ExitCode.UNAVAILABLE
         self.enforcement.on_event(self.events.on_record)
         self._publish_state(loaded)
+        if self.metrics_options.wanted:
+            try:
+                self._start_metrics(loaded)
+            except MetricsConfigError as error:
+                print(f"enforcer: {error}", file=sys.stderr)
+                self.enforcement.close()
+                return ExitCode.UNAVAILABLE
         self.reporter.notice(
             "started",
             policy=str(self.policy_path),
@@ -140,6 +171,27 @@ class Agent:
         # READY only now: every program attached, every map filled.
         self.notifier.send("READY=1\nSTATUS=enforcing " + loaded.plan.mode_summary())
         return ExitCode.OK
+
+    def _start_metrics(self, loaded: Loaded) -> None:
+        self._loaded = loaded
+
+        def rules_by_mode() -> dict:
+            modes = [info.mode.value for info in self._loaded.plan.rules]
+            return {mode: modes.count(mode) for mode in ("enforce", "audit")}
+
+        self.metric_sources = MetricSources(
+            events_by_rule=lambda: dict(self.reporter.events_by_rule),
+            delivery=lambda: dict(self.reporter.counts),
+            kernel=self.enforcement.stats,
+            rules_by_mode=rules_by_mode,
+            info=lambda: {"policy": str(self.policy_path),
+                          "mode": self.override.value if self.override else "policy",
+                          "version": __version__},
+        )
+        self.metrics = MetricsExporter(self.metric_sources, self.metrics_options.textfile,
+                                       self.metrics_options.address)
+        self.metrics.write_textfile()
+        self.scheduler.every(METRICS_EVERY_S, "metrics-textfile", self.metrics.write_textfile)
 
     def _publish_state(self, loaded: Loaded) -> None:
         state = AgentState(
@@ -162,11 +214,16 @@ class Agent:
             loaded = load_and_compile(self.policy_path, self.override)
             changes = self.enforcement.apply(loaded.plan)
         except (PolicyError, ReloadError) as error:
-            self.reporter.notice("reload rejected, previous policy still in force", error=str(error))
+            if self.metric_sources is not None:
+                self.metric_sources.reloads.record(False)
+            self.reporter.notice("reload rejected, previous policy still in force", level="warning", error=str(error))
             log.error("reload rejected: %s", error)
         else:
             changed = sum(len(d.added) + len(d.changed) + len(d.deleted) for d in changes.maps.values())
             self._publish_state(loaded)
+            self._loaded = loaded
+            if self.metric_sources is not None:
+                self.metric_sources.reloads.record(True)
             self.reporter.notice(
                 "reloaded",
                 rules=loaded.plan.mode_summary(),
@@ -174,6 +231,13 @@ class Agent:
                 map_entries_changed=changed,
             )
         self.notifier.send("READY=1")
+
+    def _reopen_sinks(self) -> None:
+        try:
+            self.reporter.reopen()
+        except OSError as error:
+            # the old file stays in use: events are not lost, only not rotated
+            log.error("reopening the event file failed, still writing the old one: %s", error)
 
     def _report_lost(self) -> None:
         lost = self.enforcement.stats()["events_lost"]
@@ -185,6 +249,7 @@ class Agent:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
+        signal.signal(signal.SIGUSR1, self._on_reopen)  # logrotate moved the event file
         backlog = False
         while not self._stop:
             # with records left over, only look again; otherwise wait for some
@@ -192,6 +257,9 @@ class Agent:
             if self._reload:
                 self._reload = False
                 self.reload()
+            if self._reopen:
+                self._reopen = False
+                self._reopen_sinks()
             self.scheduler.run_due()
         self.notifier.send("STOPPING=1")
         deadline = time.monotonic() + FINAL_DRAIN_S  # report what is queued, unless a flood goes on
@@ -205,8 +273,17 @@ class Agent:
             **self.reporter.counts,
         )
         self.reporter.close()
+        self._stop_metrics()
         self.enforcement.close()
         return ExitCode.OK
+
+    def _stop_metrics(self) -> None:
+        """A stopped agent leaves no figures that look alive: the textfile goes."""
+        if self.metrics is None:
+            return
+        self.metrics.close()
+        if self.metrics_options.textfile is not None:
+            self.metrics_options.textfile.unlink(missing_ok=True)
 
 
 def mode_override(value: Optional[str]) -> Optional[Mode]:
@@ -222,7 +299,15 @@ def run_command(args) -> int:
         format="enforcer: %(levelname)s %(message)s",
     )
     override = mode_override(getattr(args, "mode", None))
-    agent = Agent(Path(args.policy), override, Reporter.json_lines(sys.stdout))
+    try:
+        address = getattr(args, "metrics_address", None)
+        textfile = getattr(args, "metrics_textfile", None)
+        metrics = MetricsOptions(Path(textfile) if textfile else None, parse_address(address) if address else None)
+        sinks = open_sinks(getattr(args, "events", None) or "stdout", sys.stdout)
+    except (SinkSpecError, MetricsConfigError, OSError) as error:
+        print(f"enforcer: {error}", file=sys.stderr)
+        return ExitCode.UNAVAILABLE
+    agent = Agent(Path(args.policy), override, Reporter(sinks, default_limiter()), metrics=metrics)
     status = agent.start()
     if status != ExitCode.OK:
         return status

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any, Dict, Optional
 
 from enforcer import abi
+from enforcer.containers import ContainerInfo, identify
 from enforcer.kinds import KINDS
 from enforcer.plan import MapPlan, RuleInfo
 
@@ -21,6 +22,7 @@ class Event:
     """One blocked or audited action, as reported to the operator."""
 
     time: str  # RFC 3339, UTC
+    boot_ns: int  # the kernel's CLOCK_BOOTTIME at the decision (orders events exactly)
     action: str  # what the kernel did: "blocked" | "audited" (let through, reported)
     rule: str  # id of the rule that decided; "rule#N" when the record cannot be attributed
     mode: Optional[str]  # that rule's mode when it decided: "enforce" | "audit"; None if unattributed
@@ -47,8 +49,10 @@ class Event:
     cgroup: str
     cgroup_id: int
     mntns: int
-    container: bool
-    path_truncated: bool
+    container: ContainerInfo
+    path_truncated: bool  # path (or new_path) cut short: too long, or deeper than the walk bound
+    exe_truncated: bool
+    cgroup_truncated: bool
     description: str
     #: let through although the rule (as the agent now runs it) enforces: it was
     #: decided in audit mode before a switch to enforce, or cannot be attributed.
@@ -70,10 +74,14 @@ class BootClock:
         return cls(time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME))
 
     def rfc3339(self, boot_ns: int) -> str:
-        wall_ns = boot_ns + self.wall_minus_boot_ns
-        stamp = datetime.fromtimestamp(wall_ns // 1_000_000_000, tz=timezone.utc)
-        micros = (wall_ns % 1_000_000_000) // 1000
-        return stamp.strftime("%Y-%m-%dT%H:%M:%S") + f".{micros:06d}Z"
+        return rfc3339_ns(boot_ns + self.wall_minus_boot_ns)
+
+
+def rfc3339_ns(wall_ns: int) -> str:
+    """Wall-clock nanoseconds since the epoch as RFC 3339 UTC with microseconds."""
+    stamp = datetime.fromtimestamp(wall_ns // 1_000_000_000, tz=timezone.utc)
+    micros = (wall_ns % 1_000_000_000) // 1000
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S") + f".{micros:06d}Z"
 
 
 #: Hooks whose records carry a second string: the rename destination, or the
@@ -112,6 +120,7 @@ def decode(record: abi.EventRecord, plan: Optional[MapPlan], clock: BootClock) -
     fstype = _text(record.fstype)
     return Event(
         time=clock.rfc3339(record.boot_ns),
+        boot_ns=record.boot_ns,
         action="blocked" if record.action == abi.Action.BLOCKED else "audited",
         rule=info.id if info else f"rule#{record.rule}",
         mode=info.mode.value if info else None,
@@ -136,7 +145,9 @@ def decode(record: abi.EventRecord, plan: Optional[MapPlan], clock: BootClock) -
         cgroup=_text(record.cgroup),
         cgroup_id=record.cgroup_id,
         mntns=record.mntns,
-        container=bool(flags & abi.EventFlag.CONTAINER),
+        container=identify(_text(record.cgroup), namespaced=bool(flags & abi.EventFlag.CONTAINER)),
         path_truncated=bool(flags & abi.EventFlag.PATH_TRUNCATED),
+        exe_truncated=bool(flags & abi.EventFlag.EXE_TRUNCATED),
+        cgroup_truncated=bool(flags & abi.EventFlag.CGROUP_TRUNCATED),
         description=info.description if info else "",
     )

@@ -1,9 +1,22 @@
-"""Repeat suppression for reported events: at most `burst` per key per window.
+"""Repeat suppression for reported events, bounded in output and in memory.
 
 Pure and generic over the key: the reporter decides what counts as "the same
-event" (today rule, pid and path). A window opens with the first event seen
-and closes when an event arrives after `window_s`, or on `close_window()`;
-closing yields one `Suppressed` summary per key that went over its burst.
+event" (one offender: rule, action, executable, target). Within a window of
+`window_s` seconds:
+
+- each key is written at most `burst` times;
+- at most `max_events` events are written in all, so that a flood of
+  distinct keys (a loop over fresh file names) cannot flood the log either;
+- at most `max_keys` keys are remembered; events of further keys are counted
+  under their `coarse` key (the reporter's: rule and action), which is bounded
+  by the policy's size, never dropped uncounted.
+
+A window opens with the first event and closes at `tick()` once `window_s`
+has passed (the agent's timer calls it every second, so summaries appear even
+when no further event arrives), or at `close_window()` on shutdown. Closing
+yields `Suppressed` summaries: one per key that lost events, the largest
+first, at most `max_summaries` of them; the rest are merged per coarse key.
+Every event passed to `admit` is either admitted or in exactly one summary.
 """
 
 from __future__ import annotations
@@ -15,47 +28,97 @@ from typing import Callable, Dict, Hashable, List, Optional
 
 @dataclass(frozen=True)
 class Suppressed:
-    """`count` events with this key were not written during the closed window."""
+    """`count` events with `key` were not written during [window_start, window_end].
+
+    `coarse` is True when `key` is a coarse key standing for several keys (the
+    window remembered too many distinct keys, or had too many to summarise
+    one by one). Times are the limiter clock's (monotonic seconds).
+    """
 
     key: Hashable
     count: int
+    window_start: float
+    window_end: float
+    coarse: bool = False
+
+
+@dataclass
+class _Seen:
+    seen: int = 0
+    written: int = 0
+
+
+def _identity(key: Hashable) -> Hashable:
+    return key
 
 
 @dataclass
 class RepeatLimiter:
     burst: int = 20
     window_s: float = 10.0
+    max_events: int = 1000
+    max_keys: int = 4096
+    max_summaries: int = 100
+    coarse: Callable[[Hashable], Hashable] = _identity
     clock: Callable[[], float] = time.monotonic
-    _window_start: Optional[float] = field(default=None, init=False)  # None: no event yet
-    _counts: Dict[Hashable, int] = field(default_factory=dict, init=False)
+    _window_start: Optional[float] = field(default=None, init=False)  # None: no window open
+    _keys: Dict[Hashable, _Seen] = field(default_factory=dict, init=False)
+    _overflow: Dict[Hashable, int] = field(default_factory=dict, init=False)
+    _written: int = field(default=0, init=False)
 
-    def roll(self) -> List[Suppressed]:
-        """Start a window if none is open; close it (with its summaries) if it has run out."""
-        now = self.clock()
-        if self._window_start is None:
-            self._window_start = now
-            return []
-        if now - self._window_start < self.window_s:
-            return []
-        summaries = self._summaries()
-        self._window_start = now
-        return summaries
+    def __post_init__(self) -> None:
+        for name in ("burst", "max_events", "max_keys", "max_summaries"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"RepeatLimiter.{name} must be at least 1")
+        if self.window_s <= 0:
+            raise ValueError("RepeatLimiter.window_s must be positive")
 
     def admit(self, key: Hashable) -> bool:
-        """Count one event with `key`; True while the key is within its burst."""
-        seen = self._counts.get(key, 0) + 1
-        self._counts[key] = seen
-        return seen <= self.burst
+        """Count one event with `key`; True when it is to be written."""
+        if self._window_start is None:
+            self._window_start = self.clock()
+        seen = self._keys.get(key)
+        if seen is None:
+            if len(self._keys) >= self.max_keys:
+                coarse = self.coarse(key)
+                self._overflow[coarse] = self._overflow.get(coarse, 0) + 1
+                return False
+            seen = self._keys[key] = _Seen()
+        seen.seen += 1
+        if seen.written >= self.burst or self._written >= self.max_events:
+            return False
+        seen.written += 1
+        self._written += 1
+        return True
+
+    def tick(self) -> List[Suppressed]:
+        """Close the window if it has run out; its summaries (none otherwise)."""
+        if self._window_start is None or self.clock() - self._window_start < self.window_s:
+            return []
+        return self.close_window()
 
     def close_window(self) -> List[Suppressed]:
-        """Summaries of the open window, which ends now (at shutdown)."""
+        """Summaries of the open window, which ends now."""
         if self._window_start is None:
             return []  # nothing was seen, nothing to summarise
-        summaries = self._summaries()
+        start, end = self._window_start, self.clock()
+        lost = sorted(
+            ((key, s.seen - s.written) for key, s in self._keys.items() if s.seen > s.written),
+            key=lambda item: -item[1],
+        )
+        summaries = [Suppressed(key, count, start, end) for key, count in lost[: self.max_summaries]]
+        merged = dict(self._overflow)
+        for key, count in lost[self.max_summaries :]:
+            coarse = self.coarse(key)
+            merged[coarse] = merged.get(coarse, 0) + count
+        summaries += [Suppressed(key, count, start, end, coarse=True) for key, count in merged.items()]
         self._window_start = None
+        self._keys.clear()
+        self._overflow.clear()
+        self._written = 0
         return summaries
 
-    def _summaries(self) -> List[Suppressed]:
-        out = [Suppressed(key, seen - self.burst) for key, seen in self._counts.items() if seen > self.burst]
-        self._counts.clear()
-        return out
+    @property
+    def tracked_keys(self) -> int:
+        """Keys remembered in the open window (bounded by max_keys)."""
+        return len(self._keys)

@@ -349,6 +349,12 @@ def _cached_btf(path: str, mtime_ns: int, size: int) -> BtfInfo:
     return BtfInfo.from_file(path)
 
 
+def forget_parsed() -> None:
+    """Drop the parsed BTF kept for repeated queries (~35 MiB for a vmlinux):
+    the agent needs it while it compiles and loads, not while it runs."""
+    _cached_btf.cache_clear()
+
+
 def load_btf(btf: BtfSource = DEFAULT_BTF_PATH) -> BtfInfo:
     """A BtfInfo for `btf` (returned as is if it already is one); files are
     parsed once per process."""

@@ -14,6 +14,7 @@ Order, and why:
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import os
 import time
@@ -23,7 +24,7 @@ from typing import Callable, Dict, List, Mapping, Optional
 from enforcer import abi, registry
 from enforcer.kernel import bpfsys
 from enforcer.kernel.bcc_compat import kernel_source_env
-from enforcer.kernel.btf import BtfInfo, load_btf
+from enforcer.kernel.btf import BtfInfo, forget_parsed, load_btf
 from enforcer.kernel.headers import KernelHeaders, generate_headers
 from enforcer.generations import GenerationTable
 from enforcer.kernel.barrier import RcuBarrier
@@ -207,8 +208,7 @@ def load(
         raise LoadError(str(error)) from error
     bcc = _bcc()
     bpf_dir = bpf_dir or default_bpf_dir()
-    btf = load_btf(btf_path)
-    check_hook_signatures(btf)
+    check_hook_signatures(load_btf(btf_path))  # no reference kept: see _return_compiler_heap
     headers = generate_headers(str(btf_path), cache_root=cache_root)
 
     class DeferredAttachBPF(bcc.BPF):
@@ -264,7 +264,22 @@ def load(
         except OSError as error:
             enforcement.close()
             raise LoadError(f"pinning under {pin_root} failed: {error}") from error
+    _return_compiler_heap()
     return enforcement
+
+
+def _return_compiler_heap() -> None:
+    """Give back to the system what compiling and loading needed and running
+    does not: the parsed BTF (~35 MiB) and the heap clang/LLVM used (~50 MiB,
+    measured); glibc keeps freed memory in its arenas otherwise, and the agent
+    would carry it for its whole life."""
+    forget_parsed()
+    gc.collect()
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return  # not glibc: nothing to trim this way
+    libc.malloc_trim(0)
 
 
 def _pin(bpf, links: Mapping[str, int], pin_root: Path) -> Path:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import pytest
 
@@ -18,19 +18,39 @@ def artifacts_root(fallback: Path) -> Path:
     return Path(os.environ.get("ENFORCER_TEST_ARTIFACTS") or fallback)
 
 
-def module_agent(stage: Stage, workdir: Path, mode: Optional[str], log_name: str) -> Iterator[Agent]:
-    """Start `enforcer run` on policies/default.toml (+ test allow.d) in `mode` (None: the policy's)."""
-    del stage  # staged before the agent starts: the policy refers to staged paths
-    directory = policy_dir(workdir)
+def _agent_running(policy: Path, mode: Optional[str], workdir: Path, log_name: str,
+                   extra_args: Sequence[str] = ()) -> Iterator[Agent]:
+    """`enforcer run` on `policy` in `mode` (None: the policy's), logging under the
+    artifacts; stopped and its programs unloaded afterwards."""
     log_path = artifacts_root(workdir) / log_name
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    agent = Agent(directory / "policy.toml", mode, log_path, workdir)
+    agent = Agent(policy, mode, log_path, workdir, extra_args=extra_args)
     agent.start()
     try:
         yield agent
     finally:
         agent.stop()
         unload(workdir)
+
+
+def module_agent(stage: Stage, workdir: Path, mode: Optional[str], log_name: str) -> Iterator[Agent]:
+    """The agent on policies/default.toml (+ test allow.d) in `mode`."""
+    del stage  # staged before the agent starts: the policy refers to staged paths
+    yield from _agent_running(policy_dir(workdir) / "policy.toml", mode, workdir, log_name)
+
+
+def own_agent(policy_text: str, workdir: Path, agent_log_path: Path, log_name: str = "agent.log",
+              extra_args: Sequence[str] = ()) -> Iterator[Agent]:
+    """A test's own agent on `policy_text` (the policy's modes); its log is
+    attached to the test's artifacts."""
+    policy = workdir / "policy.toml"
+    policy.write_text(policy_text)
+    try:
+        yield from _agent_running(policy, None, workdir, log_name, extra_args)
+    finally:
+        log_path = artifacts_root(workdir) / log_name
+        if log_path.exists():
+            agent_log_path.write_text(log_path.read_text())
 
 
 def agent_fixtures(mode: str) -> Tuple[object, object, object]:

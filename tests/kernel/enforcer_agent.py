@@ -33,9 +33,11 @@ class AgentError(AssertionError):
 
 
 class Agent:
-    def __init__(self, policy: Path, mode: Optional[str], log_path: Path, workdir: Path) -> None:
+    def __init__(self, policy: Path, mode: Optional[str], log_path: Path, workdir: Path,
+                 extra_args: Sequence[str] = ()) -> None:
         self.policy = policy
         self.mode = mode
+        self.extra_args = tuple(extra_args)
         self.log_path = log_path
         self.workdir = workdir
         self.records: List[Event] = []
@@ -49,7 +51,7 @@ class Agent:
         cmd = [sys.executable, "-m", "enforcer", "run", "--policy", str(self.policy)]
         if self.mode:
             cmd += ["--mode", self.mode]
-        return cmd
+        return cmd + list(self.extra_args)
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> "Agent":
         notify_path = self.workdir / "notify.sock"
@@ -100,6 +102,11 @@ class Agent:
                 continue
             with self._lock:
                 self.records.append(record)
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
 
     def stop(self, timeout_s: float = 60) -> int:
         assert self._proc is not None

@@ -431,7 +431,7 @@ def check_event(event: dict, scenario: Scenario, action: str, pid: int) -> None:
         assert event["comm"] == scenario.comm, event
     if scenario.same_pid:
         assert event["pid"] == pid, event
-    assert event["container"] is scenario.container, event
+    assert event["container"]["namespaced"] is scenario.container, event
     for required in ("time", "severity", "mitre", "ppid", "uid", "gid", "exe", "cgroup", "mntns"):
         assert required in event, (required, event)
 
@@ -440,7 +440,7 @@ def events_for(events: List[dict], scenario: Scenario, pid: int) -> List[dict]:
     """The events this scenario's process caused."""
     if scenario.same_pid:
         return [e for e in events if e["pid"] == pid]
-    return [e for e in events if e.get("comm") == scenario.comm and e.get("container") is scenario.container]
+    return [e for e in events if e.get("comm") == scenario.comm and e["container"]["namespaced"] is scenario.container]
 
 
 @pytest.fixture(scope="module", name="stage")

@@ -31,3 +31,13 @@ def test_allowlisted_uid_is_not_reported_in_audit(agent) -> None:
     events = [e for e in agent.events(mark, lambda r: r.get("uid") == 4243) if e["path"] == str(TMP / "true")]
     assert (allowed.returncode, other.returncode) == (0, 0)
     assert [e["uid"] for e in events] == [4243]
+
+
+def test_every_record_the_agent_wrote_conforms_to_the_schema(agent) -> None:
+    """docs/events.md's schema against this module's real output, every record type it produced."""
+    from harness.event_schema import schema_problems
+
+    records = agent.since(0)
+    assert {"event", "agent"} <= {r.get("type") for r in records}, records[:5]
+    problems = schema_problems(records)
+    assert problems == [], "\n".join(problems[:20])

@@ -193,3 +193,13 @@ def test_zz_enforcement_survives_agent_exit_until_unload(agent, workdir, artifac
     record = {"with_programs": with_programs, "without": without, "ratio": ratios}
     (artifacts_dir / "bench-open.json").write_text(json.dumps(record, indent=2))
     print("open() cost with/without enforcer:", json.dumps(record))
+
+
+def test_every_record_the_agent_wrote_conforms_to_the_schema(agent) -> None:
+    """docs/events.md's schema against this module's real output, every record type it produced."""
+    from harness.event_schema import schema_problems
+
+    records = agent.since(0)
+    assert {"event", "agent"} <= {r.get("type") for r in records}, records[:5]
+    problems = schema_problems(records)
+    assert problems == [], "\n".join(problems[:20])

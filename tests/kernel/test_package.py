@@ -227,7 +227,11 @@ def test_installed_deb_blocks_sysrq_write_from_its_unit_command_line(artifacts_d
             defaults = Path("/etc/default/enforcer")
             text = defaults.read_text()
             assert re.search(r"^ENFORCER_MODE=audit$", text, re.M), "a first install must default to audit"
-            defaults.write_text(re.sub(r"^ENFORCER_MODE=.*$", "ENFORCER_MODE=enforce", text, flags=re.M))
+            assert re.search(r"^ENFORCER_EVENTS=journal$", text, re.M), "the service's events go to the journal"
+            text = re.sub(r"^ENFORCER_MODE=.*$", "ENFORCER_MODE=enforce", text, flags=re.M)
+            # no journald in the guest: this test reads the events from stdout
+            # (tests/kernel/test_event_delivery.py reads the journal sink back)
+            defaults.write_text(re.sub(r"^ENFORCER_EVENTS=.*$", "ENFORCER_EVENTS=stdout", text, flags=re.M))
 
             env_vars = service_environment(directives)
             argv = expand_exec(keys["ExecStart"], env_vars)

@@ -57,7 +57,8 @@ def test_unit_service_basics(unit):
     assert svc["Restart"] == "on-failure"
     assert "2" in svc["RestartPreventExitStatus"].split()  # invalid policy: no restart loop
     assert svc["ExecStart"] == (
-        "/usr/bin/enforcer run --policy /etc/enforcer/policy.toml --mode ${ENFORCER_MODE}")
+        "/usr/bin/enforcer run --policy /etc/enforcer/policy.toml --mode ${ENFORCER_MODE} "
+        "--events ${ENFORCER_EVENTS} $ENFORCER_OPTIONS")
 
 
 def test_unit_mode_defaults_to_audit(unit_pairs):
@@ -66,6 +67,19 @@ def test_unit_mode_defaults_to_audit(unit_pairs):
     assert ("EnvironmentFile", "-/etc/default/enforcer") in svc
     defaults = (PKG / "default" / "enforcer").read_text()
     assert re.findall(r"^ENFORCER_MODE=(.*)$", defaults, re.M) == ["audit"]
+
+
+def test_unit_events_default_to_the_journal(unit_pairs):
+    svc = unit_pairs["Service"]
+    assert ("Environment", "ENFORCER_EVENTS=journal") in svc
+    defaults = (PKG / "default" / "enforcer").read_text()
+    assert re.findall(r"^ENFORCER_EVENTS=(.*)$", defaults, re.M) == ["journal"]
+    assert ("Environment", "ENFORCER_OPTIONS=") in svc  # empty: no metrics unless asked for
+    assert re.findall(r"^ENFORCER_OPTIONS=(.*)$", defaults, re.M) == [""]
+    # the event file's directory is the one place under /var/log the sandbox opens
+    assert ("LogsDirectory", "enforcer") in svc
+    rotate = (PKG / "logrotate" / "enforcer").read_text()
+    assert "/var/log/enforcer/events.jsonl" in rotate and "--signal=USR1" in rotate
 
 
 def test_unit_is_ordered_early_without_deadlock(unit):

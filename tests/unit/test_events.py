@@ -8,10 +8,12 @@ import json
 import pytest
 
 from enforcer import abi
+from enforcer.containers import ContainerInfo
 from enforcer.events import BootClock, Event, decode
 from enforcer.plan import MapPlan, RuleInfo
 from enforcer.policy import Mode, RuleKind, Severity
-from enforcer.report import Reporter
+from enforcer.report import RecordClock, Reporter, default_limiter
+from enforcer.sinks import JsonLinesSink
 
 PLAN = MapPlan(
     maps={},
@@ -25,7 +27,8 @@ PLAN = MapPlan(
 
 REQUIRED_FIELDS = {
     "time", "action", "rule", "severity", "mitre", "hook", "path", "access", "pid", "ppid",
-    "uid", "gid", "comm", "exe", "cgroup", "mntns", "container",
+    "uid", "gid", "comm", "exe", "cgroup", "mntns", "container", "boot_ns",
+    "path_truncated", "exe_truncated", "cgroup_truncated",
 }
 
 
@@ -52,7 +55,8 @@ def test_decode_blocked_sysrq_write() -> None:
     assert event.path == "/proc/sysrq-trigger" and event.new_path is None
     assert (event.pid, event.tid, event.ppid) == (42, 43, 1)
     assert event.comm == "sh" and event.exe == "/usr/bin/dash"
-    assert event.container is True and event.path_truncated is False
+    assert event.container == ContainerInfo(namespaced=True) and event.path_truncated is False
+    assert event.boot_ns == 5_000_000_000
     assert event.match is None and event.setting is None
     assert event.time == "2023-11-14T22:13:25.000000Z"
     assert REQUIRED_FIELDS <= set(event.to_dict())
@@ -62,13 +66,21 @@ def test_decode_exec_audited_with_match_and_truncation() -> None:
     raw = record(
         rule=2, hook=int(abi.Hook.BPRM_CHECK_SECURITY), access=int(abi.Access.EXEC),
         action=int(abi.Action.AUDITED), match=int(abi.ExecMatch.UNRESOLVED),
-        flags=int(abi.EventFlag.PATH_TRUNCATED),
+        flags=int(abi.EventFlag.PATH_TRUNCATED | abi.EventFlag.CGROUP_TRUNCATED),
     )
     event = decode(raw, PLAN, BootClock(0))
     assert event.action == "audited"
     assert event.match == "unresolved"
-    assert event.path_truncated is True
-    assert event.container is False
+    assert (event.path_truncated, event.exe_truncated, event.cgroup_truncated) == (True, False, True)
+    assert event.container.namespaced is False
+
+
+def test_decode_names_the_container_from_the_cgroup_path() -> None:
+    cid = "ab" * 32
+    raw = record(rule=1, flags=int(abi.EventFlag.CONTAINER), cgroup=f"/system.slice/docker-{cid}.scope".encode())
+    event = decode(raw, PLAN, BootClock(0))
+    assert event.container == ContainerInfo(namespaced=True, runtime="docker", id=cid)
+    assert event.to_dict()["container"] == {"namespaced": True, "runtime": "docker", "id": cid, "pod_uid": None}
 
 
 def test_decode_rename_reports_destination() -> None:
@@ -89,34 +101,52 @@ def test_invalid_utf8_in_paths_is_escaped() -> None:
     assert event.path == "/tmp/\\xff\\xfe"
 
 
-def _event(pid: int = 1, path: str = "/proc/sysrq-trigger") -> Event:
-    raw = record(rule=1, pid=pid, action=int(abi.Action.BLOCKED), path=path.encode())
+def _event(pid: int = 1, path: str = "/proc/sysrq-trigger", exe: str = "/usr/bin/dash") -> Event:
+    raw = record(rule=1, pid=pid, action=int(abi.Action.BLOCKED), path=path.encode(), exe=exe.encode())
     return decode(raw, PLAN, BootClock(0))
 
 
 
-def test_reporter_writes_one_json_object_per_line() -> None:
+def _fixed_clock(monotonic) -> RecordClock:
+    return RecordClock(wall_ns=lambda: 1_700_000_000_000_000_000 + int(monotonic() * 1e9),
+                       monotonic=monotonic, boot_ns=lambda: 42)
+
+
+def test_reporter_writes_one_json_object_per_line_each_timestamped(clock) -> None:
     out = io.StringIO()
-    reporter = Reporter.json_lines(out)
+    reporter = Reporter([JsonLinesSink(out)], default_limiter(clock=clock), _fixed_clock(clock))
     reporter.event(_event())
     reporter.lost(3)
+    reporter.notice("started", policy="/p.toml")
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert lines[0]["type"] == "event" and lines[0]["rule"] == "sysrq-write-host"
-    assert lines[1] == {"type": "lost", "count": 3, "reason": "ring buffer full"}
+    assert lines[1] == {"type": "lost", "time": "2023-11-14T22:13:20.000000Z", "boot_ns": 42,
+                        "count": 3, "reason": "ring buffer full"}
+    assert lines[2] == {"type": "agent", "time": "2023-11-14T22:13:20.000000Z", "boot_ns": 42,
+                        "level": "info", "message": "started", "policy": "/p.toml"}
+    assert reporter.counts["lost"] == 3
 
 
-def test_reporter_rate_limits_repeats_and_summarises_them(clock) -> None:
+def test_reporter_rate_limits_one_offender_across_fresh_pids(clock) -> None:
+    # a shell loop: a new pid every attempt, the same executable and target
     out = io.StringIO()
-    reporter = Reporter.json_lines(out, burst=2, window_s=10.0, clock=clock)
-    for _ in range(5):
-        reporter.event(_event(pid=7))
-    reporter.event(_event(pid=8))  # a different actor is not suppressed
+    reporter = Reporter([JsonLinesSink(out)], default_limiter(burst=2, window_s=10.0, clock=clock), _fixed_clock(clock))
+    for pid in range(100, 105):
+        reporter.event(_event(pid=pid))
+    reporter.event(_event(pid=200, path="/proc/sys/kernel/sysrq"))  # another target: another offender
+    reporter.event(_event(pid=201, exe="/usr/bin/python3"))  # another executable: another offender
     clock.now = 11.0
-    reporter.event(_event(pid=7))  # new window
+    reporter.tick()  # the timer: the summary comes without a further event
     records = [json.loads(line) for line in out.getvalue().splitlines()]
-    kinds = [(r["type"], r.get("pid")) for r in records]
-    assert kinds == [("event", 7), ("event", 7), ("event", 8), ("suppressed", 7), ("event", 7)]
-    assert records[3]["count"] == 3
+    assert [(r["type"], r.get("pid")) for r in records] == [
+        ("event", 100), ("event", 101), ("event", 200), ("event", 201), ("suppressed", None)]
+    summary = records[-1]
+    assert (summary["rule"], summary["action"], summary["exe"], summary["path"], summary["count"]) == (
+        "sysrq-write-host", "blocked", "/usr/bin/dash", "/proc/sysrq-trigger", 3)
+    assert (summary["window_start"], summary["window_end"]) == (
+        "2023-11-14T22:13:20.000000Z", "2023-11-14T22:13:31.000000Z")
+    assert summary["coarse"] is False and summary["boot_ns"] == 42
+    assert reporter.counts["events"] + reporter.counts["suppressed"] == 7
 
 
 @pytest.mark.parametrize("boot_ns,expected", [(0, "1970-01-01T00:00:00.000000Z"), (1_500_000, "1970-01-01T00:00:00.001500Z")])
@@ -131,7 +161,7 @@ def test_reporter_flush_at_shutdown_summarises_the_open_window(clock) -> None:
         reporter.event(_event(pid=9))
     reporter.flush()
     last = json.loads(out.getvalue().splitlines()[-1])
-    assert (last["type"], last["pid"], last["count"]) == ("suppressed", 9, 2)
+    assert (last["type"], last["path"], last["count"]) == ("suppressed", "/proc/sysrq-trigger", 2)
 
 
 @pytest.mark.parametrize(

@@ -94,7 +94,7 @@ def test_let_throughs_of_enforcing_rules_are_marked_never_suppressed_and_counted
     )
     (summary,) = [r for r in lines if r["type"] == "suppressed"]
     assert (summary["action"], summary["count"]) == ("blocked", 3)
-    assert reporter.counts == {"events": 10, "suppressed": 3, "let_through_enforce_rule": 8}
+    assert reporter.counts == {"events": 10, "suppressed": 3, "lost": 0, "let_through_enforce_rule": 8}
 
 
 def test_audited_events_of_audit_rules_are_rate_limited_apart_from_blocked_ones() -> None:
