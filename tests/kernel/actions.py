@@ -144,8 +144,10 @@ def _dlopen(path: str) -> None:
     """dlopen(3) of a shared object, as a program loading a plugin does."""
     try:
         ctypes.CDLL(path)
-    except OSError as error:  # ctypes gives dlerror()'s text, not an errno
-        if "Operation not permitted" in str(error):
+    except OSError as error:
+        # ctypes gives dlerror()'s text, not an errno; glibc says this when
+        # mmap of a segment fails (the test checks the kernel's event too)
+        if "failed to map segment from shared object" in str(error):
             raise PermissionError(errno.EPERM, str(error)) from None
         raise
 
@@ -158,11 +160,14 @@ def _preload(library: str) -> None:
 
 
 def _mapped(library: str) -> None:
-    """Exit 0 when `library` is mapped in this process, EPERM when it is not
-    (ld.so prints why on stderr and runs the program without it)."""
+    """Exit 0 when `library`'s code is mapped in this process, EPERM when it
+    is not (ld.so prints why on stderr and runs the program without it)."""
     with open("/proc/self/maps") as maps:
-        if not any(line.rstrip().endswith(library) for line in maps):
-            raise PermissionError(errno.EPERM, f"{library} is not mapped: LD_PRELOAD was refused")
+        # an executable mapping of it: ld.so maps the whole file readable
+        # first, then each segment; the refused one is the code
+        executable = [line for line in maps if line.rstrip().endswith(library) and "x" in line.split()[1]]
+    if not executable:
+        raise PermissionError(errno.EPERM, f"{library} has no executable mapping: LD_PRELOAD was refused")
 
 
 def _ffi_callback() -> None:
