@@ -41,6 +41,10 @@
 #define ENF_FMODE_WRITE		0x2
 #define ENF_O_TRUNC		01000
 #define ENF_EPERM		1
+#define ENF_PROT_EXEC		0x4
+#define ENF_VM_EXEC		0x4
+#define ENF_S_IFMT		00170000
+#define ENF_S_IFREG		0100000
 
 #ifndef ENFORCER_KERNFS_PARENT
 #define ENFORCER_KERNFS_PARENT parent	/* "__parent" since Linux 6.15 */
@@ -94,6 +98,7 @@ struct verdict_ctx {
 	__u8 access;
 	__u8 match;
 	__u8 has_new_path;
+	__u8 needs;		/* RuleFlag bits the deciding rule must carry (exec rules: EXEC or MAP) */
 	struct super_block *sb;
 };
 
@@ -576,6 +581,8 @@ static __always_inline int apply_rule(struct scratch *s, struct verdict_ctx *v,
 	rule = rules.lookup(&index);
 	if (!rule)
 		return 0;
+	if (v->needs && !(rule->flags & v->needs))
+		return 0;	/* e.g. an exec rule with access = ["exec"] and a mapping */
 	enforce = rule->flags & ENFORCER_RULE_ENFORCE;
 
 	resolve_exe(s);
@@ -986,6 +993,7 @@ static __always_inline int judge_bprm(struct linux_binprm *bprm, __u32 hook)
 		return 0;
 	v.hook = hook;
 	v.access = ENFORCER_ACCESS_EXEC;
+	v.needs = ENFORCER_RULE_EXEC;
 	return judge_exec_file(cfg, s, &v, file);
 }
 
@@ -1068,4 +1076,79 @@ LSM_PROBE(bprm_creds_for_exec, struct linux_binprm *bprm, int ret)
 #else
 	return ret;
 #endif
+}
+
+/*
+ * A file about to become executable code in the current task without an
+ * exec: ld.so mapping its argument (`ld.so /tmp/x`), LD_PRELOAD, dlopen().
+ * The exec rules decide it as they decide an exec of the file. Leaves early
+ * for what is not loading code from a file: no PROT_EXEC, anonymous memory
+ * (JIT compilers), devices (/dev/zero), and the task's own program, which
+ * its exec already decided (the kernel maps it, and its ld.so, while
+ * executing it, with the new program already the task's executable).
+ */
+static __always_inline int judge_exec_mapping(struct file *file, __u32 hook)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct enforcer_settings *cfg;
+	struct scratch *s;
+	struct verdict_ctx v = {};
+	struct inode *inode = NULL;
+	struct inode *exe_inode = NULL;
+	struct mm_struct *mm = NULL;
+	struct file *exe = NULL;
+	umode_t mode = 0;
+
+	READ_KERNEL(inode, file->f_inode);
+	if (!inode)
+		return 0;
+	READ_KERNEL(mode, inode->i_mode);
+	if ((mode & ENF_S_IFMT) != ENF_S_IFREG)
+		return 0;
+	cfg = get_settings();
+	if (!cfg || !(begin_decision(cfg, &v) & ENFORCER_WATCH_EXEC))
+		return 0;
+	READ_KERNEL(mm, task->mm);
+	if (mm)
+		READ_KERNEL(exe, mm->exe_file);
+	if (exe)
+		READ_KERNEL(exe_inode, exe->f_inode);
+	if (exe_inode == inode)
+		return 0;
+	s = get_scratch();
+	if (!s)
+		return 0;
+	v.hook = hook;
+	v.access = ENFORCER_ACCESS_MAP;
+	v.needs = ENFORCER_RULE_MAP;
+	return judge_exec_file(cfg, s, &v, file);
+}
+
+LSM_PROBE(mmap_file, struct file *file, unsigned long reqprot, unsigned long prot, unsigned long flags, int ret)
+{
+	if (ret)
+		return ret;
+	if (!(prot & ENF_PROT_EXEC) || !file)
+		return 0;
+	return judge_exec_mapping(file, ENFORCER_HOOK_MMAP_FILE);
+}
+
+/* Only a change that makes a file mapping executable: one that already is
+ * adds nothing, and anonymous memory is never a file's code. */
+LSM_PROBE(file_mprotect, struct vm_area_struct *vma, unsigned long reqprot, unsigned long prot, int ret)
+{
+	unsigned long vm_flags = 0;
+	struct file *file = NULL;
+
+	if (ret)
+		return ret;
+	if (!(prot & ENF_PROT_EXEC))
+		return 0;
+	READ_KERNEL(vm_flags, vma->vm_flags);
+	if (vm_flags & ENF_VM_EXEC)
+		return 0;
+	READ_KERNEL(file, vma->vm_file);
+	if (!file)
+		return 0;
+	return judge_exec_mapping(file, ENFORCER_HOOK_FILE_MPROTECT);
 }

@@ -118,6 +118,8 @@ class Hook(enum.IntEnum):
     FS_CONTEXT_PARSE_PARAM = 5
     #: an interpreter's execveat(AT_EXECVE_CHECK) of a script (Linux 6.14+)
     BPRM_CREDS_FOR_EXEC = 6
+    MMAP_FILE = 7
+    FILE_MPROTECT = 8
 
 
 class Access(enum.IntEnum):
@@ -126,6 +128,7 @@ class Access(enum.IntEnum):
     RENAME = 3
     EXEC = 4
     MOUNT = 5  # a mount parameter
+    MAP = 6  # a file mapped executable (mmap or mprotect with PROT_EXEC)
 
 
 class Action(enum.IntEnum):
@@ -145,6 +148,10 @@ class ExecMatch(enum.IntEnum):
 
 class RuleFlag(enum.IntFlag):
     ENFORCE = 1  # deny with -EPERM; without it the rule only audits
+    #: exec rules: which accesses the rule decides (checked by the exec hooks,
+    #: which set verdict_ctx.needs; other kinds never need them)
+    EXEC = 2  # execve and interpreters' AT_EXECVE_CHECK
+    MAP = 4  # mmap/mprotect adding PROT_EXEC to a file mapping
 
 
 class Watch(enum.IntFlag):

@@ -90,7 +90,8 @@ def compile_policy(policy: Policy, mode_override: Optional[Mode] = None) -> MapP
 
     for number, rule in enumerate(policy.rules, start=1):
         mode = policy.effective_mode(rule, mode_override)
-        maps["rules"][RuleIndex(number)] = RuleValue(enforce=mode is Mode.ENFORCE)
+        part = KINDS[rule.kind].plan(rule)
+        maps["rules"][RuleIndex(number)] = RuleValue(enforce=mode is Mode.ENFORCE, flags=int(part.flags))
         infos.append(
             RuleInfo(
                 index=number,
@@ -103,7 +104,6 @@ def compile_policy(policy: Policy, mode_override: Optional[Mode] = None) -> MapP
             )
         )
         scopes = kernel_scopes(rule.meta.scope)
-        part = KINDS[rule.kind].plan(rule)
         watch |= part.watch
         for name in part.filesystems:
             for scope in scopes:

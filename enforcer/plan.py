@@ -80,6 +80,7 @@ class Uid:
 @dataclass(frozen=True)
 class RuleValue:
     enforce: bool
+    flags: int = 0  # further abi.RuleFlag bits (kind-specific)
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,7 @@ def encode_key(key: Hashable, slot: int) -> ctypes.Structure:
 def encode_value(value: Hashable) -> ctypes.Structure:
     """The C struct (ctypes) for a MapPlan value."""
     if isinstance(value, RuleValue):
-        return abi.RuleConfig(flags=int(abi.RuleFlag.ENFORCE) if value.enforce else 0)
+        return abi.RuleConfig(flags=(int(abi.RuleFlag.ENFORCE) if value.enforce else 0) | value.flags)
     if isinstance(value, RuleNumber):
         return ctypes.c_uint32(value.rule)  # type: ignore[return-value]
     if isinstance(value, ExecPlaceValue):

@@ -42,6 +42,11 @@ class SysrqAccess(str, enum.Enum):
     READ = "read"
 
 
+class ExecAccess(str, enum.Enum):
+    EXEC = "exec"  # execve(2) of the file (and an interpreter's AT_EXECVE_CHECK)
+    MAP = "map"  # the file mapped executable: mmap/mprotect with PROT_EXEC (ld.so, dlopen, LD_PRELOAD)
+
+
 class SysrqFile(str, enum.Enum):
     TRIGGER = "trigger"  # /proc/sysrq-trigger
     SYSCTL = "sysctl"  # /proc/sys/kernel/sysrq
@@ -136,6 +141,7 @@ class ExecRule:
     filesystems: FrozenSet[str]  # kernel filesystem type names, without MEMFD
     memfd: bool
     exclude: Tuple[str, ...]  # places (recursive) this rule never applies to
+    access: FrozenSet[ExecAccess] = frozenset(ExecAccess)
     kind: RuleKind = field(default=RuleKind.EXEC, init=False)
 
 

@@ -132,6 +132,8 @@ HOOKS: Tuple[HookSpec, ...] = (
     HookSpec(abi.Hook.BPRM_CHECK_SECURITY, ("bprm",)),
     HookSpec(abi.Hook.FS_CONTEXT_PARSE_PARAM, ("fc", "param")),
     HookSpec(abi.Hook.BPRM_CREDS_FOR_EXEC, ("bprm",)),
+    HookSpec(abi.Hook.MMAP_FILE, ("file", "reqprot", "prot", "flags")),
+    HookSpec(abi.Hook.FILE_MPROTECT, ("vma", "reqprot", "prot")),
 )
 
 

@@ -78,6 +78,7 @@ class RulePlan:
     targets: Tuple[abi.Target, ...] = ()  # target slots it owns
     filesystems: Tuple[str, ...] = ()  # exec_fstypes names it owns
     watch: abi.Watch = abi.Watch(0)  # hook checks it needs
+    flags: abi.RuleFlag = abi.RuleFlag(0)  # kind-specific bits of the rule's RuleConfig
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from typing import Any, List, Mapping, Optional, Tuple
 
 from enforcer import abi
 from enforcer.kinds import exec_places
-from enforcer.kinds.base import KindDefaults, KindSpec, Parsed, RuleDraft, RulePlan
+from enforcer.kinds.base import KindDefaults, KindSpec, Parsed, RuleDraft, RulePlan, enum_set
 from enforcer.matching import dir_node, is_below
-from enforcer.policy import MEMFD, ExecDir, ExecRule, Rule, RuleKind, RuleMeta, Severity
+from enforcer.policy import MEMFD, ExecAccess, ExecDir, ExecRule, Rule, RuleKind, RuleMeta, Severity
 from enforcer.policyfile.schema import Checker, quoted, type_name
 
 __all__ = ["SPEC", "DEFAULTS", "KNOWN_FILESYSTEMS"]
@@ -143,12 +143,14 @@ def _parse(c: Checker, table: Mapping[str, Any], loc: str, meta: RuleMeta) -> Pa
     if not dirs and not fs and not c.has_problem_under(f"{loc}.dirs", f"{loc}.filesystems"):
         c.err(loc, "no dirs and no filesystems: the rule could never match")
     _check_excludes(c, loc, dirs, fs, exclude)
+    access = enum_set(c, table, loc, "access", ExecAccess, list(ExecAccess))
     rule = ExecRule(
         meta=meta,
         dirs=tuple(d for _, d in dirs),
         filesystems=frozenset(n for _, n in fs if n != MEMFD),
         memfd=any(n == MEMFD for _, n in fs),
         exclude=tuple(e for _, e in exclude),
+        access=access,
     )
     return Parsed(rule, _Origin(dirs=tuple((i, d.path) for i, d in dirs), filesystems=tuple(fs)))
 
@@ -186,12 +188,31 @@ def _plan(rule: Rule) -> RulePlan:
         targets=(abi.Target.EXEC_MEMFD,) if rule.memfd else (),
         filesystems=tuple(sorted(rule.filesystems)),
         watch=abi.Watch.EXEC,
+        flags=_access_flags(rule.access),
     )
+
+
+def _access_flags(access) -> abi.RuleFlag:
+    flags = abi.RuleFlag(0)
+    if ExecAccess.EXEC in access:
+        flags |= abi.RuleFlag.EXEC
+    if ExecAccess.MAP in access:
+        flags |= abi.RuleFlag.MAP
+    return flags
+
+
+def _covers(access) -> str:
+    if access == frozenset(ExecAccess):
+        return ("applies to executing a file and to mapping it as executable code "
+                "(mmap/mprotect with PROT_EXEC: ld.so FILE, LD_PRELOAD, dlopen)")
+    if ExecAccess.MAP in access:
+        return "applies only to mapping a file as executable code (mmap/mprotect with PROT_EXEC), not to executing it"
+    return "applies only to executing a file, not to mapping it as executable code"
 
 
 def _describe(rule: Rule) -> List[str]:
     assert isinstance(rule, ExecRule)
-    lines = []
+    lines = [_covers(rule.access)]
     for d in rule.dirs:
         if d.recursive:
             lines.append(f"executing a file anywhere under {dir_node(d.path)}")
@@ -209,7 +230,7 @@ def _describe(rule: Rule) -> List[str]:
 
 SPEC = KindSpec(
     kind=RuleKind.EXEC,
-    keys=("dirs", "filesystems", "exclude"),
+    keys=("dirs", "filesystems", "exclude", "access"),
     defaults=DEFAULTS,
     parse=_parse,
     overlap=_overlap,

@@ -29,6 +29,8 @@ EXPECTED_HOOKS = {
     "path_truncate": ("path",),
     "fs_context_parse_param": ("fc", "param"),
     "bprm_creds_for_exec": ("bprm",),
+    "mmap_file": ("file", "reqprot", "prot", "flags"),
+    "file_mprotect": ("vma", "reqprot", "prot"),
 }
 
 

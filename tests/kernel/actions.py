@@ -140,6 +140,46 @@ def _execve_check(path: str) -> None:
         os.close(fd)
 
 
+def _dlopen(path: str) -> None:
+    """dlopen(3) of a shared object, as a program loading a plugin does."""
+    try:
+        ctypes.CDLL(path)
+    except OSError as error:
+        # ctypes gives dlerror()'s text, not an errno; glibc says this when
+        # mmap of a segment fails (the test checks the kernel's event too)
+        if "failed to map segment from shared object" in str(error):
+            raise PermissionError(errno.EPERM, str(error)) from None
+        raise
+
+
+def _preload(library: str) -> None:
+    """Re-execute this process with LD_PRELOAD=library (the same pid), then
+    say whether the dynamic loader managed to map it."""
+    env = dict(os.environ, LD_PRELOAD=library)
+    os.execve(sys.executable, [sys.executable, __file__, "mapped", library], env)
+
+
+def _mapped(library: str) -> None:
+    """Exit 0 when `library`'s code is mapped in this process, EPERM when it
+    is not (ld.so prints why on stderr and runs the program without it)."""
+    with open("/proc/self/maps") as maps:
+        # an executable mapping of it: ld.so maps the whole file readable
+        # first, then each segment; the refused one is the code
+        executable = [line for line in maps if line.rstrip().endswith(library) and "x" in line.split()[1]]
+    if not executable:
+        raise PermissionError(errno.EPERM, f"{library} has no executable mapping: LD_PRELOAD was refused")
+
+
+def _ffi_callback() -> None:
+    """A C library calling back into Python (qsort with a ctypes comparison):
+    libffi builds a closure, which must not need an executable file mapping."""
+    compare = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int))
+    values = (ctypes.c_int * 5)(5, 1, 4, 2, 3)
+    _libc.qsort(values, len(values), ctypes.sizeof(ctypes.c_int), compare(lambda a, b: a[0] - b[0]))
+    if list(values) != [1, 2, 3, 4, 5]:
+        raise OSError(errno.EINVAL, f"qsort with a Python callback gave {list(values)}")
+
+
 ACTIONS = {
     "open": _open,
     "exec": _exec,
@@ -152,6 +192,10 @@ ACTIONS = {
     "fsconfig-cgroup": _fsconfig_cgroup,
     "open-loop": _open_loop,
     "execve-check": _execve_check,
+    "dlopen": _dlopen,
+    "preload": _preload,
+    "mapped": _mapped,
+    "ffi-callback": _ffi_callback,
 }
 
 

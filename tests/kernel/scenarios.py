@@ -41,6 +41,9 @@ CG2 = Path("/sys/fs/cgroup")
 CHROOT = NORMAL / "chroot"  # a tmpfs root with its own /tmp and /usr/bin
 BUSYBOX = "/bin/busybox"  # static (busybox-static): runs inside the chroot
 DEEP_LEVELS = 70  # > abi.PATH_WALK_STEPS (64): the walk cannot reach the root
+#: a shared object every Debian host has, loaded by nothing the tests run
+LIBRARY = next((p for p in ("/usr/lib/x86_64-linux-gnu/libm.so.6", "/lib/x86_64-linux-gnu/libm.so.6",
+                            "/usr/lib/aarch64-linux-gnu/libm.so.6") if os.path.exists(p)), "/usr/lib/libm.so.6")
 
 ALLOW_D = """
 # test-only exceptions, added through allow.d as an operator would
@@ -98,6 +101,9 @@ def stage_environment() -> Stage:
     SHM.chmod(0o755)
     true = shutil.which("true") or "/bin/true"
     dash = os.path.realpath(shutil.which("dash") or "/bin/sh")
+    # a harmless shared object dropped where payloads are dropped: LD_PRELOAD / dlopen
+    for target in (TMP / "libpayload.so", SHM / "libpayload.so"):
+        _copy_exec(LIBRARY, target)
     for target in (TMP / "true", TMP / "a/b/c/true", VARTMP / "true", SHM / "true"):
         _copy_exec(true, target)
     for directory in (TMP / "a", TMP / "a/b", TMP / "a/b/c"):
@@ -291,6 +297,7 @@ def release_agent_scenarios() -> List[Scenario]:
 
 def exec_scenarios(stage: Stage) -> List[Scenario]:
     unusual = dict(rule="exec-unusual-dir", access="exec", hook="bprm_check_security")
+    mapping = dict(rule="exec-unusual-dir", access="map", hook="mmap_file")
     ld_so = next((p for p in ("/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1") if os.path.exists(p)), "")
     # A bind mount hides /tmp's path; only a filesystem-type rule can still see
     # it. default.toml audits tmpfs (exec-run-audit), so on a tmpfs /tmp the
@@ -369,10 +376,30 @@ def exec_scenarios(stage: Stage) -> List[Scenario]:
         Scenario(
             "exec-ld-so-with-tmp-binary",
             (ld_so, str(TMP / "true")),
-            rule=None,
-            blocks=False,
-            note="documented limit: the file executed is the dynamic loader",
+            path=str(TMP / "true"),
+            match="directory",
+            comm=os.path.basename(ld_so)[:15],
+            note="no exec of the payload: ld.so maps it, and the mapping is judged",
+            **mapping,
         ),
+        Scenario(
+            "map-ld-preload-from-tmp",
+            _act("preload", str(TMP / "libpayload.so")),
+            path=str(TMP / "libpayload.so"),
+            match="directory",
+            note="LD_PRELOAD: the loader maps the library before the program runs",
+            **mapping,
+        ),
+        Scenario(
+            "map-dlopen-from-dev-shm",
+            _act("dlopen", str(SHM / "libpayload.so")),
+            path=str(SHM / "libpayload.so"),
+            match="directory",
+            **mapping,
+        ),
+        Scenario("map-dlopen-system-library", _act("dlopen", LIBRARY), rule=None, blocks=False),
+        Scenario("map-ffi-callback", _act("ffi-callback"), rule=None, blocks=False,
+                 note="libffi closures (ctypes callbacks) must keep working"),
         Scenario("exec-usr-bin", _act("exec", shutil.which("true") or "/bin/true"), rule=None, blocks=False),
     ]
 

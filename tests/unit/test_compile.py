@@ -32,6 +32,9 @@ POLICIES = Path(__file__).resolve().parents[2] / "policies"
 H, C = abi.KernelScope.HOST, abi.KernelScope.CONTAINER
 T = abi.Target
 
+#: exec rules decide executions and executable mappings unless `access` says otherwise
+EXEC_AND_MAP = int(abi.RuleFlag.EXEC | abi.RuleFlag.MAP)
+
 
 def _place(node_len, direct, below, excluded=0):
     return ExecPlaceValue(node_len=node_len, rule_direct=direct, rule_below=below, excluded=excluded)
@@ -44,9 +47,9 @@ def test_default_policy_plan_is_pinned():
             RuleIndex(1): RuleValue(True),
             RuleIndex(2): RuleValue(True),
             RuleIndex(3): RuleValue(True),
-            RuleIndex(4): RuleValue(True),
-            RuleIndex(5): RuleValue(True),
-            RuleIndex(6): RuleValue(False),
+            RuleIndex(4): RuleValue(True, EXEC_AND_MAP),
+            RuleIndex(5): RuleValue(True, EXEC_AND_MAP),
+            RuleIndex(6): RuleValue(False, EXEC_AND_MAP),
             RuleIndex(7): RuleValue(True),
             RuleIndex(8): RuleValue(True),
             RuleIndex(9): RuleValue(True),
@@ -160,7 +163,7 @@ def test_every_entry_of_every_shipped_policy_encodes():
 def test_mode_override_and_audit_policy():
     policy = load_policy(POLICIES / "default.toml")
     audit = compile_policy(policy, Mode.AUDIT)
-    assert set(audit.maps["rules"].values()) == {RuleValue(False)}
+    assert set(audit.maps["rules"].values()) == {RuleValue(False), RuleValue(False, EXEC_AND_MAP)}
     assert {i.mode for i in audit.rules} == {"audit"}
     forced = compile_policy(policy, Mode.ENFORCE)
     # --mode enforce keeps a rule's own mode = "audit" (exec-run-audit)
@@ -357,7 +360,7 @@ def test_diff_rule_mode_flipped():
     new = compile_policy(loads_policy(BASE.replace('dirs = ["/tmp"]', 'dirs = ["/tmp"]\nmode = "audit"')))
     d = diff(old, new)
     assert not d.watch_changed
-    assert d.maps["rules"] == MapDiff(added={}, changed={RuleIndex(2): RuleValue(False)}, deleted=())
+    assert d.maps["rules"] == MapDiff(added={}, changed={RuleIndex(2): RuleValue(False, EXEC_AND_MAP)}, deleted=())
     assert all(d.maps[name].is_empty() for name in POLICY_MAPS if name != "rules")
     # the only enforcing exec rule became audit: it stays the deep-path fallback
     assert new.maps["targets"][TargetSlot(T.EXEC_UNRESOLVED, H)] == RuleNumber(2)

@@ -70,6 +70,8 @@ def test_hooks_and_program_names() -> None:
         "bprm_check_security": ("bprm",),
         "fs_context_parse_param": ("fc", "param"),
         "bprm_creds_for_exec": ("bprm",),
+        "mmap_file": ("file", "reqprot", "prot", "flags"),
+        "file_mprotect": ("vma", "reqprot", "prot"),
     }
     assert {spec.hook for spec in registry.HOOKS} == set(abi.Hook)
     assert all(spec.program == f"lsm__{spec.name}" for spec in registry.HOOKS)
