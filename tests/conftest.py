@@ -7,9 +7,12 @@ bpftool, gcc, host kernel BTF), package (dpkg/rpm tooling, systemd-analyze),
 kernel (the VM).  So ``-m "not kernel"`` or ``-m unit`` select whole tiers.
 
 On the host (the normal run) every kernel-marked test item is replaced by a
-proxy item.  One guest boot per session runs all selected kernel tests (a
-pytest process inside the guest, with ENFORCER_IN_GUEST=1), and each proxy
-reports the result its test had in the guest.  Inside the guest
+proxy item.  One guest boot per installed stock kernel (6.1 and 6.12 on
+Debian 12; one after the other, never two at once) runs all selected kernel
+tests (a pytest process inside the guest, with ENFORCER_IN_GUEST=1), and each
+proxy reports the results its test had in the guests: it fails if it failed
+on any kernel, naming the kernel; it passes if it passed on at least one and
+failed on none; it is skipped only if every kernel skipped it.  Inside the guest
 (ENFORCER_IN_GUEST=1) nothing is replaced and the tests run for real.
 How to run, skip and debug: tests/kernel/README.md.
 """
@@ -21,7 +24,7 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Dict, List, Optional, Tuple
 
 import pytest
 
@@ -92,33 +95,40 @@ class KernelState:
         self.timeout_s = timeout
         self.results_opt = config.getoption("--kernel-results-dir") or os.environ.get(vm.ENV_RESULTS)
         self.python = os.environ.get(vm.ENV_PYTHON) or sys.executable
-        self.run: Optional[vm.GuestRun] = None
-        self.unavailable: Optional[str] = None  # why the guest could not be started
-        self.outcome: Optional[vm.GuestOutcome] = None
+        self.runs: List[vm.GuestRun] = []  # started so far, in order
+        self.pending: List[vm.GuestRun] = []  # one per kernel, not started yet
+        self.unavailable: Optional[str] = None  # why the guests could not be started
+        self.outcomes: Dict[str, vm.GuestOutcome] = {}  # kernel label -> outcome
+        self.finished = False
         self.sigterm_installed = False
-        self.console_attached = False  # the console tail goes to one report only
+        self.console_attached: set = set()  # the console tail goes to one report per kernel
+        self.results_root: Optional[Path] = None
+
+    @property
+    def run(self) -> Optional[vm.GuestRun]:
+        """The guest running now (or the last one)."""
+        return self.runs[-1] if self.runs else None
 
     def start(self, nodeids: list) -> None:
         try:
-            vng, kernel = vm.preflight(self.python)
+            vng, kernels = vm.preflight(self.python)
         except vm.HarnessError as e:
             self.unavailable = str(e)
             return
         if self.results_opt:
-            results = Path(self.results_opt).resolve()
+            self.results_root = Path(self.results_opt).resolve()
         else:
-            results = Path(tempfile.mkdtemp(prefix="enforcer-kernel-"))
-        self.run = vm.GuestRun(
-            vng=vng, kernel=kernel, repo=REPO, results_dir=results, nodeids=nodeids,
-            python=self.python, timeout_s=self.timeout_s,
-            kvm=vm.env_flag(os.environ, vm.ENV_KVM),
-            verbose=vm.env_flag(os.environ, vm.ENV_VERBOSE),
-        )
-        try:
-            self.run.start()
-        except OSError as e:
-            self.unavailable = f"could not start {vng}: {e}"
-            self.run = None
+            self.results_root = Path(tempfile.mkdtemp(prefix="enforcer-kernel-"))
+        self.pending = [
+            vm.GuestRun(
+                vng=vng, kernel=kernel, repo=REPO, results_dir=self.results_root / vm.kernel_label(kernel),
+                nodeids=nodeids, python=self.python, timeout_s=self.timeout_s,
+                kvm=vm.env_flag(os.environ, vm.ENV_KVM),
+                verbose=vm.env_flag(os.environ, vm.ENV_VERBOSE),
+            )
+            for kernel in kernels
+        ]
+        if not self._start_next():
             return
         # QEMU runs in its own process group (so a timeout can kill all of
         # it); a SIGTERM to pytest would otherwise leave it running.  Turn it
@@ -127,10 +137,25 @@ class KernelState:
             signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
             self.sigterm_installed = True
 
-    def finish(self) -> Optional[vm.GuestOutcome]:
-        if self.outcome is None and self.run is not None:
-            self.outcome = self.run.wait()
-        return self.outcome
+    def _start_next(self) -> bool:
+        run = self.pending.pop(0)
+        try:
+            run.start()
+        except OSError as e:
+            self.unavailable = f"could not start {run.vng} for {vm.kernel_label(run.kernel)}: {e}"
+            self.pending.clear()
+            return False
+        self.runs.append(run)
+        return True
+
+    def finish(self) -> List[Tuple[vm.GuestRun, vm.GuestOutcome]]:
+        """Wait for every guest, starting each after the previous one ended."""
+        while not self.finished:
+            run = self.runs[-1]
+            self.outcomes[vm.kernel_label(run.kernel)] = run.wait()
+            if not self.pending or not self._start_next():
+                self.finished = True
+        return [(run, self.outcomes[vm.kernel_label(run.kernel)]) for run in self.runs]
 
 
 class KernelProxyItem(pytest.Item):
@@ -155,35 +180,38 @@ class KernelProxyItem(pytest.Item):
             raise pytest.skip.Exception(state.skip_reason, _use_item_location=True)
         ci = " (CI is set: kernel tests are required)" if vm.in_ci() else ""
         hint = f"; to skip kernel tests explicitly use --no-kernel or {vm.ENV_SKIP}=1" if not ci else ""
-        if state.unavailable:
+        if state.unavailable and not state.runs:
             raise GuestFailure(f"kernel VM unavailable{ci}: {state.unavailable}{hint}")
-        outcome = state.finish()
-        assert outcome is not None and state.run is not None
-        res = outcome.result_for(self.nodeid)
-        if res is None:
-            self._attach_logs(outcome, state.run)
-            why = outcome.problem or "the guest ran but did not report this test"
-            raise GuestFailure(
-                f"no result for {self.nodeid} in the guest's results ({why}); "
-                f"results dir: {state.run.results_dir}"
-            )
-        if res.outcome == "passed":
+        failures, skips, passed = [], [], []
+        for run, outcome in state.finish():
+            label = vm.kernel_label(run.kernel)
+            res = outcome.result_for(self.nodeid)
+            if res is None:
+                self._attach_logs(outcome, run)
+                why = outcome.problem or "the guest ran but did not report this test"
+                failures.append(f"[{label}] no result in the guest's results ({why}); results dir {run.results_dir}")
+            elif res.outcome == "passed":
+                passed.append(label)
+            elif res.outcome in ("skipped", "xfailed"):
+                skips.append(f"[{label}] {res.outcome}: {res.message}")
+            else:
+                self._attach_logs(outcome, run, res)
+                where = {
+                    "failed": "failed in the guest",
+                    "error": "errored in the guest (setup/teardown)",
+                    "incomplete": f"did not finish in the guest ({outcome.problem or 'no reason known'})",
+                }.get(res.outcome, f"had outcome {res.outcome!r} in the guest")
+                failures.append(f"[{label}] {where} (results dir {run.results_dir}):\n{res.text or res.message}")
+        if state.unavailable:
+            failures.append(f"kernel VM unavailable{ci}: {state.unavailable}")
+        if failures:
+            raise GuestFailure(f"{self.nodeid}:\n" + "\n".join(failures))
+        if passed:
+            if skips:  # passed where the kernel has the feature; say where it did not
+                self.add_report_section("call", "kernels that skipped it", "\n".join(skips))
             return
-        if res.outcome == "skipped":
-            # Reported at the test's own location, as a skip marker would be.
-            raise pytest.skip.Exception(f"in guest: {res.message}", _use_item_location=True)
-        if res.outcome == "xfailed":
-            pytest.xfail(f"in guest: {res.message}")
-        self._attach_logs(outcome, state.run, res)
-        where = {
-            "failed": "failed in the guest",
-            "error": "errored in the guest (setup/teardown)",
-            "incomplete": f"did not finish in the guest ({outcome.problem or 'no reason known'})",
-        }.get(res.outcome, f"had outcome {res.outcome!r} in the guest")
-        raise GuestFailure(
-            f"{self.nodeid} {where} (kernel {state.run.kernel.name}; "
-            f"results dir {state.run.results_dir}):\n{res.text or res.message}"
-        )
+        # Every kernel skipped it: reported at the test's own location, as a skip marker would be.
+        raise pytest.skip.Exception("in guest: " + "; ".join(skips), _use_item_location=True)
 
     def _attach_logs(self, outcome: vm.GuestOutcome, run: vm.GuestRun,
                      res: Optional[vm.GuestResult] = None) -> None:
@@ -208,8 +236,9 @@ class KernelProxyItem(pytest.Item):
         # test's: shown with the first failure, and with every test the guest
         # did not finish (there they are the only clue).
         unfinished = res is None or res.outcome == "incomplete"
-        if unfinished or not state.console_attached:
-            state.console_attached = True
+        label = vm.kernel_label(run.kernel)
+        if unfinished or label not in state.console_attached:
+            state.console_attached.add(label)
             self.add_report_section(
                 "call", f"guest console (tail; whole: {run.results_dir / vm.CONSOLE_NAME})",
                 vm.tail(outcome.console, 60))
@@ -260,9 +289,10 @@ def pytest_runtestloop(session: pytest.Session) -> None:
         state.start(nodeids)  # in the background; proxies wait for it
         tr = config.pluginmanager.get_plugin("terminalreporter")
         if tr is not None and state.run is not None:
+            kernels = [vm.kernel_label(r.kernel) for r in state.runs + state.pending]
             tr.write_line(
-                f"kernel VM: booting {state.run.kernel.name} for {len(nodeids)} kernel test(s); "
-                f"follow with: tail -f {state.run.results_dir / vm.CONSOLE_NAME}"
+                f"kernel VM: {len(nodeids)} kernel test(s) on {len(kernels)} kernel(s), one guest after the "
+                f"other: {', '.join(kernels)}; follow with: tail -f {state.results_root}/*/{vm.CONSOLE_NAME}"
             )
 
 
@@ -272,8 +302,9 @@ def _interrupt_on_sigterm(signum, frame):
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     state: KernelState = session.config.stash[_STATE]
-    if state.run is not None and state.outcome is None:
-        state.run.abort()  # e.g. -x, Ctrl-C or SIGTERM before any kernel test ran
+    if state.run is not None and not state.finished:
+        state.pending.clear()
+        state.run.abort()  # e.g. -x, Ctrl-C or SIGTERM before every kernel test ran
     if state.sigterm_installed:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
@@ -287,16 +318,21 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     if state.run is None:
         return
     tr.write_sep("-", "kernel VM")
-    tr.write_line(f"kernel image: {state.run.kernel}")
-    tr.write_line(f"results dir:  {state.run.results_dir}")
-    o = state.outcome
-    if o is None:
-        tr.write_line("guest run aborted before completion")
-        return
-    boot = f"{o.boot_s:.1f} s" if o.boot_s is not None else "never reached"
-    tr.write_line(
-        f"guest: boot to test script {boot}, whole run {o.wall_s:.1f} s, "
-        f"exit status {o.returncode}{', TIMED OUT' if o.timed_out else ''}"
-    )
-    if o.problem:
-        tr.write_line(f"guest problem: {o.problem}")
+    tr.write_line(f"results dir: {state.results_root}")
+    for run in state.runs:
+        label = vm.kernel_label(run.kernel)
+        o = state.outcomes.get(label)
+        if o is None:
+            tr.write_line(f"{label}: guest run aborted before completion")
+            continue
+        boot = f"{o.boot_s:.1f} s" if o.boot_s is not None else "never reached"
+        counts: Dict[str, int] = {}
+        for res in o.junit.values():
+            counts[res.outcome] = counts.get(res.outcome, 0) + 1
+        tally = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+        tr.write_line(
+            f"{label}: boot to test script {boot}, whole run {o.wall_s:.1f} s, "
+            f"exit status {o.returncode}{', TIMED OUT' if o.timed_out else ''}; {tally}"
+        )
+        if o.problem:
+            tr.write_line(f"{label}: guest problem: {o.problem}")

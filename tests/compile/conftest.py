@@ -1,10 +1,11 @@
-"""Fixtures of the compile tier: kernel BTF of two kernels, and bcc include
+"""Fixtures of the compile tier: kernel BTF of three kernels, and bcc include
 trees generated from them.
 
-Two kernels: the host's BTF (/sys/kernel/btf/vmlinux, world-readable, so
-parsing is rootless) and Debian 6.1's, extracted from
-/boot/vmlinuz-6.1.0-*-amd64 once per session.  A test using a kernel this
-host lacks is skipped.
+The host's BTF (/sys/kernel/btf/vmlinux, world-readable, so parsing is
+rootless), and the two Debian stock kernels the VM tests boot, 6.1 and 6.12,
+extracted from their /boot/vmlinuz-* images once per session.  A test using a
+kernel this host lacks is skipped, except under CI, where .ci/run installs
+both images and a missing one is a failure.
 """
 
 from __future__ import annotations
@@ -18,10 +19,24 @@ import pytest
 
 import enforcer.kernel.headers as kernel_headers
 from enforcer.kernel import btf
-from harness import vmlinuz
+from harness import vm, vmlinuz
 
 HOST_BTF = Path(btf.DEFAULT_BTF_PATH)
-VMLINUZ_61 = sorted(glob.glob("/boot/vmlinuz-6.1.*"))
+
+
+def _stock_images(major: int, minor: int) -> list:
+    """Debian stock images of one kernel series, oldest first ("6.1" must not match 6.12)."""
+    found = []
+    for path in glob.glob("/boot/vmlinuz-*"):
+        version = vm.debian_kernel_version(os.path.basename(path))
+        if version is not None and version[:2] == (major, minor):
+            found.append((version, path))
+    return [path for _, path in sorted(found)]
+
+
+#: the kernels the VM tests boot, by series name
+DEBIAN_SERIES = {"6.1": _stock_images(6, 1), "6.12": _stock_images(6, 12)}
+VMLINUZ_61 = DEBIAN_SERIES["6.1"]
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +52,8 @@ class _Kernels(dict):  # type: ignore[type-arg]
     lacks is skipped rather than failed."""
 
     def __missing__(self, name: str) -> tuple[Path, str]:
+        if vm.in_ci():
+            pytest.fail(f"no BTF for kernel {name!r}: .ci/run installs linux-image-amd64 and linux-image-6.12-amd64")
         pytest.skip(f"no BTF for kernel {name!r} on this host")
 
 
@@ -45,10 +62,11 @@ def kernels(tmp_path_factory: pytest.TempPathFactory) -> _Kernels:
     found = _Kernels()
     if os.access(HOST_BTF, os.R_OK):
         found["host"] = (HOST_BTF, os.uname().release)
-    if VMLINUZ_61:
-        out = tmp_path_factory.mktemp("btf61") / "vmlinux-6.1.btf"
-        extracted = vmlinuz.btf_from_vmlinuz(VMLINUZ_61[-1], out)
-        found["6.1"] = (extracted.btf_path, extracted.kernel_release)
+    for series, images in DEBIAN_SERIES.items():
+        if images:
+            out = tmp_path_factory.mktemp(f"btf{series}") / f"vmlinux-{series}.btf"
+            extracted = vmlinuz.btf_from_vmlinuz(images[-1], out)
+            found[series] = (extracted.btf_path, extracted.kernel_release)
     return found
 
 

@@ -34,13 +34,13 @@ EXPECTED_HOOKS = {
 }
 
 
-@pytest.mark.parametrize("kernel", ["host", "6.1"])
+@pytest.mark.parametrize("kernel", ["host", "6.1", "6.12"])
 @pytest.mark.parametrize("hook", sorted(EXPECTED_HOOKS))
 def test_lsm_hook_params(kernels: dict, kernel: str, hook: str) -> None:
     assert btf.lsm_hook_params(kernels[kernel][0], hook) == EXPECTED_HOOKS[hook]
 
 
-@pytest.mark.parametrize("kernel", ["host", "6.1"])
+@pytest.mark.parametrize("kernel", ["host", "6.1", "6.12"])
 def test_hook_types(kernels: dict, kernel: str) -> None:
     sig = btf.lsm_hook_signature(kernels[kernel][0], "path_truncate")
     assert sig == (btf.BtfParam("path", "const struct path *"),)
@@ -70,6 +70,7 @@ def test_kernfs_parent_rename(kernels: dict) -> None:
     assert not btf.struct_has_member(kernels["6.1"][0], "kernfs_node", "__parent")
     assert btf.struct_has_member(kernels["host"][0], "kernfs_node", "__parent")
     assert "-DENFORCER_KERNFS_PARENT=parent" in features.feature_cflags(kernels["6.1"][0])
+    assert "-DENFORCER_KERNFS_PARENT=parent" in features.feature_cflags(kernels["6.12"][0])
     assert "-DENFORCER_KERNFS_PARENT=__parent" in features.feature_cflags(kernels["host"][0])
 
 
@@ -77,6 +78,7 @@ def test_execve_check_only_where_the_kernel_has_it(kernels: dict) -> None:
     # AT_EXECVE_CHECK arrived in 6.14: the host (6.18) has linux_binprm.is_check,
     # Debian's 6.1 does not (the program then only returns).
     assert not features.execve_check_supported(kernels["6.1"][0])
+    assert not features.execve_check_supported(kernels["6.12"][0])  # 6.12 predates it too
     assert not any("IS_CHECK" in f for f in features.feature_cflags(kernels["6.1"][0]))
     host = btf.load_btf(kernels["host"][0])
     if not host.struct_has_member("linux_binprm", "is_check"):

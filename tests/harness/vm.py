@@ -218,38 +218,48 @@ def dmesg_for_test(dmesg: str, nodeid: str) -> str:
 
 # ----------------------------------------------------------------- kernel --
 
-# Debian stock kernel images: vmlinuz-<a.b.c>-<abi>-amd64 (no cloud/rt flavour:
-# those are built with a smaller configuration).
-_DEBIAN_IMAGE = re.compile(r"^vmlinuz-(\d+)\.(\d+)\.(\d+)-(\d+)-amd64$")
+# Debian stock kernel images, no cloud/rt flavour (those are built with a
+# smaller configuration): vmlinuz-<a.b.c>-<abi>-amd64 (Debian 12's own 6.1),
+# vmlinuz-<a.b.c>+deb<N>-amd64 (a newer kernel built for it: 6.12 from Debian 13).
+_DEBIAN_IMAGE = re.compile(r"^vmlinuz-(\d+)\.(\d+)\.(\d+)(?:-(\d+)|\+deb(\d+))-amd64$")
 
 
 def debian_kernel_version(filename: str) -> Optional[Tuple[int, int, int, int]]:
+    """(major, minor, patch, abi-or-deb) of a Debian stock image name, else None."""
     m = _DEBIAN_IMAGE.match(filename)
-    return tuple(int(g) for g in m.groups()) if m else None  # type: ignore[return-value]
+    if not m:
+        return None
+    major, minor, patch, abi, deb = m.groups()
+    return int(major), int(minor), int(patch), int(abi if abi is not None else deb)
 
 
-def select_kernel(boot_dir: Path = Path("/boot"), env: Mapping[str, str] = os.environ) -> Path:
-    """The kernel image to boot: $ENFORCER_VM_KERNEL, else the newest Debian
-    stock image in ``boot_dir``."""
+def select_kernels(boot_dir: Path = Path("/boot"), env: Mapping[str, str] = os.environ) -> List[Path]:
+    """The kernel images to boot, one guest each, oldest first: the paths in
+    $ENFORCER_VM_KERNEL (comma-separated), else every Debian stock image in
+    ``boot_dir`` (the kernel tier runs on each installed stock kernel)."""
     override = env.get(ENV_KERNEL, "").strip()
     if override:
-        path = Path(override)
-        if not path.is_file():
-            raise HarnessError(f"{ENV_KERNEL}={override} is not a file")
-        return path
+        paths = [Path(p.strip()) for p in override.split(",") if p.strip()]
+        for path in paths:
+            if not path.is_file():
+                raise HarnessError(f"{ENV_KERNEL}: {path} is not a file")
+        return paths
     try:
         names = [p.name for p in boot_dir.iterdir()]
     except OSError as e:
         raise HarnessError(f"cannot list {boot_dir}: {e}") from e
-    candidates = sorted(
-        (v, n) for n in names if (v := debian_kernel_version(n)) is not None
-    )
+    candidates = sorted((v, n) for n in names if (v := debian_kernel_version(n)) is not None)
     if not candidates:
         raise HarnessError(
-            f"no Debian stock kernel image (vmlinuz-X.Y.Z-N-amd64) in {boot_dir}; "
-            f"install linux-image-amd64 or set {ENV_KERNEL}"
+            f"no Debian stock kernel image (vmlinuz-X.Y.Z-N-amd64, vmlinuz-X.Y.Z+debN-amd64) in "
+            f"{boot_dir}; install linux-image-amd64 (and linux-image-6.12-amd64) or set {ENV_KERNEL}"
         )
-    return boot_dir / candidates[-1][1]
+    return [boot_dir / name for _, name in candidates]
+
+
+def kernel_label(image: Path) -> str:
+    """How reports name a kernel: the image's release (6.12.117+deb12-amd64)."""
+    return image.name[len("vmlinuz-"):] if image.name.startswith("vmlinuz-") else image.name
 
 
 def kernel_config_problem(image: Path) -> Optional[str]:
@@ -355,8 +365,8 @@ def find_vng(python: str = sys.executable, env: Mapping[str, str] = os.environ) 
     return shutil.which("vng", path=env.get("PATH"))
 
 
-def preflight(python: str, env: Mapping[str, str] = os.environ) -> Tuple[str, Path]:
-    """Return (vng, kernel image) or raise HarnessError naming what is missing."""
+def preflight(python: str, env: Mapping[str, str] = os.environ) -> Tuple[str, List[Path]]:
+    """Return (vng, kernel images) or raise HarnessError naming what is missing."""
     problems = []
     vng = find_vng(python, env)
     if vng is None:
@@ -372,20 +382,21 @@ def preflight(python: str, env: Mapping[str, str] = os.environ) -> Tuple[str, Pa
                 f"{python} cannot import bcc (Debian python3-bpfcc); use a venv made by "
                 "`/usr/bin/python3 -m venv --system-site-packages .venv`"
             )
-    kernel = None
+    kernels: List[Path] = []
     try:
-        kernel = select_kernel(env=env)
-        if not os.access(kernel, os.R_OK):
-            problems.append(f"{kernel} is not readable (run as root)")
-        bad = kernel_config_problem(kernel)
-        if bad:
-            problems.append(bad)
+        kernels = select_kernels(env=env)
+        for kernel in kernels:
+            if not os.access(kernel, os.R_OK):
+                problems.append(f"{kernel} is not readable (run as root)")
+            bad = kernel_config_problem(kernel)
+            if bad:
+                problems.append(bad)
     except HarnessError as e:
         problems.append(str(e))
     if problems:
         raise HarnessError("; ".join(problems))
-    assert vng is not None and kernel is not None
-    return vng, kernel
+    assert vng is not None and kernels
+    return vng, kernels
 
 
 # ------------------------------------------------------------------ runner --

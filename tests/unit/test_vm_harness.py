@@ -192,25 +192,31 @@ def _boot(tmp_path, *names):
     return tmp_path
 
 
-def test_select_kernel_picks_newest_debian_stock_image(tmp_path):
+def test_select_kernels_takes_every_debian_stock_image_oldest_first(tmp_path):
     boot = _boot(tmp_path, "vmlinuz-6.1.0-9-amd64", "vmlinuz-6.1.0-56-amd64",
                  "vmlinuz-6.1.0-99-cloud-amd64", "vmlinuz-6.1.0-98-rt-amd64",
-                 "vmlinuz-6.12.9-custom", "initrd.img-6.1.0-60-amd64", "vmlinuz-6.1.0-56-amd64.old")
-    assert vm.select_kernel(boot, env={}) == boot / "vmlinuz-6.1.0-56-amd64"
-    _boot(tmp_path, "vmlinuz-6.10.0-1-amd64", "vmlinuz-6.9.0-30-amd64")
-    assert vm.select_kernel(boot, env={}) == boot / "vmlinuz-6.10.0-1-amd64"
+                 "vmlinuz-6.12.9-custom", "initrd.img-6.1.0-60-amd64", "vmlinuz-6.1.0-56-amd64.old",
+                 "vmlinuz-6.12.117+deb12-amd64", "vmlinuz-6.12.117+deb12-cloud-amd64")
+    assert vm.select_kernels(boot, env={}) == [
+        boot / "vmlinuz-6.1.0-9-amd64", boot / "vmlinuz-6.1.0-56-amd64", boot / "vmlinuz-6.12.117+deb12-amd64"]
 
 
-def test_select_kernel_override_and_errors(tmp_path):
-    img = tmp_path / "bzImage"
+def test_select_kernels_override_and_errors(tmp_path):
+    img, other = tmp_path / "bzImage", tmp_path / "vmlinuz-x"
     img.write_bytes(b"x")
-    assert vm.select_kernel(tmp_path, env={vm.ENV_KERNEL: str(img)}) == img
-    with pytest.raises(vm.HarnessError, match="is not a file"):
-        vm.select_kernel(tmp_path, env={vm.ENV_KERNEL: str(tmp_path / "nope")})
+    other.write_bytes(b"x")
+    assert vm.select_kernels(tmp_path, env={vm.ENV_KERNEL: str(img)}) == [img]
+    assert vm.select_kernels(tmp_path, env={vm.ENV_KERNEL: f"{img}, {other}"}) == [img, other]
+    with pytest.raises(vm.HarnessError, match="nope is not a file"):
+        vm.select_kernels(tmp_path, env={vm.ENV_KERNEL: f"{img},{tmp_path / 'nope'}"})
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(vm.HarnessError, match="linux-image-amd64"):
-        vm.select_kernel(empty, env={})
+        vm.select_kernels(empty, env={})
+
+
+def test_kernel_label():
+    assert vm.kernel_label(Path("/boot/vmlinuz-6.12.117+deb12-amd64")) == "6.12.117+deb12-amd64"
 
 
 def test_kernel_config_problem(tmp_path):
@@ -229,6 +235,7 @@ def test_kernel_config_problem(tmp_path):
 
 def test_debian_kernel_version():
     assert vm.debian_kernel_version("vmlinuz-6.1.0-56-amd64") == (6, 1, 0, 56)
+    assert vm.debian_kernel_version("vmlinuz-6.12.117+deb12-amd64") == (6, 12, 117, 12)
     assert vm.debian_kernel_version("vmlinuz-6.1.0-56-cloud-amd64") is None
     assert vm.debian_kernel_version("vmlinuz-6.18.0-custom") is None
 
