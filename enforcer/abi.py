@@ -152,6 +152,9 @@ class RuleFlag(enum.IntFlag):
     #: which set verdict_ctx.needs; other kinds never need them)
     EXEC = 2  # execve and interpreters' AT_EXECVE_CHECK
     MAP = 4  # mmap/mprotect adding PROT_EXEC to a file mapping
+    #: set in every rule of a policy: lets `enforcer status` count the rules
+    #: in force from the pinned map alone (an audit rule's config is otherwise 0)
+    PRESENT = 8
 
 
 class Watch(enum.IntFlag):

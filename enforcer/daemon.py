@@ -32,7 +32,8 @@ from enforcer.policy import Mode, Policy
 from enforcer.metrics import METRICS_EVERY_S, MetricsConfigError, MetricSources, MetricsExporter, parse_address
 from enforcer.report import Reporter, default_limiter
 from enforcer.sinks import SinkSpecError, open_sinks
-from enforcer.state import AgentState, write_state
+from enforcer.instancelock import AgentAlreadyRunning, AgentLock, acquire
+from enforcer.state import AgentState, default_state_dir, write_state
 
 log = logging.getLogger("enforcer")
 
@@ -121,6 +122,7 @@ class Agent:
         self._reopen = False
         self._lost_seen = 0
         self.enforcement = None
+        self.lock: Optional[AgentLock] = None
 
     # signal handlers only set flags; the main loop acts on them
     def _on_stop(self, signum, _frame) -> None:
@@ -133,19 +135,36 @@ class Agent:
         self._reopen = True
 
     def start(self) -> int:
-        from enforcer.kernel.loader import LoadError, load  # noqa: PLC0415 - needs bcc
-        from enforcer.kernel.probe import run_probe  # noqa: PLC0415
-
+        """Policy, then the single-instance lock, then the kernel: each failure says why."""
         try:
             loaded = load_and_compile(self.policy_path, self.override)
         except PolicyError as error:
             print(str(error), file=sys.stderr)
             return ExitCode.INVALID_POLICY
+        try:
+            self.lock = acquire(self.state_dir or default_state_dir())
+        except AgentAlreadyRunning as error:
+            print(f"enforcer: {error}", file=sys.stderr)
+            return ExitCode.UNAVAILABLE
+        except OSError as error:
+            print(f"enforcer: cannot take the agent lock: {error}", file=sys.stderr)
+            return ExitCode.UNAVAILABLE
+        status = self._establish(loaded)
+        if status != ExitCode.OK:
+            self.lock.release()
+        return status
+
+    def _establish(self, loaded: Loaded) -> int:
+        from enforcer.kernel.loader import LoadError, load  # noqa: PLC0415 - needs bcc
+        from enforcer.kernel.probe import run_probe  # noqa: PLC0415
+
         report = run_probe()
         if not report.usable:
             print(report.explain(), file=sys.stderr)
             print("refusing to start: enforcer never falls back to audit on its own", file=sys.stderr)
-            return ExitCode.UNAVAILABLE
+            missing = ", ".join(check.name for check in report.failures())
+            self.notifier.send(f"STATUS=cannot enforce on this host ({missing} failed): see the journal")
+            return ExitCode.HOST_CANNOT_ENFORCE
         try:
             self.enforcement = load(loaded.plan)
         except LoadError as error:
@@ -275,6 +294,8 @@ class Agent:
         self.reporter.close()
         self._stop_metrics()
         self.enforcement.close()
+        if self.lock is not None:
+            self.lock.release()
         return ExitCode.OK
 
     def _stop_metrics(self) -> None:

@@ -1,7 +1,8 @@
 """Exit statuses of every enforcer command: one table, documented in enforcer(8).
 
-The packaged unit lists UNAVAILABLE and INVALID_POLICY in
-RestartPreventExitStatus= (retrying cannot help either).
+The packaged unit lists INVALID_POLICY and HOST_CANNOT_ENFORCE in
+RestartPreventExitStatus= (retrying cannot help either); UNAVAILABLE may be
+passing (another agent still running, a load that failed for lack of memory).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import enum
 
 class ExitCode(enum.IntEnum):
     OK = 0
-    UNAVAILABLE = 1  # this host cannot enforce (no BPF-LSM, no BTF, refused load)
+    UNAVAILABLE = 1  # could not do it now: loading failed, another agent runs, not root, ...
     INVALID_POLICY = 2  # a policy or allow.d file is invalid; also command-line usage errors
-    NOT_ENFORCING = 3  # `status`: nothing pinned is enforcing
+    NOT_ENFORCING = 3  # `status`: no rule enforces (nothing loaded, or every rule audits)
+    HOST_CANNOT_ENFORCE = 4  # `run`: the probe failed (no BPF-LSM, no BTF, ...): restarting cannot help

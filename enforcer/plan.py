@@ -193,7 +193,8 @@ def encode_key(key: Hashable, slot: int) -> ctypes.Structure:
 def encode_value(value: Hashable) -> ctypes.Structure:
     """The C struct (ctypes) for a MapPlan value."""
     if isinstance(value, RuleValue):
-        return abi.RuleConfig(flags=(int(abi.RuleFlag.ENFORCE) if value.enforce else 0) | value.flags)
+        enforce = int(abi.RuleFlag.ENFORCE) if value.enforce else 0
+        return abi.RuleConfig(flags=enforce | int(abi.RuleFlag.PRESENT) | value.flags)
     if isinstance(value, RuleNumber):
         return ctypes.c_uint32(value.rule)  # type: ignore[return-value]
     if isinstance(value, ExecPlaceValue):

@@ -333,6 +333,20 @@ def read_pinned_stats(instance: Path) -> Dict[str, int]:
         os.close(fd)
 
 
+def read_pinned_rules(instance: Path, slot: int) -> List[abi.RuleConfig]:
+    """The rule configs of policy slot `slot` of a pinned instance, rule 1 first."""
+    fd = bpfsys.obj_get(str(instance / "map_rules"))
+    try:
+        configs = []
+        for rule in range(1, abi.MAX_RULES + 1):
+            config = abi.RuleConfig()
+            bpfsys.map_lookup(fd, ctypes.c_uint32(abi.rule_index(slot, rule)), config, what="map rules")
+            configs.append(config)
+        return configs
+    finally:
+        os.close(fd)
+
+
 def read_pinned_settings(instance: Path) -> abi.Settings:
     fd = bpfsys.obj_get(str(instance / "map_settings"))
     try:

@@ -33,6 +33,22 @@ def test_allowlisted_uid_is_not_reported_in_audit(agent) -> None:
     assert [e["uid"] for e in events] == [4243]
 
 
+def test_status_says_audit_only(agent, workdir) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from enforcer_agent import REPO
+
+    result = subprocess.run(
+        [sys.executable, "-m", "enforcer", "status", "--json"], cwd=REPO, capture_output=True, text=True,
+        env={"ENFORCER_STATE_DIR": str(workdir / "state"), "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"},
+    )
+    assert result.returncode == 3, (result.stdout, result.stderr)  # NOT_ENFORCING: nothing denies
+    status = json.loads(result.stdout)
+    assert (status["verdict"], status["enforcing"]) == ("audit only", False), status
+
+
 def test_every_record_the_agent_wrote_conforms_to_the_schema(agent) -> None:
     """docs/events.md's schema against this module's real output, every record type it produced."""
     from harness.event_schema import schema_problems

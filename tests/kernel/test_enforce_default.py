@@ -154,14 +154,23 @@ def test_invalid_reload_keeps_the_old_policy(agent) -> None:
     assert run_action([PY, ACTIONS, "exec", str(TMP / "true")]).returncode == 77
 
 
-def test_status_reports_enforcement(agent, workdir) -> None:
-    result = subprocess.run(
+def _status(workdir):
+    return subprocess.run(
         [sys.executable, "-m", "enforcer", "status", "--json"], cwd=REPO, capture_output=True, text=True,
         env={"ENFORCER_STATE_DIR": str(workdir / "state"), "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"},
     )
+
+
+def test_status_reports_enforcement(agent, workdir) -> None:
+    result = _status(workdir)
     assert result.returncode == 0, result.stderr
-    assert '"enforcing": true' in result.stdout
-    assert '"blocked": 0' not in result.stdout
+    status = json.loads(result.stdout)
+    # the truth from the pinned maps: default.toml under --mode enforce keeps
+    # exec-run-audit in audit, so 8 of its 9 rules enforce
+    assert status["verdict"] == "partially enforcing (8 of 9 rules)", status
+    assert status["enforcing"] is True
+    assert (status["agent_running"], status["agent_pid"]) == (True, agent.pid), status
+    assert status["instances"][-1]["stats"]["blocked"] > 0, status
 
 
 # --- last: the agent stops, pinned programs keep enforcing, unload ends it -------------
@@ -178,6 +187,8 @@ def test_zz_enforcement_survives_agent_exit_until_unload(agent, workdir, artifac
     assert agent.stop() == 0, agent.log_tail()
     still = run_action([PY, ACTIONS, "exec", str(TMP / "true")])
     assert still.returncode == 77, "after the agent exited, pinned programs must still deny"
+    after_stop = json.loads(_status(workdir).stdout)  # status.json is stale now: the lock tells
+    assert (after_stop["agent_running"], after_stop["verdict"]) == (False, "partially enforcing (8 of 9 rules)")
     unload(workdir)
     # detaching can lag the unpin by a moment (kernel-facts.md): retry briefly
     deadline = time.monotonic() + 30

@@ -16,6 +16,8 @@ from typing import Dict, List
 
 import pytest
 
+from enforcer.exitcodes import ExitCode
+
 REPO = Path(__file__).resolve().parents[2]
 PKG = REPO / "packaging"
 UNIT = PKG / "systemd" / "enforcer.service"
@@ -55,7 +57,10 @@ def test_unit_service_basics(unit):
     assert svc["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert re.fullmatch(r"\d+(s|min)?", svc["WatchdogSec"])
     assert svc["Restart"] == "on-failure"
-    assert "2" in svc["RestartPreventExitStatus"].split()  # invalid policy: no restart loop
+    # invalid policy, and a host that cannot enforce: no restart loop
+    assert {"2", "4"} <= set(svc["RestartPreventExitStatus"].split())
+    assert {int(c) for c in svc["RestartPreventExitStatus"].split()} == {
+        ExitCode.INVALID_POLICY, ExitCode.HOST_CANNOT_ENFORCE}
     assert svc["ExecStart"] == (
         "/usr/bin/enforcer run --policy /etc/enforcer/policy.toml --mode ${ENFORCER_MODE} "
         "--events ${ENFORCER_EVENTS} $ENFORCER_OPTIONS")

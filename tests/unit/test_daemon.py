@@ -4,6 +4,7 @@ reports, sd_notify. The enforcement object is a fake with the loader's API."""
 from __future__ import annotations
 
 import io
+import os
 import json
 import signal
 import socket
@@ -162,3 +163,33 @@ def test_a_flood_of_records_does_not_starve_reload_or_stop(agent) -> None:
     assert messages[0] == "reloaded" and messages[-1].startswith("stopping")
     assert flooded.applied and flooded.timeouts[0] == daemon.POLL_MS
     assert set(flooded.timeouts[1:]) == {0}  # with a backlog the loop only looks again, never waits
+
+
+def test_a_second_agent_is_refused_naming_the_first(tmp_path, monkeypatch, capsys) -> None:
+    from enforcer import instancelock
+    from enforcer.exitcodes import ExitCode
+
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    held = instancelock.acquire(tmp_path / "state")
+    second = daemon.Agent(policy, None, Reporter.json_lines(io.StringIO()), state_dir=tmp_path / "state")
+    assert second.start() == ExitCode.UNAVAILABLE
+    assert f"another enforcer agent is running (pid {os.getpid()}" in capsys.readouterr().err
+    held.release()
+
+
+def test_a_host_that_cannot_enforce_exits_4_and_frees_the_lock(tmp_path, monkeypatch, capsys) -> None:
+    from enforcer import instancelock
+    from enforcer.exitcodes import ExitCode
+    from enforcer.kernel import probe
+
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    monkeypatch.setattr(probe, "run_probe", lambda: probe.ProbeReport(
+        (probe.Check("lsm list", False, "bpf is not in the active LSM list", "boot with lsm=...,bpf"),)))
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    agent = daemon.Agent(policy, None, Reporter.json_lines(io.StringIO()), state_dir=tmp_path / "state")
+    assert agent.start() == ExitCode.HOST_CANNOT_ENFORCE == 4
+    assert "bpf is not in the active LSM list" in capsys.readouterr().err
+    assert instancelock.running_agent(tmp_path / "state") is None
