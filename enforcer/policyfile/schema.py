@@ -58,6 +58,18 @@ def listed(values: Iterable[str]) -> str:
     return ", ".join(f'"{v}"' for v in values)
 
 
+#: Characters that would make a path a glob pattern: refused, so that "/tmp/*.sh"
+#: can never silently stand for the literal name (and leave /tmp uncovered).
+_WILDCARDS = ("*", "?", "[")
+_LITERAL_HINT = {
+    "dir": "a directory covers everything below it: write the directory (e.g. \"/tmp\")",
+    "exe": "write each executable's full path, or allow its directory with exe_dirs",
+    "cgroup": "a cgroup covers every cgroup below it: write the common parent",
+}
+#: Where cgroup v2 is mounted; allowlists name cgroups relative to its root.
+_CGROUP_FS = "/sys/fs/cgroup"
+
+
 class Checker:
     """Collects problems for one file."""
 
@@ -152,6 +164,16 @@ class Checker:
             return None
         if not text.startswith("/"):
             self.err(loc, f"path {quoted(text)} is not absolute")
+            return None
+        wildcard = next((ch for ch in _WILDCARDS if ch in text), None)
+        if wildcard is not None:
+            self.err(loc, f"path {quoted(text)} contains the wildcard {quoted(wildcard)}: paths are matched "
+                          f"literally, never as patterns; {_LITERAL_HINT[kind]}")
+            return None
+        if kind == "cgroup" and (text == _CGROUP_FS or text.startswith(_CGROUP_FS + "/")):
+            inner = text[len(_CGROUP_FS):] or "/"
+            self.err(loc, f"{quoted(text)} is where the cgroup appears in the filesystem; a cgroup allowlist "
+                          f"names the cgroup itself, as /proc/PID/cgroup shows it: write {quoted(inner)}")
             return None
         normal = "/" + posixpath.normpath(text).lstrip("/")
         if normal != text:

@@ -273,12 +273,13 @@ def test_brackets_inside_strings_and_comments_do_not_count():
         'version = 1 # [[[[[[[[[[[[\n'
         '[[rule]]\nid = "e"\nkind = "exec"\n'
         'description = "[[[[[[[[[[[[ {{{{{{{{{{{{ a.b.c.d.e.f.g.h.i.j"\n'
-        "dirs = ['/x[[[[[[[[[[[[']\n"
-        'mitre = """T1059"""\n'
+        "dirs = ['/x', # [[[[[[[[[[[[\n]\n"
+        'mitre = """T1059""" # [[[[[[[[[[[[\n'
     )
     rule = loads_policy(text).rules[0]
     assert rule.meta.description.startswith("[[[[")
-    assert rule.dirs[0].path == "/x[[[[[[[[[[[["
+    assert rule.meta.mitre == "T1059"
+    assert rule.dirs[0].path == "/x"
 
 
 def test_non_utf8_reports_offset():
