@@ -29,14 +29,15 @@ def check_command(args: argparse.Namespace) -> int:
     """Validate (and compile) every policy given; print a summary or every error."""
     from enforcer.compile import compile_policy
     from enforcer.explain import count_allow_entries, explain_policy
-    from enforcer.parse import PolicyError, load_policy
+    from enforcer.fileperms import load_trusted_policy
+    from enforcer.parse import PolicyError
     from enforcer.policy import Mode
 
     override = Mode(args.mode) if args.mode else None
     status = ExitCode.OK
     for path in args.policies:
         try:
-            policy = load_policy(path)
+            policy = load_trusted_policy(path)
         except PolicyError as exc:
             for problem in exc.errors:
                 print(problem, file=sys.stderr)

@@ -21,10 +21,11 @@ from typing import Optional, Tuple
 
 from enforcer import __version__
 from enforcer.compile import compile_policy
+from enforcer.fileperms import load_trusted_policy
 from enforcer.events import BootClock
 from enforcer.exitcodes import ExitCode
 from enforcer.generations import DRAIN_BUDGET
-from enforcer.parse import PolicyError, load_policy
+from enforcer.parse import PolicyError
 from enforcer.periodic import Scheduler
 from enforcer.pipeline import EventPipeline, LetThroughMarker
 from enforcer.plan import MapPlan
@@ -79,7 +80,7 @@ class Loaded:
 
 
 def load_and_compile(path: Path, override: Optional[Mode]) -> Loaded:
-    policy = load_policy(path)
+    policy = load_trusted_policy(path)
     return Loaded(policy, compile_policy(policy, override))
 
 

@@ -136,3 +136,18 @@ def test_every_default_exception_has_a_comment_saying_why():
             previous -= 1
         assert lines[previous].strip().startswith("#"), f"no comment says why: {stripped}"
     assert checked == 14
+
+
+def test_audit_policy_switched_to_enforce_denies_no_more_than_the_default() -> None:
+    # The packaging docs tell operators to audit first, then run with --mode enforce:
+    # the broad rule that default.toml keeps in audit must stay audit there too.
+    from enforcer.compile import compile_policy
+    from enforcer.policy import Mode
+
+    def modes(name: str) -> dict:
+        plan = compile_policy(load_policy(POLICIES / name), Mode.ENFORCE)
+        return {info.id: info.mode for info in plan.rules}
+
+    audit, default = modes("audit.toml"), modes("default.toml")
+    assert audit == default
+    assert audit["exec-run-audit"] is Mode.AUDIT

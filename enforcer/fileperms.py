@@ -1,0 +1,65 @@
+"""Only root may be able to change what enforcer enforces (like sshd's StrictModes).
+
+A policy file, its allow.d directory and drop-ins, and every directory above
+them must be owned by root and not writable by group or others: whoever can
+write any of them can switch a protection off at the next reload. A directory
+writable by all but sticky and root-owned (/tmp) is accepted: there only an
+entry's owner may rename or remove it.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Iterable, List, Optional
+
+from enforcer.parse import load_policy
+from enforcer.policy import Policy
+from enforcer.policyfile.problems import PolicyError, PolicyProblem
+
+
+def _why_unsafe(path: Path) -> Optional[str]:
+    st = os.stat(path)
+    if st.st_uid != 0:
+        return f"owned by uid {st.st_uid}, not root"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        sticky_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
+        if not sticky_dir:
+            who = "group and others" if st.st_mode & stat.S_IWGRP and st.st_mode & stat.S_IWOTH else (
+                "its group" if st.st_mode & stat.S_IWGRP else "others")
+            return f"writable by {who} (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
+def trust_problems(files: Iterable[str]) -> List[PolicyProblem]:
+    """One problem per file (or directory above it) that someone but root could change."""
+    problems: List[PolicyProblem] = []
+    seen = set()
+    for name in files:
+        resolved = Path(name).resolve()
+        for path in (resolved, *resolved.parents):
+            if path in seen:
+                continue
+            seen.add(path)
+            why = _why_unsafe(path)
+            if why is not None:
+                fix = f"chown root:root {path} && chmod go-w {path}"
+                what = "directory" if path.is_dir() else "file"
+                problems.append(PolicyProblem(
+                    name, "", f"{what} {path} is {why}: enforcer refuses a policy that anyone but root "
+                              f"could change (fix: {fix})"))
+    return problems
+
+
+def load_trusted_policy(path: "str | os.PathLike[str]") -> Policy:
+    """load_policy, then refuse it if anyone but root could change it or its allow.d."""
+    policy = load_policy(path)
+    files = [os.fspath(path), *policy.allow_sources]
+    allow_d = Path(os.fspath(path)).resolve().parent / "allow.d"
+    if allow_d.is_dir():
+        files.append(str(allow_d))
+    problems = trust_problems(files)
+    if problems:
+        raise PolicyError(problems)
+    return policy
