@@ -30,7 +30,7 @@ def check_command(args: argparse.Namespace) -> int:
     from enforcer.compile import compile_policy
     from enforcer.explain import count_allow_entries, explain_policy
     from enforcer.fileperms import load_trusted_policy
-    from enforcer.parse import PolicyError
+    from enforcer.parse import PolicyError, ignored_allow_d_files
     from enforcer.policy import Mode
 
     override = Mode(args.mode) if args.mode else None
@@ -43,6 +43,8 @@ def check_command(args: argparse.Namespace) -> int:
                 print(problem, file=sys.stderr)
             status = ExitCode.INVALID_POLICY
             continue
+        for ignored in ignored_allow_d_files(path):
+            print(f"{ignored}: warning: not read (allow.d reads only *.toml files)", file=sys.stderr)
         plan = compile_policy(policy, override)
         print(
             f"{path}: ok: {plan.mode_summary()}, "

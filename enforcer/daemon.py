@@ -25,7 +25,7 @@ from enforcer.fileperms import load_trusted_policy
 from enforcer.events import BootClock
 from enforcer.exitcodes import ExitCode
 from enforcer.generations import DRAIN_BUDGET
-from enforcer.parse import PolicyError
+from enforcer.parse import PolicyError, ignored_allow_d_files
 from enforcer.periodic import Scheduler
 from enforcer.pipeline import EventPipeline, LetThroughMarker
 from enforcer.plan import MapPlan
@@ -81,6 +81,8 @@ class Loaded:
 
 def load_and_compile(path: Path, override: Optional[Mode]) -> Loaded:
     policy = load_trusted_policy(path)
+    for ignored in ignored_allow_d_files(str(path)):
+        log.warning("%s is not read (allow.d reads only *.toml files)", ignored)
     return Loaded(policy, compile_policy(policy, override))
 
 

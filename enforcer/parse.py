@@ -69,6 +69,22 @@ def allow_d_files(path: str) -> List[str]:
     return [os.path.join(directory, n) for n in sorted(names) if n.endswith(".toml") and not n.startswith(".")]
 
 
+#: Files allow.d may hold that are not drop-ins, and are not worth a warning.
+_ALLOW_D_QUIET = ("README",)
+
+
+def ignored_allow_d_files(path: str) -> List[str]:
+    """Files in the policy's allow.d that are NOT read (not *.toml): an operator
+    who wrote 10-x.conf expects it to apply, so callers say it does not."""
+    directory = os.path.join(os.path.dirname(path) or ".", "allow.d")
+    try:
+        names = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [os.path.join(directory, n) for n in sorted(names)
+            if not n.endswith(".toml") and not n.startswith(".") and n not in _ALLOW_D_QUIET]
+
+
 def load_policy(path: "str | os.PathLike[str]") -> Policy:
     """Read, validate and return the policy at `path` with its allow.d files merged in.
 

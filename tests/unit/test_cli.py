@@ -218,3 +218,17 @@ def test_run_mode_choices_map_to_overrides():
         "enforce": Mode.ENFORCE, "audit": Mode.AUDIT, "policy": None,
     }
     assert mode_override(parser.parse_args(["run"]).mode) is None
+
+
+def test_check_names_allow_d_files_it_does_not_read(tmp_path, capsys) -> None:
+    (tmp_path / "allow.d").mkdir()
+    (tmp_path / "policy.toml").write_text('version = 1\n[[rule]]\nid = "s"\nkind = "sysrq"\n')
+    (tmp_path / "allow.d" / "10-x.conf").write_text("[allow]\nuid = [1]\n")
+    (tmp_path / "allow.d" / "20-y.toml.dpkg-dist").write_text("")
+    (tmp_path / "allow.d" / "README").write_text("packaged")
+    (tmp_path / "allow.d" / ".hidden").write_text("")
+    assert cli.main(["check", str(tmp_path / "policy.toml")]) == 0
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'allow.d' / '10-x.conf'}: warning: not read" in err
+    assert "20-y.toml.dpkg-dist: warning: not read" in err
+    assert "README" not in err and ".hidden" not in err
