@@ -54,8 +54,13 @@ class CompiledModule:
     """What a compile-only run produced."""
 
     functions: tuple[str, ...]        # e.g. ("lsm__file_open",)
-    instruction_bytes: dict[str, int]  # per function, BPF bytecode size
+    bytecode: dict[str, bytes]        # per function, its BPF instructions
     log: str                          # clang warnings, if any
+
+    @property
+    def instruction_bytes(self) -> dict[str, int]:
+        """Per function, the size of its bytecode."""
+        return {name: len(code) for name, code in self.bytecode.items()}
 
 
 def _libbcc():  # type: ignore[no-untyped-def]
@@ -127,11 +132,18 @@ def compile_only(text: str, headers: KernelHeaders,
     try:
         names = tuple(lib.bpf_function_name(module, i).decode()
                       for i in range(lib.bpf_num_functions(module)))
-        sizes = {name: int(lib.bpf_function_size(module, name.encode()))
-                 for name in names}
+        bytecode = {name: _function_bytecode(lib, module, name) for name in names}
     finally:
         lib.bpf_module_destroy(module)
-    return CompiledModule(names, sizes, diagnostics)
+    return CompiledModule(names, bytecode, diagnostics)
+
+
+def _function_bytecode(lib, module, name: str) -> bytes:  # type: ignore[no-untyped-def]
+    # bcc declares bpf_function_start's result as a void pointer: copy the
+    # bytes out before the module (which owns them) is destroyed.
+    start = lib.bpf_function_start(module, name.encode())
+    size = int(lib.bpf_function_size(module, name.encode()))
+    return ctypes.string_at(start, size) if start and size else b""
 
 
 def load(text: str, headers: KernelHeaders,

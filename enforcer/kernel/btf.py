@@ -303,6 +303,15 @@ class BtfInfo:
             values[self.string(e_name)] = val
         return values
 
+    def named_enum_sizes(self) -> dict[str, int]:
+        """Byte size of every named enum (32- and 64-bit kinds alike)."""
+        sizes: dict[str, int] = {}
+        for type_id in range(1, self.type_count + 1):
+            name_off, kind, _vlen, size, _pos = self._type(type_id)
+            if kind in (KIND_ENUM, KIND_ENUM64) and name_off:
+                sizes.setdefault(self.string(name_off), size)
+        return sizes
+
     def type_name(self, type_id: int) -> str:
         """C-ish spelling of a type, enough to read a signature
         ("struct file *", "const struct path *", "int")."""

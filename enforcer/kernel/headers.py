@@ -32,7 +32,7 @@ DEFAULT_CACHE_ROOT = "/var/cache/enforcer"
 CACHE_ENV = "ENFORCER_CACHE_DIR"
 # Bump when the layout or content of the generated tree changes, so caches
 # written by an older enforcer are rebuilt rather than trusted.
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: padding runs broken up, enums sized (member offsets fixed)
 MANIFEST_NAME = "enforcer-btf.json"
 # Temp dirs older than this are leftovers of killed runs and may be removed.
 STALE_TMP_SECONDS = 600
@@ -128,6 +128,61 @@ def strip_preserve_access_index(text: str) -> str:
         line for line in text.splitlines()
         if "preserve_access_index" not in line
         and not line.startswith("#pragma clang attribute pop")) + "\n"
+
+
+# bpftool pads a struct to the offsets BTF records with unnamed bit-fields,
+# one `long: 64;` line per 8 bytes.  Clang lays such a run out right (the
+# offsets `offsetof` gives), but its code generator merges two adjacent
+# 64-bit bit-fields into one 128-bit storage unit, which the BPF target
+# aligns to 16 bytes: every member access after the run then lands up to
+# 8 bytes per pair too far.  Seen on Debian's 6.12: `mm->exe_file` compiled
+# to mm+1184 while BTF and offsetof say 1168 (mm_struct opens with a
+# cacheline-aligned block padded by seven `long: 64;`), so every exe read
+# was garbage.  A zero-width `long: 0;` between two of them ends the run for
+# the code generator and changes no offset (after a `long: 64;` the next
+# byte is already 8-aligned).  tests/compile/test_struct_layout.py compares
+# the compiled member offsets with BTF on every kernel it has.
+_PADDING_LINE = re.compile(r"^(\s*)long: 64;$")
+
+
+def split_padding_runs(text: str) -> str:
+    """Insert `long: 0;` between consecutive `long: 64;` padding lines."""
+    out: list[str] = []
+    previous_padding = False
+    for line in text.splitlines():
+        padding = _PADDING_LINE.match(line)
+        if padding and previous_padding:
+            out.append(f"{padding.group(1)}long: 0;")
+        out.append(line)
+        previous_padding = padding is not None
+    return "\n".join(out) + "\n"
+
+
+# BTF knows enums narrower or wider than int (`enum rw_hint : u8` since
+# 6.12, in struct inode); bpftool 7.1 prints them as plain enums, which C
+# makes int-sized, so every member after one moves (inode.i_blocks and the
+# 36 members after it on 6.12).  GCC's and clang's `mode` attribute gives an
+# enum definition its exact width.
+_ENUM_MODES = {1: "QI", 2: "HI", 8: "DI"}
+_ENUM_OPENING = re.compile(r"^enum ([A-Za-z_]\w*) \{$")
+
+
+def size_enums(text: str, enum_sizes: dict[str, int]) -> str:
+    """Give each top-level enum definition whose BTF size is not 4 bytes a
+    `mode` attribute of that size."""
+    out: list[str] = []
+    mode = None
+    for line in text.splitlines():
+        opening = _ENUM_OPENING.match(line)
+        if opening:
+            mode = _ENUM_MODES.get(enum_sizes.get(opening.group(1), 4))
+        elif line == "};" and mode is not None:
+            line = f"}} __attribute__((mode({mode})));"
+            mode = None
+        elif line == "};":
+            mode = None
+        out.append(line)
+    return "\n".join(out) + "\n"
 
 
 _BCC_LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu",
@@ -330,7 +385,8 @@ def generate_headers(btf_path: str | os.PathLike = DEFAULT_BTF_PATH,
         return _with_cflags(cached, btf_path)
 
     btf = load_btf(btf_path)
-    dumped = strip_preserve_access_index(dump_btf_c(btf_path))
+    dumped = split_padding_runs(strip_preserve_access_index(dump_btf_c(btf_path)))
+    dumped = size_enums(dumped, btf.named_enum_sizes())
     missing = missing_helper_ids(btf, helper_ids)
     known = btf.enum_values("bpf_func_id")
     headers = KernelHeaders(
