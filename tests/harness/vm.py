@@ -233,13 +233,12 @@ def debian_kernel_version(filename: str) -> Optional[Tuple[int, int, int, int]]:
     return int(major), int(minor), int(patch), int(abi if abi is not None else deb)
 
 
-#: Kernel series the kernel tier boots by default, newest image of each.
-#: Debian 13's 6.12 (linux-image-6.12-amd64) is opt-in through ENFORCER_VM_KERNEL
-#: for now: on it the agent reads mm_struct.exe_file 16 bytes off (the value at
-#: the offset its BTF gives is not a pointer; the pointer sits 16 bytes lower),
-#: so every event has an empty `exe` and executable allowlists never match.
-#: Found on 2026-11-24; see the notes of issue 9. Add (6, 12) here once fixed.
-DEFAULT_SERIES: Tuple[Tuple[int, int], ...] = ((6, 1),)
+#: Kernel series the kernel tier boots by default, newest image of each:
+#: Debian 12's own 6.1 and Debian 13's 6.12 (linux-image-6.12-amd64, built
+#: for bookworm).  6.12 was opt-in until 2026-12-06: the generated headers
+#: made clang compile mm->exe_file 16 bytes off there (see
+#: enforcer.kernel.headers.split_padding_runs), so exe allowlists never matched.
+DEFAULT_SERIES: Tuple[Tuple[int, int], ...] = ((6, 1), (6, 12))
 
 
 def select_kernels(boot_dir: Path = Path("/boot"), env: Mapping[str, str] = os.environ) -> List[Path]:
