@@ -111,6 +111,7 @@ BPF_HASH(exec_fstypes, struct enforcer_fstype_key, __u32, ENFORCER_EXEC_FSTYPES_
 BPF_LPM_TRIE(allow_exe, struct enforcer_lpm_key, __u64, ENFORCER_ALLOW_EXE_ENTRIES);
 BPF_HASH(allow_uid, struct enforcer_uid_key, __u64, ENFORCER_ALLOW_UID_ENTRIES);
 BPF_LPM_TRIE(allow_cgroup, struct enforcer_lpm_key, __u64, ENFORCER_ALLOW_CGROUP_ENTRIES);
+BPF_HASH(place_devs, struct enforcer_dev_key, __u32, ENFORCER_PLACE_DEVS_ENTRIES);
 BPF_PERCPU_ARRAY(stats, __u64, ENFORCER_STATS_ENTRIES);
 /* pid_tgid -> dentry of a protected file just opened with O_TRUNC and let
  * through (audit, allowlist). The kernel then calls path_truncate for the
@@ -893,7 +894,7 @@ LSM_PROBE(inode_rename, struct inode *old_dir, struct dentry *old_dentry,
 static __always_inline int judge_exec_file(struct enforcer_settings *cfg, struct scratch *s,
 					   struct verdict_ctx *v, struct file *file)
 {
-	struct enforcer_exec_place *place;
+	struct enforcer_exec_place *place = NULL;
 	struct enforcer_fstype_key fskey = {};
 	struct file_system_type *type = NULL;
 	const char *type_name = NULL;
@@ -944,6 +945,36 @@ static __always_inline int judge_exec_file(struct enforcer_settings *cfg, struct
 			if (v->rule) {
 				v->match = ENFORCER_MATCH_DIRECTORY;
 				return apply_rule(s, v, mntns, scope);
+			}
+		}
+	}
+
+	/* 2b. the same places, by where the file lives: its filesystem and its
+	 * path inside it, whatever name reached it (a bind mount, a chroot, a
+	 * detached mount clone). Only for filesystems that hold a place. Where
+	 * the file lives also decides when its name is excepted: a bind mount
+	 * into an excluded directory does not shield a file from /tmp. */
+	{
+		struct enforcer_dev_key devkey = { .slot = v->slot & 1 };
+		__u32 *fs_index;
+		dev_t dev = 0;
+
+		READ_KERNEL(dev, sb->s_dev);
+		devkey.dev = dev;
+		fs_index = place_devs.lookup(&devkey);
+		if (fs_index && resolve_path(s, &s->aux, dentry, NULL)) {
+			s->aux.data[0] = ENFORCER_LOCATION_NS(v->slot & 1, scope, *fs_index);
+			set_prefix(&s->aux, 0);
+			place = exec_places.lookup((struct enforcer_lpm_key *)&s->aux);
+			if (place) {
+				excluded = place->excluded;
+				v->rule = place->node_len == s->aux.dir_len ? place->rule_direct
+									    : place->rule_below;
+				if (v->rule) {
+					v->match = ENFORCER_MATCH_LOCATION;
+					v->has_new_path = 1;
+					return apply_rule(s, v, mntns, scope);
+				}
 			}
 		}
 	}

@@ -16,7 +16,8 @@
 #if !defined(ENFORCER_MAX_RULES) || !defined(ENFORCER_LPM_DATA_LEN) ||      \
     !defined(ENFORCER_EVENT_STR_LEN) || !defined(ENFORCER_TARGET_COUNT) ||  \
     !defined(ENFORCER_STAT_COUNT) || !defined(ENFORCER_PATH_WALK_STEPS) || \
-    !defined(ENFORCER_SCOPE_COUNT) || !defined(ENFORCER_POLICY_SLOTS)
+    !defined(ENFORCER_SCOPE_COUNT) || !defined(ENFORCER_POLICY_SLOTS) || \
+    !defined(ENFORCER_LOCATION_SHIFT)
 #error "enforcer.h needs the -D flags from enforcer.abi.cflags()"
 #endif
 
@@ -82,6 +83,18 @@ struct enforcer_fstype_key {
 	__u32 ns;		/* ENFORCER_KEY_NS(slot, scope) */
 };
 
+/* place_devs key: a filesystem (super_block.s_dev) that holds a listed exec
+ * place, in one policy slot; the value is its index (1..63), which location
+ * keys of exec_places carry above the slot and scope bits. */
+struct enforcer_dev_key {
+	__u32 dev;
+	__u32 slot;
+};
+/* Namespace byte of an exec_places key that places a file by where it lives:
+ * slot, scope and the index of its filesystem; abi.location_namespace(). */
+#define ENFORCER_LOCATION_NS(slot, scope, fs_index)                                \
+	(ENFORCER_KEY_NS(slot, scope) |                                            \
+	 (((fs_index) & ((1 << (8 - ENFORCER_LOCATION_SHIFT)) - 1)) << ENFORCER_LOCATION_SHIFT))
 struct enforcer_uid_key {
 	__u32 uid;
 	__u32 slot;

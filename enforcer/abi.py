@@ -61,7 +61,11 @@ POLICY_SLOTS = 2
 
 #: Map capacities, per policy (the kernel maps hold POLICY_SLOTS times as
 #: many). The compiler refuses a policy whose plan does not fit.
-MAX_PLACES = 4096  # exec_places nodes (both scopes)
+MAX_PLACES = 8192  # exec_places nodes (both scopes; each place by name and by location)
+#: Filesystems that hold a listed exec place (place_devs); the index of one
+#: travels in an LPM key's namespace byte above the slot and scope bits.
+LOCATION_SHIFT = 2
+MAX_PLACE_DEVS = (1 << (8 - LOCATION_SHIFT)) - 1
 MAX_FSTYPES = 256  # exec_fstypes entries (both scopes)
 MAX_ALLOW = 4096  # entries in each allowlist map
 
@@ -144,6 +148,10 @@ class ExecMatch(enum.IntEnum):
     FILESYSTEM = 2
     MEMFD = 3
     UNRESOLVED = 4
+    #: the file lives in a listed place, reached by another name (a bind
+    #: mount, a chroot, a detached mount clone): matched by its filesystem
+    #: and its path inside it (enforcer.mountinfo)
+    LOCATION = 5
 
 
 class RuleFlag(enum.IntFlag):
@@ -252,6 +260,15 @@ class FsTypeKey(ctypes.Structure):
     ]
 
 
+class DevKey(ctypes.Structure):
+    """`place_devs` key: a filesystem (super_block.s_dev, kernel encoding) in a policy slot."""
+
+    _fields_ = [
+        ("dev", ctypes.c_uint32),
+        ("slot", ctypes.c_uint32),
+    ]
+
+
 class UidKey(ctypes.Structure):
     """`allow_uid` key."""
 
@@ -297,6 +314,7 @@ SHARED_STRUCTS: Dict[str, type] = {
     "exec_place": ExecPlace,
     "fstype_key": FsTypeKey,
     "uid_key": UidKey,
+    "dev_key": DevKey,
     "event": EventRecord,
 }
 
@@ -319,6 +337,7 @@ def cflags() -> List[str]:
         f"-DENFORCER_POLICY_SLOTS={POLICY_SLOTS}",
         f"-DENFORCER_TARGET_COUNT={TARGET_COUNT}",
         f"-DENFORCER_STAT_COUNT={STAT_COUNT}",
+        f"-DENFORCER_LOCATION_SHIFT={LOCATION_SHIFT}",
     ]
     flags += _enum_defines("SCOPE", KernelScope)
     flags += _enum_defines("TARGET", Target)
@@ -344,5 +363,15 @@ def target_index(slot: int, target: Target, scope: KernelScope) -> int:
 
 
 def key_namespace(slot: int, scope: int = 0) -> int:
-    """Namespace byte of LPM keys and exec_fstypes keys (ENFORCER_KEY_NS): slot, then scope."""
+    """Namespace byte of LPM keys and exec_fstypes keys (ENFORCER_KEY_NS): slot, then scope.
+
+    `scope` may carry a filesystem index above it (location_namespace)."""
     return (slot << 1) | scope
+
+
+def location_namespace(scope: int, fs_index: int) -> int:
+    """Scope bits of an exec_places key that places a file by location: the
+    scope, and the index of its filesystem in place_devs (1..MAX_PLACE_DEVS)."""
+    if not 1 <= fs_index <= MAX_PLACE_DEVS:
+        raise ValueError(f"filesystem index {fs_index} outside 1..{MAX_PLACE_DEVS}")
+    return (fs_index << LOCATION_SHIFT) | scope

@@ -12,6 +12,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 from enforcer import abi
 from enforcer.kinds import KINDS, kinds_in
 from enforcer.matching import dir_node, kernel_scopes
+from enforcer.mountinfo import MountTable
 from enforcer.plan import (
     POLICY_MAPS,
     FsTypeSlot,
@@ -80,8 +81,15 @@ def _allow_maps(policy: Policy) -> Dict[str, Dict]:
     }
 
 
-def compile_policy(policy: Policy, mode_override: Optional[Mode] = None) -> MapPlan:
-    """The exact contents of every policy map for `policy` (already validated by parse)."""
+def compile_policy(
+    policy: Policy, mode_override: Optional[Mode] = None, mounts: Optional[MountTable] = None
+) -> MapPlan:
+    """The exact contents of every policy map for `policy` (already validated by parse).
+
+    `mounts`: the host's mount table; with it, exec places are also keyed by
+    where they live (enforcer.kinds.exec_places.located_places). The agent
+    passes it; `enforcer check` does not need it.
+    """
     if len(policy.rules) > abi.MAX_RULES:
         raise ValueError(f"{len(policy.rules)} rules; at most {abi.MAX_RULES}")
     maps: Dict[str, Dict] = {name: {} for name in POLICY_MAPS}
@@ -114,7 +122,7 @@ def compile_policy(policy: Policy, mode_override: Optional[Mode] = None) -> MapP
 
     for spec in kinds_in(policy):
         if spec.policy_plan is not None:
-            for map_name, entries in spec.policy_plan(policy, mode_override).items():
+            for map_name, entries in spec.policy_plan(policy, mode_override, mounts).items():
                 maps[map_name].update(entries)
 
     maps.update(_allow_maps(policy))

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
-from enforcer import __version__
+from enforcer import __version__, abi
 from enforcer.compile import compile_policy
 from enforcer.fileperms import load_trusted_policy
 from enforcer.events import BootClock
@@ -30,6 +30,8 @@ from enforcer.periodic import Scheduler
 from enforcer.pipeline import EventPipeline, LetThroughMarker
 from enforcer.plan import MapPlan
 from enforcer.policy import Mode, Policy
+from enforcer.mountinfo import MountInfoError, MountTable, read_mount_table
+from enforcer.mountwatch import MountWatch
 from enforcer.metrics import METRICS_EVERY_S, MetricsConfigError, MetricSources, MetricsExporter, parse_address
 from enforcer.report import Reporter, default_limiter
 from enforcer.sinks import SinkSpecError, open_sinks
@@ -44,6 +46,8 @@ STATS_EVERY_S = 1.0
 SUMMARY_EVERY_S = 1.0
 #: How long a stopping agent keeps reporting what is still queued.
 FINAL_DRAIN_S = 2.0
+#: How often the mount table is asked whether it changed (a poll(2), no read).
+MOUNT_WATCH_EVERY_S = 0.5
 
 
 class Notifier:
@@ -79,11 +83,29 @@ class Loaded:
     plan: MapPlan
 
 
+def host_mounts() -> Optional[MountTable]:
+    """The agent's mount table, for exec places by location; None (places by
+    name only, said loudly) if it cannot be read."""
+    try:
+        return read_mount_table()
+    except (OSError, MountInfoError) as error:
+        log.warning("exec places are matched by name only: cannot read the mount table: %s", error)
+        return None
+
+
+def compile_for_host(policy: Policy, override: Optional[Mode]) -> MapPlan:
+    plan = compile_policy(policy, override, host_mounts())
+    if len(plan.maps.get("place_devs", {})) >= abi.MAX_PLACE_DEVS:
+        log.warning("exec places lie on more than %d filesystems: places on the others are matched by name only",
+                    abi.MAX_PLACE_DEVS)
+    return plan
+
+
 def load_and_compile(path: Path, override: Optional[Mode]) -> Loaded:
     policy = load_trusted_policy(path)
     for ignored in ignored_allow_d_files(str(path)):
         log.warning("%s is not read (allow.d reads only *.toml files)", ignored)
-    return Loaded(policy, compile_policy(policy, override))
+    return Loaded(policy, compile_for_host(policy, override))
 
 
 @dataclass(frozen=True)
@@ -125,6 +147,8 @@ class Agent:
         self._reopen = False
         self._lost_seen = 0
         self.enforcement = None
+        self.loaded: Optional[Loaded] = None
+        self.mount_watch: Optional[MountWatch] = None
         self.lock: Optional[AgentLock] = None
 
     # signal handlers only set flags; the main loop acts on them
@@ -174,6 +198,8 @@ class Agent:
             print(f"enforcer: {error}", file=sys.stderr)
             return ExitCode.UNAVAILABLE
         self.enforcement.on_event(self.events.on_record)
+        self.loaded = loaded
+        self._watch_mounts()
         self._publish_state(loaded)
         if self.metrics_options.wanted:
             try:
@@ -194,11 +220,38 @@ class Agent:
         self.notifier.send("READY=1\nSTATUS=enforcing " + loaded.plan.mode_summary())
         return ExitCode.OK
 
-    def _start_metrics(self, loaded: Loaded) -> None:
-        self._loaded = loaded
+    def _watch_mounts(self) -> None:
+        try:
+            self.mount_watch = MountWatch()
+        except OSError as error:
+            log.warning("mount changes will not move exec places: cannot watch the mount table: %s", error)
+            return
+        self.scheduler.every(MOUNT_WATCH_EVERY_S, "mount-watch", self._on_mounts)
 
+    def _on_mounts(self) -> None:
+        """Where a place lives moved (a filesystem mounted on /tmp, below /run):
+        the same policy, located anew, through the reload transaction."""
+        from enforcer.kernel.maps import ReloadError  # noqa: PLC0415
+
+        if self.mount_watch is None or not self.mount_watch.changed() or self.loaded is None:
+            return
+        plan = compile_for_host(self.loaded.policy, self.override)
+        if plan.maps == self.loaded.plan.maps:
+            return
+        try:
+            self.enforcement.apply(plan)
+        except ReloadError as error:
+            self.reporter.notice("mount table changed; exec places could not be relocated, previous ones still "
+                                 "in force", level="warning", error=str(error))
+            return
+        self.loaded = Loaded(self.loaded.policy, plan)
+        self.reporter.notice("mount table changed: exec places relocated",
+                             generation=self.enforcement.generations.current_generation,
+                             filesystems=len(plan.maps.get("place_devs", {})))
+
+    def _start_metrics(self, loaded: Loaded) -> None:
         def rules_by_mode() -> dict:
-            modes = [info.mode.value for info in self._loaded.plan.rules]
+            modes = [info.mode.value for info in self.loaded.plan.rules]
             return {mode: modes.count(mode) for mode in ("enforce", "audit")}
 
         self.metric_sources = MetricSources(
@@ -243,7 +296,7 @@ class Agent:
         else:
             changed = sum(len(d.added) + len(d.changed) + len(d.deleted) for d in changes.maps.values())
             self._publish_state(loaded)
-            self._loaded = loaded
+            self.loaded = loaded
             if self.metric_sources is not None:
                 self.metric_sources.reloads.record(True)
             self.reporter.notice(
@@ -296,6 +349,8 @@ class Agent:
         )
         self.reporter.close()
         self._stop_metrics()
+        if self.mount_watch is not None:
+            self.mount_watch.close()
         self.enforcement.close()
         if self.lock is not None:
             self.lock.release()

@@ -74,6 +74,13 @@ class Uid:
     uid: int
 
 
+@dataclass(frozen=True, order=True)
+class PlaceDev:
+    """A filesystem holding a listed exec place (place_devs key)."""
+
+    dev: int  # super_block.s_dev, kernel encoding (enforcer.mountinfo.kernel_dev)
+
+
 # --- values -----------------------------------------------------------------------
 
 
@@ -86,6 +93,13 @@ class RuleValue:
 @dataclass(frozen=True)
 class RuleNumber:
     rule: int
+
+
+@dataclass(frozen=True)
+class FsIndex:
+    """The number exec_places location keys give a PlaceDev (abi.location_namespace)."""
+
+    index: int
 
 
 @dataclass(frozen=True)
@@ -183,6 +197,8 @@ def encode_key(key: Hashable, slot: int) -> ctypes.Structure:
         return ctypes.c_uint32(abi.target_index(slot, key.target, key.scope))  # type: ignore[return-value]
     if isinstance(key, Uid):
         return abi.UidKey(uid=key.uid, slot=slot)
+    if isinstance(key, PlaceDev):
+        return abi.DevKey(dev=key.dev, slot=slot)
     if isinstance(key, Prefix):
         return _lpm_key(key, slot)
     if isinstance(key, FsTypeSlot):
@@ -197,6 +213,8 @@ def encode_value(value: Hashable) -> ctypes.Structure:
         return abi.RuleConfig(flags=enforce | int(abi.RuleFlag.PRESENT) | value.flags)
     if isinstance(value, RuleNumber):
         return ctypes.c_uint32(value.rule)  # type: ignore[return-value]
+    if isinstance(value, FsIndex):
+        return ctypes.c_uint32(value.index)  # type: ignore[return-value]
     if isinstance(value, ExecPlaceValue):
         return abi.ExecPlace(
             node_len=value.node_len,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, FrozenSet, List, Mapping, Optional, Sequence, Tuple, Type
 
 from enforcer import abi
+from enforcer.mountinfo import MountTable
 from enforcer.policy import Mode, Policy, Rule, RuleKind, RuleMeta, Scope, Severity
 from enforcer.policyfile.schema import Checker
 
@@ -94,8 +95,8 @@ class TargetClaim:
 ParseCheck = Callable[[Checker, Mapping[str, Any], str, RuleMeta], Parsed]
 #: (checker, earlier rule, later rule): report what the later one contradicts
 OverlapCheck = Callable[[Checker, RuleDraft, RuleDraft], None]
-#: (policy, --mode override) -> entries for kernel maps, by map name
-PolicyPlan = Callable[[Policy, Optional[Mode]], Mapping[str, Mapping]]
+#: (policy, --mode override, the host's mount table if known) -> entries for kernel maps, by map name
+PolicyPlan = Callable[[Policy, Optional[Mode], Optional[MountTable]], Mapping[str, Mapping]]
 #: (policy, --mode override) -> lines for `enforcer check --explain`
 PolicyNotes = Callable[[Policy, Optional[Mode]], List[str]]
 #: rule -> the objects it covers, in message order

@@ -4,18 +4,25 @@ A place (directory node) belongs to the rule with the deepest listed directory
 covering it; an executed file the kernel cannot place (deeper than
 abi.PATH_WALK_STEPS) gets the fail-safe rule of `unresolved_rule`. Semantics in
 docs/policy.md ("exec: places, longest place wins", "Deep paths: fail-safe").
+
+Every place is given to the kernel twice: by name (the path the executing task
+uses) and, when the host's mount table is known, by location (its filesystem
+and its path inside it, `located_places`), so that a file in /tmp reached
+through a bind mount, a chroot or a detached mount clone is still in /tmp.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from enforcer import abi
 from enforcer.matching import dir_node, kernel_scopes
-from enforcer.plan import ExecPlaceValue, Prefix, RuleNumber, TargetSlot
+from enforcer.mountinfo import MountTable
+from enforcer.plan import ExecPlaceValue, FsIndex, PlaceDev, Prefix, RuleNumber, TargetSlot
 from enforcer.policy import ExecRule, Mode, Policy, Rule
 
-__all__ = ["exec_places", "unresolved_rule", "policy_plan", "policy_notes"]
+__all__ = ["exec_places", "located_places", "unresolved_rule", "policy_plan", "policy_notes"]
 
 
 def _exec_rules_in(rules: Sequence[Rule], scope: abi.KernelScope) -> List[Tuple[int, ExecRule]]:
@@ -83,14 +90,91 @@ def exec_places(rules: Sequence[Rule]) -> Dict[Prefix, ExecPlaceValue]:
     return places
 
 
-def policy_plan(policy: Policy, mode_override: Optional[Mode]) -> Mapping[str, Mapping]:
-    """Map entries of all exec rules together: the places and the fail-safe target slots."""
+#: Filesystems no file can be executed from (no regular files an attacker
+#: can write, or no exec at all): mounts of these below a listed place are
+#: not tracked by location, which keeps filesystem indexes for the rest.
+PSEUDO_FILESYSTEMS = frozenset({
+    "proc", "sysfs", "cgroup", "cgroup2", "bpf", "securityfs", "debugfs", "tracefs", "pstore",
+    "configfs", "fusectl", "mqueue", "devpts", "binfmt_misc", "nsfs", "efivarfs", "autofs",
+    "rpc_pipefs", "selinuxfs", "smackfs",
+})
+
+
+@dataclass(frozen=True)
+class LocatedPlaces:
+    entries: Dict[Prefix, ExecPlaceValue]  # exec_places keys by location
+    devs: Dict[PlaceDev, FsIndex]  # place_devs
+    dropped: Tuple[str, ...]  # directories left to their names: more filesystems than indexes
+
+
+def _location_nodes(rules: Sequence[Rule], scope: abi.KernelScope, mounts: MountTable) -> List[str]:
+    """Listed and excluded directories of `scope`, then the mount points of
+    real filesystems below a listed directory (a tmpfs on /run/user/1000 is
+    in /run), shallow first: the order in which they get a location."""
+    covering = _exec_rules_in(rules, scope)
+    listed = sorted({dir_node(d.path) for _, r in covering for d in r.dirs}
+                    | {dir_node(e) for _, r in covering for e in r.exclude})
+    below = sorted(
+        {dir_node(m.mount_point) for m in mounts.entries
+         if m.fstype not in PSEUDO_FILESYSTEMS
+         and any(dir_node(m.mount_point).startswith(node) for node in listed)} - set(listed),
+        key=lambda node: (node.count("/"), node))
+    return listed + below
+
+
+def located_places(rules: Sequence[Rule], mounts: MountTable) -> LocatedPlaces:
+    """The places again, keyed by where they live.
+
+    A place's key becomes its path inside its filesystem, under a namespace
+    byte that also carries the filesystem's index (abi.location_namespace);
+    its value is the place's, with node_len measured on that path. Where two
+    names lead to one location (a bind mount of one listed directory onto
+    another), the first in `_location_nodes` order keeps it. Past
+    abi.MAX_PLACE_DEVS filesystems, the remaining directories are only
+    matched by name (`dropped`).
+    """
+    entries: Dict[Prefix, ExecPlaceValue] = {}
+    index: Dict[int, FsIndex] = {}
+    dropped: List[str] = []
+    for scope in abi.KernelScope:
+        covering = _exec_rules_in(rules, scope)
+        for node in _location_nodes(rules, scope, mounts):
+            where = mounts.locate(node.rstrip("/") or "/")
+            if where is None:
+                continue
+            if where.dev not in index:
+                if len(index) == abi.MAX_PLACE_DEVS:
+                    dropped.append(node.rstrip("/") or "/")
+                    continue
+                index[where.dev] = FsIndex(len(index) + 1)
+            value = _place(node, covering)
+            if not (value.rule_direct or value.rule_below or value.excluded):
+                continue
+            fs_node = dir_node(where.path)
+            key = Prefix(namespace=abi.location_namespace(int(scope), index[where.dev].index), text=fs_node)
+            entries.setdefault(key, ExecPlaceValue(
+                node_len=len(fs_node.encode()),
+                rule_direct=value.rule_direct,
+                rule_below=value.rule_below,
+                excluded=value.excluded,
+            ))
+    return LocatedPlaces(entries, {PlaceDev(dev): fs for dev, fs in index.items()}, tuple(sorted(set(dropped))))
+
+
+def policy_plan(policy: Policy, mode_override: Optional[Mode], mounts: Optional[MountTable]) -> Mapping[str, Mapping]:
+    """Map entries of all exec rules together: the places (by name, and by
+    location when the mount table is known) and the fail-safe target slots."""
     fallbacks: Dict[TargetSlot, RuleNumber] = {}
     for scope in abi.KernelScope:
         fallback = unresolved_rule(policy, scope, mode_override)
         if fallback:
             fallbacks[TargetSlot(abi.Target.EXEC_UNRESOLVED, scope)] = RuleNumber(fallback)
-    return {"targets": fallbacks, "exec_places": exec_places(policy.rules)}
+    plan: Dict[str, Mapping] = {"targets": fallbacks, "exec_places": exec_places(policy.rules)}
+    if mounts is not None:
+        located = located_places(policy.rules, mounts)
+        plan["exec_places"].update(located.entries)
+        plan["place_devs"] = located.devs
+    return plan
 
 
 def policy_notes(policy: Policy, mode_override: Optional[Mode]) -> List[str]:

@@ -12,8 +12,10 @@ from enforcer.parse import load_policy, loads_policy
 from enforcer.plan import (
     POLICY_MAPS,
     ExecPlaceValue,
+    FsIndex,
     FsTypeSlot,
     MapDiff,
+    PlaceDev,
     Prefix,
     RuleIndex,
     RuleInfo,
@@ -26,6 +28,7 @@ from enforcer.plan import (
     encode_key,
     encode_value,
 )
+from enforcer.mountinfo import kernel_dev, parse_mountinfo
 from enforcer.policy import Mode, RuleKind, Severity
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
@@ -124,6 +127,7 @@ def test_default_policy_plan_is_pinned():
             Prefix(0, "/usr/sbin/update-binfmts", exact=True): RuleMask(1 << 8),
         },
         "allow_uid": {},
+        "place_devs": {},  # no mount table given: places by name only
         "allow_cgroup": {
             Prefix(0, "/system.slice/apport.service/"): RuleMask(1 << 7),
             Prefix(0, "/system.slice/abrt-ccpp.service/"): RuleMask(1 << 7),
@@ -231,6 +235,83 @@ def test_exec_places_longest_dir_wins_and_nonrecursive_only_direct():
         "/srv/www/cgi/": _place(13, 1, 2),
     }
     assert len(plan.maps["exec_places"]) == 6
+
+
+def test_exec_places_are_also_keyed_by_where_they_live():
+    # / on ext4 254:1, /tmp a tmpfs 0:25, /var/tmp a directory of the root
+    # filesystem, /srv/tmp a bind mount of /tmp's directory "share".
+    mounts = parse_mountinfo("\n".join([
+        "22 1 254:1 / / rw - ext4 /dev/vda1 rw",
+        "25 22 0:25 / /tmp rw - tmpfs tmpfs rw",
+        "30 22 0:25 /share /srv/tmp rw - tmpfs tmpfs rw",
+    ]))
+    policy = loads_policy(
+        'version = 1\n[[rule]]\nid = "r1"\nkind = "exec"\nscope = "host"\n'
+        'dirs = ["/tmp", "/var/tmp", "/srv/tmp"]\nexclude = ["/tmp/keep"]\n')
+    plan = compile_policy(policy, mounts=mounts)
+    tmp_fs, root_fs = 1, 2  # filesystem indexes, in order of first use (/srv/tmp, /tmp, /var/tmp)
+    assert dict(plan.maps["place_devs"]) == {
+        PlaceDev(kernel_dev(0, 25)): FsIndex(tmp_fs),
+        PlaceDev(kernel_dev(254, 1)): FsIndex(root_fs),
+    }
+    loc = abi.location_namespace
+    assert dict(plan.maps["exec_places"]) == {
+        # by name, as before
+        Prefix(0, "/tmp/"): _place(5, 1, 1),
+        Prefix(0, "/tmp/keep/"): _place(10, 0, 0, excluded=1 << 1),
+        Prefix(0, "/var/tmp/"): _place(9, 1, 1),
+        Prefix(0, "/srv/tmp/"): _place(9, 1, 1),
+        # by location: the root of the tmpfs, a directory of it, one of ext4
+        Prefix(loc(0, tmp_fs), "/"): _place(1, 1, 1),
+        Prefix(loc(0, tmp_fs), "/keep/"): _place(6, 0, 0, excluded=1 << 1),
+        Prefix(loc(0, tmp_fs), "/share/"): _place(7, 1, 1),
+        Prefix(loc(0, root_fs), "/var/tmp/"): _place(9, 1, 1),
+    }
+    # every key of both slots encodes, and a location key differs from a name key
+    for key, value in plan.maps["exec_places"].items():
+        encode_key(key, 0), encode_key(key, 1), encode_value(value)
+    assert bytes(encode_key(Prefix(loc(0, 1), "/tmp/"), 0)) != bytes(encode_key(Prefix(0, "/tmp/"), 0))
+    assert bytes(encode_key(PlaceDev(kernel_dev(0, 25)), 0)) != bytes(encode_key(PlaceDev(kernel_dev(0, 25)), 1))
+
+
+def test_without_a_mount_table_places_are_keyed_by_name_only():
+    plan = _exec('dirs = ["/tmp"]')
+    assert all(key.namespace in (0, 1) for key in plan.maps["exec_places"])
+    assert dict(plan.maps["place_devs"]) == {}
+
+
+def test_past_the_filesystem_indexes_places_keep_their_names_only():
+    lines = ["22 1 254:1 / / rw - ext4 /dev/vda1 rw"]
+    lines += [f"{100 + n} 22 0:{100 + n} / /p{n:02} rw - tmpfs tmpfs rw" for n in range(abi.MAX_PLACE_DEVS + 1)]
+    dirs = ", ".join(f'"/p{n:02}"' for n in range(abi.MAX_PLACE_DEVS + 1))
+    policy = loads_policy(f'version = 1\n[[rule]]\nid = "r1"\nkind = "exec"\nscope = "host"\ndirs = [{dirs}]\n')
+    plan = compile_policy(policy, mounts=parse_mountinfo("\n".join(lines)))
+    assert len(plan.maps["place_devs"]) == abi.MAX_PLACE_DEVS
+    located = [key for key in plan.maps["exec_places"] if key.namespace > 1]
+    assert len(located) == abi.MAX_PLACE_DEVS  # /p63, the last, is matched by name only
+    assert Prefix(0, f"/p{abi.MAX_PLACE_DEVS}/") in plan.maps["exec_places"]
+
+
+def test_real_filesystems_mounted_below_a_place_are_located_too():
+    mounts = parse_mountinfo("\n".join([
+        "22 1 254:1 / / rw - ext4 /dev/vda1 rw",
+        "26 22 0:26 / /run rw - tmpfs tmpfs rw",
+        "27 26 0:27 / /run/user/1000 rw - tmpfs tmpfs rw",
+        "28 26 0:4 net:[4026532] /run/netns/x rw - nsfs nsfs rw",
+        "29 22 0:28 / /srv rw - tmpfs tmpfs rw",
+    ]))
+    plan = compile_policy(loads_policy(
+        'version = 1\n[[rule]]\nid = "r1"\nkind = "exec"\nscope = "host"\ndirs = ["/run"]\n'), mounts=mounts)
+    assert dict(plan.maps["place_devs"]) == {
+        PlaceDev(kernel_dev(0, 26)): FsIndex(1),
+        PlaceDev(kernel_dev(0, 27)): FsIndex(2),  # /run/user/1000: a tmpfs of its own, in /run
+    }  # not nsfs (nothing runs from it), not /srv (not below /run)
+    loc = abi.location_namespace
+    located = {key: value for key, value in plan.maps["exec_places"].items() if key.namespace > 1}
+    assert located == {
+        Prefix(loc(0, 1), "/"): _place(1, 1, 1),
+        Prefix(loc(0, 2), "/"): _place(1, 1, 1),
+    }
 
 
 def test_exec_place_node_len_counts_utf8_bytes():

@@ -193,3 +193,54 @@ def test_a_host_that_cannot_enforce_exits_4_and_frees_the_lock(tmp_path, monkeyp
     assert agent.start() == ExitCode.HOST_CANNOT_ENFORCE == 4
     assert "bpf is not in the active LSM list" in capsys.readouterr().err
     assert instancelock.running_agent(tmp_path / "state") is None
+
+
+class FakeMountWatch:
+    def __init__(self) -> None:
+        self.pending = False
+
+    def changed(self) -> bool:
+        pending, self.pending = self.pending, False
+        return pending
+
+
+EXEC_POLICY = '[[rule]]\nid = "tmp"\nkind = "exec"\nscope = "host"\ndirs = ["/tmp"]\n'
+ROOT_ONLY = "22 1 254:1 / / rw - ext4 /dev/vda1 rw\n"
+TMPFS_ON_TMP = ROOT_ONLY + "25 22 0:25 / /tmp rw - tmpfs tmpfs rw\n"
+
+
+def test_a_mount_on_a_place_relocates_it_through_the_reload_transaction(agent, monkeypatch) -> None:
+    from enforcer.mountinfo import parse_mountinfo
+    from enforcer.plan import PlaceDev
+
+    table = {"text": ROOT_ONLY}
+    monkeypatch.setattr(daemon, "read_mount_table", lambda: parse_mountinfo(table["text"]))
+    agent.policy_path.write_text(POLICY + EXEC_POLICY)
+    agent.reload()  # /tmp: a directory of the root filesystem
+    assert set(agent.enforcement.plan.maps["place_devs"]) == {PlaceDev((254 << 20) | 1)}
+    agent.mount_watch = FakeMountWatch()
+    applied = len(agent.enforcement.applied)
+
+    agent._on_mounts()  # nothing changed: nothing applied
+    assert len(agent.enforcement.applied) == applied
+
+    table["text"] = TMPFS_ON_TMP  # systemd's tmp.mount, after the agent started
+    agent.mount_watch.pending = True
+    agent._on_mounts()
+    assert len(agent.enforcement.applied) == applied + 1
+    assert set(agent.enforcement.plan.maps["place_devs"]) == {PlaceDev(25)}
+    assert records(agent)[-1]["message"] == "mount table changed: exec places relocated"
+
+    agent.mount_watch.pending = True  # a change elsewhere that moves no place: no new generation
+    agent._on_mounts()
+    assert len(agent.enforcement.applied) == applied + 1
+
+
+def test_the_mount_watch_is_quiet_until_the_table_changes() -> None:
+    from enforcer.mountwatch import MountWatch
+
+    watch = MountWatch()
+    try:
+        assert watch.changed() is False
+    finally:
+        watch.close()

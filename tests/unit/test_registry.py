@@ -30,7 +30,7 @@ def _problems(source: str, **registry_override) -> list:
 
 
 def test_policy_maps_keep_their_order() -> None:
-    assert POLICY_MAPS == ("rules", "targets", "exec_places", "exec_fstypes", "allow_exe", "allow_uid", "allow_cgroup")
+    assert POLICY_MAPS == ("rules", "targets", "exec_places", "exec_fstypes", "allow_exe", "allow_uid", "allow_cgroup", "place_devs")
 
 
 def test_pinned_maps_are_the_policy_maps_settings_and_stats() -> None:
@@ -48,6 +48,7 @@ def test_policy_map_capacities() -> None:
         "allow_exe": abi.MAX_ALLOW,
         "allow_uid": abi.MAX_ALLOW,
         "allow_cgroup": abi.MAX_ALLOW,
+        "place_devs": abi.MAX_PLACE_DEVS,
     }
 
 

@@ -197,9 +197,9 @@ def test_select_kernels_takes_the_newest_image_of_each_default_series(tmp_path, 
                  "vmlinuz-6.1.0-99-cloud-amd64", "vmlinuz-6.1.0-98-rt-amd64",
                  "vmlinuz-6.12.9-custom", "initrd.img-6.1.0-60-amd64", "vmlinuz-6.1.0-56-amd64.old",
                  "vmlinuz-6.12.117+deb12-amd64", "vmlinuz-6.12.117+deb12-cloud-amd64")
-    assert vm.select_kernels(boot, env={}) == [boot / "vmlinuz-6.1.0-56-amd64"]  # 6.12: opt-in for now
-    monkeypatch.setattr(vm, "DEFAULT_SERIES", ((6, 1), (6, 12)))
     assert vm.select_kernels(boot, env={}) == [boot / "vmlinuz-6.1.0-56-amd64", boot / "vmlinuz-6.12.117+deb12-amd64"]
+    monkeypatch.setattr(vm, "DEFAULT_SERIES", ((6, 1),))
+    assert vm.select_kernels(boot, env={}) == [boot / "vmlinuz-6.1.0-56-amd64"]
 
 
 def test_select_kernels_override_and_errors(tmp_path):

@@ -1,0 +1,53 @@
+"""enforcer.mountinfo: a listed directory as (filesystem, path inside it)."""
+
+from __future__ import annotations
+
+import pytest
+
+from enforcer.mountinfo import Location, MountInfoError, kernel_dev, parse_mountinfo
+
+# Shapes of real lines: the root filesystem, /tmp and /dev/shm as tmpfs, a
+# bind mount of a directory of /tmp elsewhere (root field != "/"), a mount
+# point with a space (escaped \040), and a tmpfs later mounted over /var/tmp
+# twice (the second, listed last, is on top).
+MOUNTINFO = "\n".join([
+    "22 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw",
+    "23 22 0:5 / /dev rw,nosuid shared:2 - devtmpfs udev rw,size=4096k",
+    "24 23 0:24 / /dev/shm rw,nosuid,nodev shared:3 - tmpfs tmpfs rw",
+    "25 22 0:25 / /tmp rw,nosuid,nodev shared:4 - tmpfs tmpfs rw",
+    "30 22 0:25 /build /srv/build rw,relatime shared:4 - tmpfs tmpfs rw",
+    "31 22 254:1 /var/lib/my\\040dir /mnt/with\\040space rw shared:1 - ext4 /dev/vda1 rw",
+    "40 22 0:40 / /var/tmp rw shared:9 - tmpfs tmpfs rw",
+    "41 22 0:41 / /var/tmp rw shared:10 - tmpfs tmpfs rw",
+    "",
+])
+
+
+def test_kernel_dev_is_mkdev():
+    assert kernel_dev(254, 1) == (254 << 20) | 1
+    assert kernel_dev(0, 25) == 25
+
+
+@pytest.mark.parametrize("directory,expected", [
+    ("/tmp", Location(kernel_dev(0, 25), "/", "tmpfs")),
+    ("/tmp/a/b", Location(kernel_dev(0, 25), "/a/b", "tmpfs")),
+    ("/tmpfoo", Location(kernel_dev(254, 1), "/tmpfoo", "ext4")),  # not below /tmp
+    ("/dev", Location(kernel_dev(0, 5), "/", "devtmpfs")),
+    ("/dev/shm", Location(kernel_dev(0, 24), "/", "tmpfs")),
+    ("/dev/mqueue", Location(kernel_dev(0, 5), "/mqueue", "devtmpfs")),  # absent: where it would be
+    ("/srv/build/out", Location(kernel_dev(0, 25), "/build/out", "tmpfs")),  # through the bind mount
+    ("/mnt/with space/x", Location(kernel_dev(254, 1), "/var/lib/my dir/x", "ext4")),
+    ("/var/tmp", Location(kernel_dev(0, 41), "/", "tmpfs")),  # the mount on top
+    ("/", Location(kernel_dev(254, 1), "/", "ext4")),
+])
+def test_locate(directory, expected):
+    assert parse_mountinfo(MOUNTINFO).locate(directory) == expected
+
+
+def test_an_empty_table_places_nothing():
+    assert parse_mountinfo("").locate("/tmp") is None
+
+
+def test_a_malformed_line_is_named():
+    with pytest.raises(MountInfoError, match=r"^mi:2: not a mountinfo line"):
+        parse_mountinfo("22 1 254:1 / / rw - ext4 /dev/vda1 rw\n22 1 nodev / /x rw - tmpfs t rw\n", "mi")
