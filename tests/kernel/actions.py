@@ -140,6 +140,22 @@ def _execve_check(path: str) -> None:
         os.close(fd)
 
 
+SYS_OPEN_TREE = 428  # the same number on every architecture
+OPEN_TREE_CLONE = 1
+
+
+def _open_tree_exec(directory: str, name: str) -> None:
+    """Clone the mount of `directory` as a detached mount (open_tree with
+    OPEN_TREE_CLONE: attached to no mount point) and execute `name` from it
+    by file descriptor: the file's path is then relative to that clone."""
+    tree = _check(_libc.syscall(ctypes.c_long(SYS_OPEN_TREE), ctypes.c_int(-100), ctypes.c_char_p(directory.encode()),
+                                ctypes.c_uint(OPEN_TREE_CLONE | os.O_CLOEXEC)))
+    argv = (ctypes.c_char_p * 2)(name.encode(), None)
+    envp = (ctypes.c_char_p * 1)(None)
+    _check(_libc.syscall(ctypes.c_long(SYS_EXECVEAT[os.uname().machine]), ctypes.c_int(tree),
+                         ctypes.c_char_p(name.encode()), argv, envp, ctypes.c_int(0)))
+
+
 def _dlopen(path: str) -> None:
     """dlopen(3) of a shared object, as a program loading a plugin does."""
     try:
@@ -192,6 +208,7 @@ ACTIONS = {
     "fsconfig-cgroup": _fsconfig_cgroup,
     "open-loop": _open_loop,
     "execve-check": _execve_check,
+    "open-tree-exec": _open_tree_exec,
     "dlopen": _dlopen,
     "preload": _preload,
     "mapped": _mapped,

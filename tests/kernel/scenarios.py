@@ -21,6 +21,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import pytest
 
+from enforcer.mountinfo import read_mount_table
+
 ACTIONS = str(Path(__file__).with_name("actions.py"))
 PY = sys.executable
 # comm of an action process: exec keeps the caller's comm until the new image
@@ -39,6 +41,8 @@ HARMLESS_AGENT = "/bin/true"  # a release agent that, if ever set, does nothing
 PROC2 = NORMAL / "proc2"  # a second procfs mount
 CG2 = Path("/sys/fs/cgroup")
 CHROOT = NORMAL / "chroot"  # a tmpfs root with its own /tmp and /usr/bin
+JAIL = TMP / "jail"  # a root inside /tmp: its /bin/busybox lives in /tmp
+OVERLAY = NORMAL / "ovl"  # an overlayfs whose lower layer is in /var/tmp
 BUSYBOX = "/bin/busybox"  # static (busybox-static): runs inside the chroot
 DEEP_LEVELS = 70  # > abi.PATH_WALK_STEPS (64): the walk cannot reach the root
 #: a shared object every Debian host has, loaded by nothing the tests run
@@ -89,6 +93,7 @@ def fstype_of(path: Path) -> str:
 class Stage:
     deep_file: Path
     tmp_fstype: str
+    tmp_inside: str = str(TMP)  # TMP's path inside its filesystem (enforcer.mountinfo)
 
 
 def stage_environment() -> Stage:
@@ -134,6 +139,18 @@ def stage_environment() -> Stage:
     linked.parent.mkdir(parents=True, exist_ok=True)
     if not linked.exists():
         os.link(busybox, linked)
+    # a chroot root inside /tmp, world-readable for the unprivileged chroot
+    _copy_exec(BUSYBOX, JAIL / "bin/busybox")
+    for directory in (JAIL, JAIL / "bin"):
+        directory.chmod(0o755)
+    # an overlayfs mounted at an ordinary place, its lower layer in /var/tmp
+    # (its upper layer on a tmpfs: overlayfs refuses an overlay upper)
+    _copy_exec(true, VARTMP / "ovl-lower/true")
+    _mount(["-t", "tmpfs", "tmpfs"], NORMAL / "ovl-rw")
+    for layer in ("upper", "work"):
+        (NORMAL / "ovl-rw" / layer).mkdir(exist_ok=True)
+    _mount(["-t", "overlay", "overlay", "-o", f"lowerdir={VARTMP / 'ovl-lower'},upperdir={NORMAL / 'ovl-rw/upper'},"
+            f"workdir={NORMAL / 'ovl-rw/work'}"], OVERLAY)
     # cgroup v1 named hierarchy and a second procfs, both at unusual places
     _mount(["-t", "cgroup", "-o", "none,name=enftest", "cgroup"], CG1)
     _mount(["-t", "proc", "proc"], PROC2)
@@ -147,7 +164,9 @@ def stage_environment() -> Stage:
     if CG2.joinpath("cgroup.procs").exists() and _mounted().get(str(CG2)) == "cgroup2":
         for name in ("enftest-allowed", "enftest-other"):
             (CG2 / name).mkdir(exist_ok=True)
-    return Stage(deep_file=deep_file, tmp_fstype=fstype_of(TMP))
+    tmp_location = read_mount_table().locate(str(TMP))
+    assert tmp_location is not None, "mountinfo places nothing at /tmp"
+    return Stage(deep_file=deep_file, tmp_fstype=fstype_of(TMP), tmp_inside=tmp_location.path)
 
 
 def refresh_rename_files() -> None:
@@ -299,10 +318,6 @@ def exec_scenarios(stage: Stage) -> List[Scenario]:
     unusual = dict(rule="exec-unusual-dir", access="exec", hook="bprm_check_security")
     mapping = dict(rule="exec-unusual-dir", access="map", hook="mmap_file")
     ld_so = next((p for p in ("/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1") if os.path.exists(p)), "")
-    # A bind mount hides /tmp's path; only a filesystem-type rule can still see
-    # it. default.toml audits tmpfs (exec-run-audit), so on a tmpfs /tmp the
-    # exec is allowed but reported.
-    bind_rule = "exec-run-audit" if stage.tmp_fstype == "tmpfs" else None
     return [
         Scenario("exec-tmp", _act("exec", str(TMP / "true")), path=str(TMP / "true"), match="directory", **unusual),
         Scenario("exec-tmp-subdir", _act("exec", str(TMP / "a/b/c/true")), path=str(TMP / "a/b/c/true"), match="directory", **unusual),
@@ -338,12 +353,48 @@ def exec_scenarios(stage: Stage) -> List[Scenario]:
         Scenario(
             "exec-bind-mount-of-tmp",
             _act("exec", str(NORMAL / "bind/true")),
-            rule=bind_rule,
             path=str(NORMAL / "bind/true"),
-            access="exec" if bind_rule else None,
-            match="filesystem" if bind_rule else None,
+            new_path=f"{stage.tmp_inside}/true",
+            match="location",
+            note="the name is the bind mount's; where the file lives is /tmp's filesystem",
+            **unusual,
+        ),
+        Scenario(
+            "exec-chroot-into-tmp",
+            ("chroot", str(JAIL), "/bin/busybox", "true"),
+            path="/bin/busybox",
+            new_path=f"{stage.tmp_inside}/jail/bin/busybox",
+            match="location",
+            comm="chroot",
+            note="inside the chroot the file is /bin/busybox; it lives in /tmp",
+            **unusual,
+        ),
+        Scenario(
+            "exec-unprivileged-chroot-into-tmp",
+            ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+             "unshare", "--user", "--map-root-user", "chroot", str(JAIL), "/bin/busybox", "true"),
+            path="/bin/busybox",
+            new_path=f"{stage.tmp_inside}/jail/bin/busybox",
+            match="location",
+            comm="chroot",
+            note="nobody, root only in a user namespace of its own (unshare -Ur), chroots into /tmp",
+            **unusual,
+        ),
+        Scenario(
+            "exec-detached-mount-clone-of-tmp",
+            _act("open-tree-exec", str(TMP), "true"),
+            path="/true",
+            new_path=f"{stage.tmp_inside}/true",
+            match="location",
+            note="open_tree(OPEN_TREE_CLONE) + execveat: a mount attached nowhere; the name is relative to it",
+            **unusual,
+        ),
+        Scenario(
+            "exec-overlay-with-lower-layer-in-var-tmp",
+            _act("exec", str(OVERLAY / "true")),
+            rule=None,
             blocks=False,
-            note="documented limit: the directory rule sees the bind mount's path",
+            note="documented limit: the executed file is the overlay's; its lower layer is not looked at",
         ),
         Scenario(
             "exec-tmp-inside-chroot",

@@ -34,6 +34,34 @@ def test_scenario_under_enforce(agent, stage, scenario_id: str) -> None:
     assert_single_event(scenario, events, action, proc.pid, proc)
 
 
+# --- a filesystem mounted below a place after the agent started --------------------
+
+
+def test_a_filesystem_mounted_below_a_place_later_is_located_within_a_second(agent) -> None:
+    """The mount watch moves places: a tmpfs mounted in /tmp after the start,
+    reached through a bind mount elsewhere, is still in /tmp."""
+    late, bound = TMP / "late", NORMAL / "late-bind"
+    for directory in (late, bound):
+        directory.mkdir(parents=True, exist_ok=True)
+    mark = agent.mark()
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(late)], check=True)
+    try:
+        subprocess.run(["cp", "/bin/true", str(late / "true")], check=True)
+        subprocess.run(["mount", "--bind", str(late), str(bound)], check=True)
+        relocated = agent.wait_for(
+            mark, lambda r: r.get("type") == "agent" and r.get("message") == "mount table changed: exec places relocated")
+        assert relocated["generation"] > 1, relocated
+        proc = run_action([PY, ACTIONS, "exec", str(bound / "true")])
+        events = [e for e in agent.events(mark, lambda r: r.get("type") == "event" and r.get("pid") == proc.pid)
+                  if e["pid"] == proc.pid]
+        assert proc.returncode == 77, (proc.stderr, events)
+        assert [(e["rule"], e["match"], e["path"], e["new_path"]) for e in events] == [
+            ("exec-unusual-dir", "location", str(bound / "true"), "/true")]
+    finally:
+        subprocess.run(["umount", str(bound)], check=False)
+        subprocess.run(["umount", str(late)], check=False)
+
+
 # --- interpreters asking with execveat(AT_EXECVE_CHECK) (Linux 6.14+) ---------------
 
 
