@@ -39,7 +39,7 @@ def check_command(args: argparse.Namespace) -> int:
         try:
             policy = load_trusted_policy(path)
         except PolicyError as exc:
-            for problem in exc.errors:
+            for problem in exc.problems:
                 print(problem, file=sys.stderr)
             status = ExitCode.INVALID_POLICY
             continue

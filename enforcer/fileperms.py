@@ -47,7 +47,7 @@ def trust_problems(files: Iterable[str]) -> List[PolicyProblem]:
                 fix = f"chown root:root {path} && chmod go-w {path}"
                 what = "directory" if path.is_dir() else "file"
                 problems.append(PolicyProblem(
-                    name, "", f"{what} {path} is {why}: enforcer refuses a policy that anyone but root "
+                    name, f"{what} {path} is {why}: enforcer refuses a policy that anyone but root "
                               f"could change (fix: {fix})"))
     return problems
 

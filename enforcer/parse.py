@@ -4,8 +4,11 @@ Every problem is collected and reported at once as a `PolicyError` whose
 `.errors` are `PolicyProblem`s:
 
 * syntax problems:   ``FILE:LINE:COL: message``
-* meaning problems:  ``FILE: KEYPATH: message`` (KEYPATH like ``rule[2].allow.exe[0]``)
+* meaning problems:  ``FILE:LINE: KEY: message`` (KEY like ``rule 3 "exec-tmp" allow.exe[0]``:
+  rules count from 1, as in ``enforcer check --explain``, and are named by id)
 * file problems:     ``FILE: message``
+
+Problems are listed file by file, each file's by line.
 
 Nothing here raises anything but `PolicyError` for a bad file: no traceback
 for empty, huge, binary or deeply nested input. See docs/policy.md.
@@ -23,7 +26,7 @@ from typing import Dict, List, Optional
 from enforcer.kinds import KINDS, KindDefaults, RuleDraft
 from enforcer.kinds.exec import KNOWN_FILESYSTEMS
 from enforcer.policy import Allowlist, Policy, RuleKind
-from enforcer.policyfile.problems import PolicyError, PolicyProblem
+from enforcer.policyfile.problems import PolicyError, PolicyProblem, in_file_order
 from enforcer.policyfile.reader import MAX_NESTING, MAX_POLICY_BYTES, parse_toml, read_toml
 from enforcer.policyfile.rules import check_allow_d, check_policy
 from enforcer.policyfile.schema import Checker
@@ -49,13 +52,13 @@ def loads_policy(text: "str | bytes", source: str = "<policy>") -> Policy:
     problems: List[PolicyProblem] = []
     raw = text.encode() if isinstance(text, str) else text
     if len(raw) > MAX_POLICY_BYTES:
-        raise PolicyError([PolicyProblem(source, "", f"file is {len(raw)} bytes; policy files are limited to 1 MiB")])
-    data = parse_toml(raw, source, problems, allow_empty=False)
-    if data is None:
+        raise PolicyError([PolicyProblem(source, f"file is {len(raw)} bytes; policy files are limited to 1 MiB")])
+    document = parse_toml(raw, source, problems, allow_empty=False)
+    if document is None:
         raise PolicyError(problems)
-    policy, _ = check_policy(Checker(source, problems), data)
-    if problems or policy is None:
-        raise PolicyError(problems)
+    policy, _ = check_policy(Checker(source, problems, document.lines), document.data)
+    if any(p.is_error for p in problems) or policy is None:
+        raise PolicyError(in_file_order(problems))
     return policy
 
 
@@ -92,30 +95,31 @@ def load_policy(path: "str | os.PathLike[str]") -> Policy:
     """
     path = os.fspath(path)
     problems: List[PolicyProblem] = []
-    data = read_toml(path, problems, allow_empty=False)
+    document = read_toml(path, problems, allow_empty=False)
     policy: Optional[Policy] = None
     drafts: List[RuleDraft] = []
-    if data is not None:
-        policy, drafts = check_policy(Checker(path, problems), data)
+    if document is not None:
+        policy, drafts = check_policy(Checker(path, problems, document.lines), document.data)
     rule_ids = [d.id for d in drafts if d.id is not None]
     directory = os.path.join(os.path.dirname(path) or ".", "allow.d")
     try:
         extra_files = allow_d_files(path) if os.path.isdir(directory) else []
     except OSError as exc:  # pragma: no cover - e.g. unreadable directory
-        problems.append(PolicyProblem(directory, "", f"cannot read: {exc.strerror or exc}"))
+        problems.append(PolicyProblem(directory, f"cannot read: {exc.strerror or exc}"))
         extra_files = []
     global_allow = Allowlist()
     per_rule: Dict[str, Allowlist] = {}
     for extra in extra_files:
-        extra_data = read_toml(extra, problems, allow_empty=True)
-        if extra_data is None:
+        extra_document = read_toml(extra, problems, allow_empty=True)
+        if extra_document is None:
             continue
-        more, more_rules = check_allow_d(Checker(extra, problems), extra_data, rule_ids, path)
+        more, more_rules = check_allow_d(
+            Checker(extra, problems, extra_document.lines), extra_document.data, rule_ids, path)
         global_allow = global_allow.merged(more)
         for rule_id, entries in more_rules.items():
             per_rule[rule_id] = per_rule.get(rule_id, Allowlist()).merged(entries)
-    if problems or policy is None:
-        raise PolicyError(problems)
+    if any(p.is_error for p in problems) or policy is None:
+        raise PolicyError(in_file_order(problems))
     rules = []
     for rule in policy.rules:
         extra_allow = per_rule.get(rule.meta.id)

@@ -16,7 +16,7 @@ from enforcer.kinds import KINDS, RuleDraft
 from enforcer.kinds.base import Parsed
 from enforcer.matching import scopes_overlap
 from enforcer.policy import Allowlist, Mode, Policy, RuleKind, RuleMeta, Scope, Severity
-from enforcer.policyfile.schema import Checker, listed, quoted, type_name
+from enforcer.policyfile.schema import Checker, KeyPath, listed, quoted, type_name
 
 __all__ = ["SUPPORTED_VERSION", "check_policy", "check_allow_d"]
 
@@ -34,7 +34,7 @@ _UID_MAX = 4294967294
 # --- allowlists ---------------------------------------------------------------------
 
 
-def _uid(c: Checker, item: Any, where: str) -> Optional[int]:
+def _uid(c: Checker, item: Any, where: KeyPath) -> Optional[int]:
     if isinstance(item, bool) or not isinstance(item, int):
         c.err(where, f"expected an integer, got {type_name(item)}")
         return None
@@ -44,7 +44,7 @@ def _uid(c: Checker, item: Any, where: str) -> Optional[int]:
     return item
 
 
-def check_allowlist(c: Checker, value: Any, loc: str) -> Allowlist:
+def check_allowlist(c: Checker, value: Any, loc: KeyPath) -> Allowlist:
     table = c.table(value, loc)
     if table is None:
         return Allowlist()
@@ -54,14 +54,14 @@ def check_allowlist(c: Checker, value: Any, loc: str) -> Allowlist:
     cgroups: List[Tuple[int, str]] = []
     uids: List[int] = []
     if "exe" in table:
-        exe = [p for _, p in c.path_list(table["exe"], f"{loc}.exe", "exe")]
+        exe = [p for _, p in c.path_list(table["exe"], loc + ("exe",), "exe")]
     if "exe_dirs" in table:
-        exe_dirs = c.path_list(table["exe_dirs"], f"{loc}.exe_dirs", "dir", refuse_root="allow every executable")
+        exe_dirs = c.path_list(table["exe_dirs"], loc + ("exe_dirs",), "dir", refuse_root="allow every executable")
     if "cgroup" in table:
-        cgroups = c.path_list(table["cgroup"], f"{loc}.cgroup", "cgroup", refuse_root="allow every process")
+        cgroups = c.path_list(table["cgroup"], loc + ("cgroup",), "cgroup", refuse_root="allow every process")
     if "uid" in table:
-        items = c.array(table["uid"], f"{loc}.uid") or []
-        uids = [uid for _, uid in c.distinct(items, f"{loc}.uid", _uid)]
+        items = c.array(table["uid"], loc + ("uid",)) or []
+        uids = [uid for _, uid in c.distinct(items, loc + ("uid",), _uid)]
     return Allowlist(
         exe=tuple(exe),
         exe_dirs=tuple(p for _, p in exe_dirs),
@@ -78,7 +78,7 @@ _ALL_RULE_KEYS: Tuple[str, ...] = tuple(
 )
 
 
-def _check_rule_keys(c: Checker, table: Dict[str, Any], loc: str, kind: Optional[RuleKind]) -> None:
+def _check_rule_keys(c: Checker, table: Dict[str, Any], loc: KeyPath, kind: Optional[RuleKind]) -> None:
     if kind is None:
         c.keys(table, loc, _ALL_RULE_KEYS)
         return
@@ -88,19 +88,24 @@ def _check_rule_keys(c: Checker, table: Dict[str, Any], loc: str, kind: Optional
             continue
         if key in _ALL_RULE_KEYS:
             owners = [k.value for k, spec in KINDS.items() if key in spec.keys]
-            c.err(f"{loc}.{key}", f'"{key}" is not valid for kind "{kind.value}" (only for {listed(owners)})')
+            c.err(loc + (key,), f'"{key}" is not valid for kind "{kind.value}" (only for {listed(owners)})')
         else:
             c.keys({key: None}, loc, allowed, where=f' for kind "{kind.value}"')
 
 
-def _check_id(c: Checker, table: Dict[str, Any], loc: str) -> Optional[str]:
+def _valid_id(value: Any) -> Optional[str]:
+    """The rule id in `value` if it is one, to name the rule in messages before it is checked."""
+    return value if isinstance(value, str) and _ID_RE.match(value) else None
+
+
+def _check_id(c: Checker, table: Dict[str, Any], loc: KeyPath) -> Optional[str]:
     if "id" not in table:
-        c.err(f"{loc}.id", "missing (every rule needs an id)")
+        c.err(loc + ("id",), "missing (every rule needs an id)")
         return None
-    rule_id = c.string(table["id"], f"{loc}.id")
+    rule_id = c.string(table["id"], loc + ("id",))
     if rule_id is not None and not _ID_RE.match(rule_id):
         c.err(
-            f"{loc}.id",
+            loc + ("id",),
             f"invalid id {quoted(rule_id)} (1-63 characters: lowercase letters, digits, "
             '"_", "." and "-", starting with a letter or digit)',
         )
@@ -109,51 +114,52 @@ def _check_id(c: Checker, table: Dict[str, Any], loc: str) -> Optional[str]:
 
 
 def _check_rule(c: Checker, value: Any, index: int) -> Optional[RuleDraft]:
-    loc = f"rule[{index}]"
+    loc: KeyPath = ("rule", index)
     table = c.table(value, loc)
     if table is None:
         return None
+    c.name_rule(index, _valid_id(table.get("id")))
 
     kind: Optional[RuleKind] = None
     if "kind" not in table:
-        c.err(f"{loc}.kind", f"missing (allowed: {listed(k.value for k in RuleKind)})")
+        c.err(loc + ("kind",), f"missing (allowed: {listed(k.value for k in RuleKind)})")
     else:
-        kind = c.enum(table["kind"], f"{loc}.kind", RuleKind)
+        kind = c.enum(table["kind"], loc + ("kind",), RuleKind)
     _check_rule_keys(c, table, loc, kind)
     rule_id = _check_id(c, table, loc)
 
     defaults = KINDS[kind].defaults if kind is not None else None
     description = defaults.description if defaults else ""
     if "description" in table:
-        text = c.string(table["description"], f"{loc}.description")
+        text = c.string(table["description"], loc + ("description",))
         if text is not None and not text.strip():
-            c.err(f"{loc}.description", "empty (leave the key out for the default description)")
+            c.err(loc + ("description",), "empty (leave the key out for the default description)")
         elif text is not None:
             description = text.strip()
 
     severity = defaults.severity if defaults else Severity.HIGH
     if "severity" in table:
-        severity = c.enum(table["severity"], f"{loc}.severity", Severity) or severity
+        severity = c.enum(table["severity"], loc + ("severity",), Severity) or severity
 
     mitre = defaults.mitre if defaults else ""
     if "mitre" in table:
-        text = c.string(table["mitre"], f"{loc}.mitre")
+        text = c.string(table["mitre"], loc + ("mitre",))
         if text is not None and not _MITRE_RE.match(text):
-            c.err(f"{loc}.mitre", f'invalid ATT&CK technique {quoted(text)} (expected like "T1611" or "T1562.001")')
+            c.err(loc + ("mitre",), f'invalid ATT&CK technique {quoted(text)} (expected like "T1611" or "T1562.001")')
         elif text is not None:
             mitre = text
 
     mode: Optional[Mode] = None
     if "mode" in table:
-        mode = c.enum(table["mode"], f"{loc}.mode", Mode)
+        mode = c.enum(table["mode"], loc + ("mode",), Mode)
 
     scope = Scope.ALL
     if "scope" in table:
-        scope = c.enum(table["scope"], f"{loc}.scope", Scope) or scope
+        scope = c.enum(table["scope"], loc + ("scope",), Scope) or scope
 
     allow = Allowlist()
     if "allow" in table:
-        allow = check_allowlist(c, table["allow"], f"{loc}.allow")
+        allow = check_allowlist(c, table["allow"], loc + ("allow",))
 
     parsed: Optional[Parsed] = None
     if kind is not None:
@@ -187,14 +193,14 @@ def _check_overlaps(c: Checker, drafts: List[RuleDraft]) -> None:
 
 def _check_version(c: Checker, data: Dict[str, Any]) -> Optional[int]:
     if "version" not in data:
-        c.err("version", f"missing (write version = {SUPPORTED_VERSION} at the top)")
+        c.err(("version",), f"missing (write version = {SUPPORTED_VERSION} at the top)")
         return None
     value = data["version"]
     if isinstance(value, bool) or not isinstance(value, int):
-        c.err("version", f"expected an integer, got {type_name(value)}")
+        c.err(("version",), f"expected an integer, got {type_name(value)}")
         return None
     if value != SUPPORTED_VERSION:
-        c.err("version", f"unsupported version {value} (this enforcer reads version {SUPPORTED_VERSION})")
+        c.err(("version",), f"unsupported version {value} (this enforcer reads version {SUPPORTED_VERSION})")
         return None
     return value
 
@@ -202,16 +208,17 @@ def _check_version(c: Checker, data: Dict[str, Any]) -> Optional[int]:
 def _check_rules(c: Checker, raw_rules: Any) -> List[RuleDraft]:
     drafts: List[RuleDraft] = []
     if raw_rules is None:
-        c.err("rule", "no rules: a policy needs at least one [[rule]]")
+        c.err(("rule",), "no rules: a policy needs at least one [[rule]]")
         return drafts
     if not isinstance(raw_rules, list):
         hint = "; write [[rule]], not [rule]" if isinstance(raw_rules, dict) else ""
-        c.err("rule", f"expected an array of tables ([[rule]]), got {type_name(raw_rules)}{hint}")
+        c.err(("rule",), f"expected an array of tables ([[rule]]), got {type_name(raw_rules)}{hint}")
         return drafts
     if not raw_rules:
-        c.err("rule", "no rules: a policy needs at least one [[rule]]")
+        c.err(("rule",), "no rules: a policy needs at least one [[rule]]")
     if len(raw_rules) > abi.MAX_RULES:
-        c.err("rule", f"{len(raw_rules)} rules; at most {abi.MAX_RULES} are supported")
+        # placed at the first rule too many
+        c.err(("rule", abi.MAX_RULES), f"{len(raw_rules)} rules; at most {abi.MAX_RULES} are supported")
     ids: Dict[str, int] = {}
     for index, value in enumerate(raw_rules):
         draft = _check_rule(c, value, index)
@@ -220,7 +227,9 @@ def _check_rules(c: Checker, raw_rules: Any) -> List[RuleDraft]:
         drafts.append(draft)
         if draft.id is not None:
             if draft.id in ids:
-                c.err(f"{draft.loc}.id", f"duplicate id {quoted(draft.id)} (also rule[{ids[draft.id]}])")
+                first = ids[draft.id]
+                c.err(draft.loc + ("id",), f"duplicate id {quoted(draft.id)}: rule {first + 1} on line "
+                                           f"{c.line(('rule', first, 'id'))} has it too")
             else:
                 ids[draft.id] = index
     _check_overlaps(c, drafts)
@@ -229,16 +238,16 @@ def _check_rules(c: Checker, raw_rules: Any) -> List[RuleDraft]:
 
 def check_policy(c: Checker, data: Dict[str, Any]) -> Tuple[Optional[Policy], List[RuleDraft]]:
     """The policy in `data`, or None when `c` recorded problems; and every rule as far as it got."""
-    c.keys(data, "", _TOP_KEYS)
+    c.keys(data, (), _TOP_KEYS)
     version = _check_version(c, data)
     mode: Optional[Mode] = Mode.ENFORCE
     if "mode" in data:
-        mode = c.enum(data["mode"], "mode", Mode)
+        mode = c.enum(data["mode"], ("mode",), Mode)
     allow = Allowlist()
     if "allow" in data:
-        allow = check_allowlist(c, data["allow"], "allow")
+        allow = check_allowlist(c, data["allow"], ("allow",))
     drafts = _check_rules(c, data.get("rule"))
-    if any(p.file == c.file for p in c.problems) or version is None or mode is None:
+    if c.failed() or version is None or mode is None:
         return None, drafts
     rules = tuple(d.parsed.rule for d in drafts if d.parsed is not None)
     return Policy(source=c.file, version=version, mode=mode, allow=allow, rules=rules), drafts
@@ -248,15 +257,15 @@ def check_allow_d(
     c: Checker, data: Dict[str, Any], rule_ids: Sequence[str], policy_path: str
 ) -> Tuple[Allowlist, Dict[str, Allowlist]]:
     """The global and per-rule exceptions of one allow.d file of the policy at `policy_path`."""
-    c.keys(data, "", _ALLOW_D_KEYS, where=" in an allow.d file")
+    c.keys(data, (), _ALLOW_D_KEYS, where=" in an allow.d file")
     allow = Allowlist()
     per_rule: Dict[str, Allowlist] = {}
     if "allow" in data:
-        allow = check_allowlist(c, data["allow"], "allow")
+        allow = check_allowlist(c, data["allow"], ("allow",))
     if "rule_allow" in data:
-        table = c.table(data["rule_allow"], "rule_allow")
+        table = c.table(data["rule_allow"], ("rule_allow",))
         for rule_id, value in (table or {}).items():
-            loc = f"rule_allow.{rule_id}"
+            loc: KeyPath = ("rule_allow", rule_id)
             entries = check_allowlist(c, value, loc)
             if rule_id not in rule_ids:
                 known = ", ".join(f'"{r}"' for r in rule_ids) or "none"

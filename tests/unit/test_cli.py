@@ -44,7 +44,7 @@ def test_check_one_invalid_file_exits_2_but_checks_all(tmp_path, capsys):
     good.write_text(VALID)
     assert cli.main(["check", str(bad), str(good)]) == 2
     out, err = capsys.readouterr()
-    assert err == f'{bad}: mode: unknown value "on" (allowed: "enforce", "audit")\n'
+    assert err == f'{bad}:2: mode: unknown value "on" (allowed: "enforce", "audit")\n'
     assert out == f"{good}: ok: 1 rule (1 enforce, 0 audit), 1 allowlist entry, 0 allow.d files\n"
 
 
@@ -204,7 +204,7 @@ def test_python_dash_m_enforcer(tmp_path):
     result = subprocess.run([sys.executable, "-m", "enforcer", "check", str(bad)], cwd=REPO,
                             capture_output=True, text=True)
     assert result.returncode == 2
-    assert result.stderr == f"{bad}: not valid UTF-8: byte 0xff at offset 0 (line 1)\n"
+    assert result.stderr == f"{bad}:1: not valid UTF-8: byte 0xff at offset 0\n"
     assert "Traceback" not in result.stderr
 
 

@@ -85,7 +85,7 @@ def test_invalid_policy_is_rejected_without_touching_the_kernel(agent) -> None:
     agent.reload()
     (notice,) = records(agent)
     assert notice["message"] == "reload rejected, previous policy still in force"
-    assert 'rule[0].kind: unknown value "nope"' in notice["error"]
+    assert ':4: rule 1 "x" kind: unknown value "nope"' in notice["error"]
     assert agent.enforcement.applied == [] and agent.enforcement.plan is before
 
 
