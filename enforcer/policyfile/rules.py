@@ -8,7 +8,9 @@ the order of keys below is the order of messages, and tests pin it.
 
 from __future__ import annotations
 
+import difflib
 import re
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from enforcer import abi
@@ -93,6 +95,57 @@ def _check_rule_keys(c: Checker, table: Dict[str, Any], loc: KeyPath, kind: Opti
             c.keys({key: None}, loc, allowed, where=f' for kind "{kind.value}"')
 
 
+@dataclass(frozen=True)
+class _KindFound:
+    """What a rule's `kind` says: the kind, or, when it names none, the kind the
+    rule's other keys are checked as (so that one typo does not hide the rest)."""
+
+    kind: Optional[RuleKind]
+    checked_as: Optional[RuleKind] = None
+
+    @property
+    def keys_of(self) -> Optional[RuleKind]:
+        return self.kind or self.checked_as
+
+
+def _guess_kind(written: Optional[str], table: Dict[str, Any]) -> Tuple[Optional[RuleKind], str]:
+    """The kind a rule without a valid `kind` is checked as, and what to add to the
+    message about `kind`; no kind when the rule's keys do not say which.
+
+    Only kinds that have every kind-specific key the rule uses are candidates:
+    among them the one `written` is a misspelling of, else the only one.
+    """
+    own = [key for key in table if key in _ALL_RULE_KEYS and key not in _COMMON_RULE_KEYS]
+    fits = [kind for kind, spec in KINDS.items() if all(key in spec.keys for key in own)]
+    if written is not None:
+        close = difflib.get_close_matches(written, [kind.value for kind in fits], n=1)
+        if close:
+            return RuleKind(close[0]), f'; did you mean "{close[0]}"? (its other keys are checked as kind "{close[0]}")'
+    if own and len(fits) == 1:
+        return fits[0], (f'; its other keys are checked as kind "{fits[0].value}", '
+                         f"the only kind with {listed(own)}")
+    if own:
+        return None, f"; {listed(own)} can be checked once the kind is known"
+    return None, ""
+
+
+def _check_kind(c: Checker, table: Dict[str, Any], loc: KeyPath) -> _KindFound:
+    allowed = f"(allowed: {listed(k.value for k in RuleKind)})"
+    if "kind" in table:
+        value = table["kind"]
+        if isinstance(value, str) and value in {k.value for k in RuleKind}:
+            return _KindFound(RuleKind(value))
+        written = value if isinstance(value, str) else None
+        problem = f"unknown value {quoted(value)} {allowed}" if written is not None else (
+            f"expected a string, got {type_name(value)} {allowed}")
+    else:
+        written = None
+        problem = f"missing {allowed}"
+    guess, note = _guess_kind(written, table)
+    c.err(loc + ("kind",), problem + note)
+    return _KindFound(None, guess)
+
+
 def _valid_id(value: Any) -> Optional[str]:
     """The rule id in `value` if it is one, to name the rule in messages before it is checked."""
     return value if isinstance(value, str) and _ID_RE.match(value) else None
@@ -120,15 +173,12 @@ def _check_rule(c: Checker, value: Any, index: int) -> Optional[RuleDraft]:
         return None
     c.name_rule(index, _valid_id(table.get("id")))
 
-    kind: Optional[RuleKind] = None
-    if "kind" not in table:
-        c.err(loc + ("kind",), f"missing (allowed: {listed(k.value for k in RuleKind)})")
-    else:
-        kind = c.enum(table["kind"], loc + ("kind",), RuleKind)
-    _check_rule_keys(c, table, loc, kind)
+    found = _check_kind(c, table, loc)
+    kind = found.kind
+    _check_rule_keys(c, table, loc, found.keys_of)
     rule_id = _check_id(c, table, loc)
 
-    defaults = KINDS[kind].defaults if kind is not None else None
+    defaults = KINDS[found.keys_of].defaults if found.keys_of is not None else None
     description = defaults.description if defaults else ""
     if "description" in table:
         text = c.string(table["description"], loc + ("description",))
@@ -162,7 +212,7 @@ def _check_rule(c: Checker, value: Any, index: int) -> Optional[RuleDraft]:
         allow = check_allowlist(c, table["allow"], loc + ("allow",))
 
     parsed: Optional[Parsed] = None
-    if kind is not None:
+    if found.keys_of is not None:
         meta = RuleMeta(
             id=rule_id or "",
             description=description,
@@ -172,7 +222,9 @@ def _check_rule(c: Checker, value: Any, index: int) -> Optional[RuleDraft]:
             scope=scope,
             allow=allow,
         )
-        parsed = KINDS[kind].parse(c, table, loc, meta)
+        parsed = KINDS[found.keys_of].parse(c, table, loc, meta)
+    if kind is None:  # checked as a guessed kind: never compared with other rules
+        parsed = None
     return RuleDraft(loc=loc, id=rule_id, kind=kind, scope=scope, parsed=parsed)
 
 
