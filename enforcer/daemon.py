@@ -80,9 +80,13 @@ class Loaded:
 
 
 def load_and_compile(path: Path, override: Optional[Mode]) -> Loaded:
+    """The policy, refused only for errors: its warnings (risky allowlist entries,
+    allow.d files not read) are logged at every start and reload, as `check` prints them."""
     policy = load_trusted_policy(path)
     for ignored in ignored_allow_d_files(str(path)):
         log.warning("%s is not read (allow.d reads only *.toml files)", ignored)
+    for warning in policy.warnings:
+        log.warning("%s", warning)
     return Loaded(policy, compile_policy(policy, override))
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from enforcer.kinds import KINDS, KindDefaults, RuleDraft
 from enforcer.kinds.exec import KNOWN_FILESYSTEMS
@@ -37,6 +37,10 @@ __all__ = [
     "load_policy",
     "loads_policy",
     "allow_d_files",
+    "DropIn",
+    "load_drop_in",
+    "is_drop_in_path",
+    "policy_of_drop_in",
     "MAX_POLICY_BYTES",
     "MAX_NESTING",
     "KNOWN_FILESYSTEMS",
@@ -59,7 +63,7 @@ def loads_policy(text: "str | bytes", source: str = "<policy>") -> Policy:
     policy, _ = check_policy(Checker(source, problems, document.lines), document.data)
     if any(p.is_error for p in problems) or policy is None:
         raise PolicyError(in_file_order(problems))
-    return policy
+    return dataclasses.replace(policy, warnings=tuple(in_file_order(problems)))
 
 
 def allow_d_files(path: str) -> List[str]:
@@ -132,4 +136,74 @@ def load_policy(path: "str | os.PathLike[str]") -> Policy:
         allow=policy.allow.merged(global_allow),
         rules=tuple(rules),
         allow_sources=tuple(extra_files),
+        warnings=tuple(in_file_order(problems)),  # no errors here: every problem is a warning
+    )
+
+
+# --- a drop-in checked alone ----------------------------------------------------------
+
+#: The policy file an allow.d directory belongs to, as packaged (/etc/enforcer/policy.toml).
+DEFAULT_POLICY_NAME = "policy.toml"
+
+
+@dataclasses.dataclass(frozen=True)
+class DropIn:
+    """One allow.d file, checked with the rules for drop-ins, and what it adds."""
+
+    source: str
+    #: the policy its rule ids were checked against; None: not checked (policy unknown)
+    policy: Optional[str]
+    allow: Allowlist  # added to the global allowlist
+    rule_allow: Tuple[Tuple[str, Allowlist], ...]  # (rule id, added to that rule's allowlist), in file order
+    rule_numbers: Tuple[Tuple[str, int], ...]  # rule id -> number (from 1) in the policy, when known
+    warnings: Tuple[PolicyProblem, ...] = ()
+
+
+def is_drop_in_path(path: "str | os.PathLike[str]") -> bool:
+    """A file directly inside a directory named allow.d is a drop-in, not a policy."""
+    return os.path.basename(os.path.dirname(os.path.abspath(os.fspath(path)))) == "allow.d"
+
+
+def policy_of_drop_in(path: "str | os.PathLike[str]") -> Optional[str]:
+    """The policy an allow.d file belongs to: policy.toml beside its allow.d, if there is one."""
+    candidate = os.path.join(os.path.dirname(os.path.dirname(os.fspath(path))), DEFAULT_POLICY_NAME)
+    return candidate if is_drop_in_path(path) and os.path.isfile(candidate) else None
+
+
+def _rule_numbers(policy_path: str, problems: List[PolicyProblem]) -> Optional[Dict[str, int]]:
+    """Rule id -> number of the policy a drop-in names; None (with problems) if it cannot be read.
+
+    The policy's own semantic errors are not the drop-in's: its rules are
+    taken as far as they could be checked (`enforcer check POLICY` says more).
+    """
+    document = read_toml(policy_path, problems, allow_empty=False)
+    if document is None:
+        return None
+    _, drafts = check_policy(Checker(policy_path, []), document.data)
+    return {d.id: d.loc[1] + 1 for d in drafts if d.id is not None and isinstance(d.loc[1], int)}
+
+
+def load_drop_in(path: "str | os.PathLike[str]", policy_path: Optional[str]) -> DropIn:
+    """Read and validate one allow.d file on its own, its rule ids against `policy_path`
+    (when given). Raises PolicyError listing every problem."""
+    path = os.fspath(path)
+    problems: List[PolicyProblem] = []
+    numbers: Optional[Dict[str, int]] = None
+    if policy_path is not None:
+        numbers = _rule_numbers(policy_path, problems)
+    document = read_toml(path, problems, allow_empty=True)
+    allow, per_rule = Allowlist(), {}
+    if document is not None:
+        allow, per_rule = check_allow_d(
+            Checker(path, problems, document.lines), document.data,
+            list(numbers) if numbers is not None else None, policy_path)
+    if any(p.is_error for p in problems):  # also when either file could not be read
+        raise PolicyError(in_file_order(problems))
+    return DropIn(
+        source=path,
+        policy=policy_path,
+        allow=allow,
+        rule_allow=tuple(per_rule.items()),
+        rule_numbers=tuple((numbers or {}).items()),
+        warnings=tuple(in_file_order(problems)),
     )

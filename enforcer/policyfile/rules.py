@@ -11,13 +11,14 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 from enforcer import abi
 from enforcer.kinds import KINDS, RuleDraft
 from enforcer.kinds.base import Parsed
 from enforcer.matching import scopes_overlap
 from enforcer.policy import Allowlist, Mode, Policy, RuleKind, RuleMeta, Scope, Severity
+from enforcer.policyfile.risks import cgroup_risk, exe_dir_risk, exe_risk, uid_risk
 from enforcer.policyfile.schema import Checker, KeyPath, listed, quoted, type_name
 
 __all__ = ["SUPPORTED_VERSION", "check_policy", "check_allow_d"]
@@ -31,6 +32,8 @@ _COMMON_RULE_KEYS = ("id", "kind", "description", "severity", "mitre", "mode", "
 _ID_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}\Z")
 _MITRE_RE = re.compile(r"T\d{4}(\.\d{3})?\Z")
 _UID_MAX = 4294967294
+
+T = TypeVar("T")
 
 
 # --- allowlists ---------------------------------------------------------------------
@@ -46,28 +49,40 @@ def _uid(c: Checker, item: Any, where: KeyPath) -> Optional[int]:
     return item
 
 
+def _warn_risky(c: Checker, loc: KeyPath, entries: Sequence[Tuple[int, T]], risk: Callable[[T], Optional[str]]) -> None:
+    """A warning for each valid entry of array `loc` that exempts far more than it seems to."""
+    for i, entry in entries:
+        why = risk(entry)
+        if why is not None:
+            c.warn(loc + (i,), why)
+
+
 def check_allowlist(c: Checker, value: Any, loc: KeyPath) -> Allowlist:
     table = c.table(value, loc)
     if table is None:
         return Allowlist()
     c.keys(table, loc, _ALLOW_KEYS)
-    exe: List[str] = []
+    exe: List[Tuple[int, str]] = []
     exe_dirs: List[Tuple[int, str]] = []
     cgroups: List[Tuple[int, str]] = []
-    uids: List[int] = []
+    uids: List[Tuple[int, int]] = []
     if "exe" in table:
-        exe = [p for _, p in c.path_list(table["exe"], loc + ("exe",), "exe")]
+        exe = c.path_list(table["exe"], loc + ("exe",), "exe")
+        _warn_risky(c, loc + ("exe",), exe, exe_risk)
     if "exe_dirs" in table:
         exe_dirs = c.path_list(table["exe_dirs"], loc + ("exe_dirs",), "dir", refuse_root="allow every executable")
+        _warn_risky(c, loc + ("exe_dirs",), exe_dirs, exe_dir_risk)
     if "cgroup" in table:
         cgroups = c.path_list(table["cgroup"], loc + ("cgroup",), "cgroup", refuse_root="allow every process")
+        _warn_risky(c, loc + ("cgroup",), cgroups, cgroup_risk)
     if "uid" in table:
         items = c.array(table["uid"], loc + ("uid",)) or []
-        uids = [uid for _, uid in c.distinct(items, loc + ("uid",), _uid)]
+        uids = c.distinct(items, loc + ("uid",), _uid)
+        _warn_risky(c, loc + ("uid",), uids, uid_risk)
     return Allowlist(
-        exe=tuple(exe),
+        exe=tuple(p for _, p in exe),
         exe_dirs=tuple(p for _, p in exe_dirs),
-        uid=tuple(uids),
+        uid=tuple(u for _, u in uids),
         cgroup=tuple(p for _, p in cgroups),
     )
 
@@ -306,9 +321,13 @@ def check_policy(c: Checker, data: Dict[str, Any]) -> Tuple[Optional[Policy], Li
 
 
 def check_allow_d(
-    c: Checker, data: Dict[str, Any], rule_ids: Sequence[str], policy_path: str
+    c: Checker, data: Dict[str, Any], rule_ids: Optional[Sequence[str]], policy_path: Optional[str]
 ) -> Tuple[Allowlist, Dict[str, Allowlist]]:
-    """The global and per-rule exceptions of one allow.d file of the policy at `policy_path`."""
+    """The global and per-rule exceptions of one allow.d file of the policy at `policy_path`.
+
+    `rule_ids` None: the policy is not known (a drop-in checked alone), so the
+    ids of `rule_allow` are not checked.
+    """
     c.keys(data, (), _ALLOW_D_KEYS, where=" in an allow.d file")
     allow = Allowlist()
     per_rule: Dict[str, Allowlist] = {}
@@ -319,9 +338,11 @@ def check_allow_d(
         for rule_id, value in (table or {}).items():
             loc: KeyPath = ("rule_allow", rule_id)
             entries = check_allowlist(c, value, loc)
-            if rule_id not in rule_ids:
+            if rule_ids is not None and rule_id not in rule_ids:
                 known = ", ".join(f'"{r}"' for r in rule_ids) or "none"
-                c.err(loc, f"no rule with id {quoted(rule_id)} in {policy_path} (rules: {known})")
+                close = difflib.get_close_matches(rule_id, list(rule_ids), n=1)
+                hint = f'; did you mean "{close[0]}"?' if close else ""
+                c.err(loc, f"no rule with id {quoted(rule_id)} in {policy_path}{hint} (rules: {known})")
                 continue
             per_rule[rule_id] = entries
     return allow, per_rule

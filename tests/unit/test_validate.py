@@ -2,7 +2,9 @@
 
 A case is `invalid/NAME.toml`, or `invalid/NAME/policy.toml` with an
 `allow.d/` beside it; `invalid/NAME.expected` holds the exact stderr lines,
-with paths relative to tests/unit/invalid (the tests run from there).
+with paths relative to tests/unit/invalid (the tests run from there). A case
+with `invalid/NAME.args` is checked with those arguments to `enforcer check`
+instead (one a line: drop-ins checked alone, --policy, --strict).
 """
 
 from __future__ import annotations
@@ -18,21 +20,39 @@ from enforcer.parse import PolicyError, load_policy, loads_policy
 INVALID = Path(__file__).resolve().parent / "invalid"
 
 
-def _cases():
+def _expected(name: str):
+    return (INVALID / f"{name}.expected").read_text(encoding="utf-8").splitlines()
+
+
+def _policy_cases():
     for expected in sorted(INVALID.glob("*.expected")):
         name = expected.stem
+        if (INVALID / f"{name}.args").is_file():
+            continue
         policy = f"{name}.toml" if (INVALID / f"{name}.toml").is_file() else f"{name}/policy.toml"
-        yield pytest.param(policy, expected.read_text(encoding="utf-8").splitlines(), id=name)
+        yield pytest.param(policy, _expected(name), id=name)
+
+
+def _cli_cases():
+    for expected in sorted(INVALID.glob("*.expected")):
+        name = expected.stem
+        args = INVALID / f"{name}.args"
+        if args.is_file():
+            yield pytest.param(args.read_text(encoding="utf-8").splitlines(), _expected(name), id=name)
+        else:
+            policy = f"{name}.toml" if (INVALID / f"{name}.toml").is_file() else f"{name}/policy.toml"
+            yield pytest.param([policy], _expected(name), id=name)
 
 
 def test_every_case_has_expected_messages():
     policies = {p.stem for p in INVALID.glob("*.toml")} | {p.name for p in INVALID.iterdir() if p.is_dir()}
     expected = {p.stem for p in INVALID.glob("*.expected")}
     assert policies == expected
+    assert {p.stem for p in INVALID.glob("*.args")} <= expected
     assert len(expected) >= 40
 
 
-@pytest.mark.parametrize("policy,expected", list(_cases()))
+@pytest.mark.parametrize("policy,expected", list(_policy_cases()))
 def test_invalid_policy_messages(policy, expected, monkeypatch):
     monkeypatch.chdir(INVALID)
     assert expected, "an .expected file must not be empty"
@@ -42,10 +62,11 @@ def test_invalid_policy_messages(policy, expected, monkeypatch):
     assert str(caught.value) == "\n".join(expected)
 
 
-@pytest.mark.parametrize("policy,expected", list(_cases()))
-def test_invalid_policy_cli_exit_2(policy, expected, monkeypatch, capsys):
+@pytest.mark.parametrize("args,expected", list(_cli_cases()))
+def test_invalid_policy_cli_exit_2(args, expected, monkeypatch, capsys):
     monkeypatch.chdir(INVALID)
-    assert main(["check", policy]) == 2
+    assert expected, "an .expected file must not be empty"
+    assert main(["check", *args]) == 2
     out, err = capsys.readouterr()
     assert out == ""
     assert err.splitlines() == expected
