@@ -126,3 +126,11 @@ def test_narrow_exe_dirs(path):
 ])
 def test_cgroup(path, risky):
     assert (cgroup_risk(path) is not None) is risky
+
+
+def test_the_lists_are_documented():
+    from enforcer.policyfile.risks import SYSTEM_DIRS, USER_WRITABLE_DIRS, WIDE_CGROUPS
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "policy.md").read_text(encoding="utf-8")
+    section = doc[doc.index("## Checks and warnings"):doc.index("## Error messages")]
+    assert [d for d in SYSTEM_DIRS + USER_WRITABLE_DIRS + WIDE_CGROUPS if f"`{d}`" not in section] == []
