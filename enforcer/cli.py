@@ -28,10 +28,12 @@ def _plural(count: int, word: str, plural: Optional[str] = None) -> str:
 def _print_problems(problems, strict: bool) -> None:
     """Every problem to stderr; under --strict a warning is printed (and counts) as an error."""
     for problem in problems:
-        print(problem.as_error("refused by --strict") if strict and not problem.is_error else problem, file=sys.stderr)
+        print(problem.as_error("refused by --strict") if strict and not problem.is_error else problem,
+              file=sys.stderr)
 
 
 def _check_policy(path: str, args: argparse.Namespace) -> int:
+    """One policy with its allow.d: errors, or warnings and the summary (and --explain)."""
     from enforcer.compile import compile_policy
     from enforcer.explain import count_allow_entries, explain_policy
     from enforcer.fileperms import load_trusted_policy
@@ -64,6 +66,7 @@ def _check_policy(path: str, args: argparse.Namespace) -> int:
 
 
 def _check_drop_in(path: str, args: argparse.Namespace) -> int:
+    """One allow.d file alone, its rule ids against --policy or the policy.toml beside its allow.d."""
     from enforcer.explain import allow_size, explain_drop_in
     from enforcer.fileperms import load_trusted_drop_in
     from enforcer.parse import PolicyError, is_drop_in_path, policy_of_drop_in

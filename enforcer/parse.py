@@ -180,7 +180,7 @@ def _rule_numbers(policy_path: str, problems: List[PolicyProblem]) -> Optional[D
     if document is None:
         return None
     _, drafts = check_policy(Checker(policy_path, []), document.data)
-    return {d.id: d.loc[1] + 1 for d in drafts if d.id is not None and isinstance(d.loc[1], int)}
+    return {d.id: int(d.loc[1]) + 1 for d in drafts if d.id is not None}  # loc is ("rule", index)
 
 
 def load_drop_in(path: "str | os.PathLike[str]", policy_path: Optional[str]) -> DropIn:
