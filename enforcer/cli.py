@@ -25,35 +25,84 @@ def _plural(count: int, word: str, plural: Optional[str] = None) -> str:
     return f"{count} {word if count == 1 else (plural or word + 's')}"
 
 
-def check_command(args: argparse.Namespace) -> int:
-    """Validate (and compile) every policy given; print a summary or every error."""
+def _print_problems(problems, strict: bool) -> None:
+    """Every problem to stderr; under --strict a warning is printed (and counts) as an error."""
+    for problem in problems:
+        print(problem.as_error("refused by --strict") if strict and not problem.is_error else problem,
+              file=sys.stderr)
+
+
+def _check_policy(path: str, args: argparse.Namespace) -> int:
+    """One policy with its allow.d: errors, or warnings and the summary (and --explain)."""
     from enforcer.compile import compile_policy
     from enforcer.explain import count_allow_entries, explain_policy
     from enforcer.fileperms import load_trusted_policy
     from enforcer.parse import PolicyError, ignored_allow_d_files
     from enforcer.policy import Mode
+    from enforcer.policyfile.problems import Level, PolicyProblem
 
     override = Mode(args.mode) if args.mode else None
+    try:
+        policy = load_trusted_policy(path)
+    except PolicyError as exc:
+        _print_problems(exc.problems, args.strict)
+        return ExitCode.INVALID_POLICY
+    warnings = [PolicyProblem(ignored, "not read (allow.d reads only *.toml files)", level=Level.WARNING)
+                for ignored in ignored_allow_d_files(path)] + list(policy.warnings)
+    _print_problems(warnings, args.strict)
+    if args.strict and warnings:
+        return ExitCode.INVALID_POLICY
+    plan = compile_policy(policy, override)
+    noted = f", {_plural(len(warnings), 'warning')}" if warnings else ""
+    print(
+        f"{path}: ok: {plan.mode_summary()}, "
+        f"{_plural(count_allow_entries(policy), 'allowlist entry', 'allowlist entries')}, "
+        f"{_plural(len(policy.allow_sources), 'allow.d file')}{noted}"
+    )
+    if args.explain:
+        print()
+        print(explain_policy(policy, override))
+    return ExitCode.OK
+
+
+def _check_drop_in(path: str, args: argparse.Namespace) -> int:
+    """One allow.d file alone, its rule ids against --policy or the policy.toml beside its allow.d."""
+    from enforcer.explain import allow_size, explain_drop_in
+    from enforcer.fileperms import load_trusted_drop_in
+    from enforcer.parse import PolicyError, is_drop_in_path, policy_of_drop_in
+
+    policy_path = args.policy or policy_of_drop_in(path)
+    try:
+        drop_in = load_trusted_drop_in(path, policy_path)
+    except PolicyError as exc:
+        _print_problems(exc.problems, args.strict)
+        return ExitCode.INVALID_POLICY
+    _print_problems(drop_in.warnings, args.strict)
+    if args.strict and drop_in.warnings:
+        return ExitCode.INVALID_POLICY
+    entries = allow_size(drop_in.allow) + sum(allow_size(allow) for _, allow in drop_in.rule_allow)
+    unknown = "no policy.toml beside its allow.d" if is_drop_in_path(path) else "policy not known"
+    against = (f"rule ids checked against {policy_path}" if policy_path else
+               f"rule ids not checked ({unknown}; name the policy with --policy)")
+    noted = f", {_plural(len(drop_in.warnings), 'warning')}" if drop_in.warnings else ""
+    print(f"{path}: ok: drop-in, "
+          f"{_plural(entries, 'allowlist entry', 'allowlist entries')}{noted}; {against}")
+    if args.explain:
+        print()
+        print(explain_drop_in(drop_in))
+    return ExitCode.OK
+
+
+def check_command(args: argparse.Namespace) -> int:
+    """Validate (and compile) every policy or drop-in given; print a summary or every error."""
+    from enforcer.parse import is_drop_in_path
+
     status = ExitCode.OK
     for path in args.policies:
-        try:
-            policy = load_trusted_policy(path)
-        except PolicyError as exc:
-            for problem in exc.errors:
-                print(problem, file=sys.stderr)
-            status = ExitCode.INVALID_POLICY
-            continue
-        for ignored in ignored_allow_d_files(path):
-            print(f"{ignored}: warning: not read (allow.d reads only *.toml files)", file=sys.stderr)
-        plan = compile_policy(policy, override)
-        print(
-            f"{path}: ok: {plan.mode_summary()}, "
-            f"{_plural(count_allow_entries(policy), 'allowlist entry', 'allowlist entries')}, "
-            f"{_plural(len(policy.allow_sources), 'allow.d file')}"
-        )
-        if args.explain:
-            print()
-            print(explain_policy(policy, override))
+        as_drop_in = args.drop_in or args.policy is not None or is_drop_in_path(path)
+        result = _check_drop_in(path, args) if as_drop_in else _check_policy(path, args)
+        if result != ExitCode.OK:
+            status = result
     return status
 
 
@@ -86,12 +135,21 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser(
         "check",
         help="validate policy files (no root, no bcc)",
-        description="Validate policy files and their allow.d directories. "
-        "Exit 0 when all are valid, 2 when any is not (every error is printed).",
+        description="Validate policy files and their allow.d directories, or allow.d files alone. "
+        "Errors and warnings are printed as FILE:LINE: ...; exit 0 when all are valid, 2 when any is "
+        "not (every error is printed). A file in a directory named allow.d is checked as a drop-in.",
     )
-    check.add_argument("--explain", action="store_true", help="say in plain words what each policy does")
+    check.add_argument("--explain", action="store_true",
+                       help="say in plain words what each policy (or drop-in) does, and list its risky entries")
     check.add_argument("--mode", choices=MODES, help="explain as if run with this --mode")
-    check.add_argument("policies", nargs="+", metavar="POLICY", help="policy file(s)")
+    check.add_argument("--strict", action="store_true",
+                       help="warnings (risky allowlist entries, allow.d files that are not read) are errors")
+    check.add_argument("--drop-in", action="store_true",
+                       help="check every file as an allow.d drop-in, wherever it is (e.g. before installing it)")
+    check.add_argument("--policy", metavar="FILE",
+                       help="the policy the drop-ins belong to, for their rule ids (implies --drop-in; default: "
+                       "policy.toml beside the allow.d directory)")
+    check.add_argument("policies", nargs="+", metavar="POLICY", help="policy or drop-in file(s)")
     check.set_defaults(handler=check_command)
 
     run = sub.add_parser("run", help="load the BPF programs and enforce a policy (root)")

@@ -102,9 +102,13 @@ def compile_for_host(policy: Policy, override: Optional[Mode]) -> MapPlan:
 
 
 def load_and_compile(path: Path, override: Optional[Mode]) -> Loaded:
+    """The policy, refused only for errors: its warnings (risky allowlist entries,
+    allow.d files not read) are logged at every start and reload, as `check` prints them."""
     policy = load_trusted_policy(path)
     for ignored in ignored_allow_d_files(str(path)):
         log.warning("%s is not read (allow.d reads only *.toml files)", ignored)
+    for warning in policy.warnings:
+        log.warning("%s", warning)
     return Loaded(policy, compile_for_host(policy, override))
 
 

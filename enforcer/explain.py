@@ -6,12 +6,14 @@ Pure text from a validated Policy; each rule kind says what its rules cover
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from enforcer.kinds import KINDS, kinds_in
+from enforcer.parse import DropIn
 from enforcer.policy import Allowlist, Mode, Policy, Scope
+from enforcer.policyfile.problems import PolicyProblem
 
-__all__ = ["explain_policy", "count_allow_entries"]
+__all__ = ["explain_policy", "explain_drop_in", "count_allow_entries", "allow_size"]
 
 _SCOPE_WORDS = {
     Scope.ALL: "every process, on the host and in containers",
@@ -20,13 +22,22 @@ _SCOPE_WORDS = {
 }
 
 
+def allow_size(allow: Allowlist) -> int:
+    return len(allow.exe) + len(allow.exe_dirs) + len(allow.uid) + len(allow.cgroup)
+
+
 def count_allow_entries(policy: Policy) -> int:
     """Allowlist entries in the policy: global plus every rule's (allow.d included)."""
+    return allow_size(policy.allow) + sum(allow_size(rule.meta.allow) for rule in policy.rules)
 
-    def size(allow: Allowlist) -> int:
-        return len(allow.exe) + len(allow.exe_dirs) + len(allow.uid) + len(allow.cgroup)
 
-    return size(policy.allow) + sum(size(rule.meta.allow) for rule in policy.rules)
+def _risky_lines(warnings: Sequence[PolicyProblem]) -> List[str]:
+    """The "risky allowlist entries" part: every warning, where it is and why."""
+    if not warnings:
+        return ["", "Risky allowlist entries: none."]
+    return ["", "Risky allowlist entries (warnings of `enforcer check`, errors under `enforcer check --strict`):"] + [
+        f"  - {warning.file}:{warning.line}: {warning.where}: {warning.message}" for warning in warnings
+    ]
 
 
 def _allow_lines(allow: Allowlist, indent: str) -> List[str]:
@@ -79,4 +90,23 @@ def explain_policy(policy: Policy, mode_override: Optional[Mode] = None) -> str:
     for spec in kinds_in(policy):
         if spec.policy_notes is not None:
             out += spec.policy_notes(policy, mode_override)
+    out += _risky_lines(policy.warnings)
+    return "\n".join(out) + "\n"
+
+
+def explain_drop_in(drop_in: DropIn) -> str:
+    """What one allow.d file adds, rule by rule, and its risky entries."""
+    numbers = dict(drop_in.rule_numbers)
+    against = f"for {drop_in.policy}" if drop_in.policy else "for a policy not given (rule ids not checked)"
+    out = [f"Drop-in {drop_in.source}, {against}.", ""]
+    if drop_in.allow.is_empty():
+        out.append("Adds nothing to the global allowlist.")
+    else:
+        out.append("Adds to the global allowlist (exempt from every rule):")
+        out += _allow_lines(drop_in.allow, "  ")
+    for rule_id, allow in drop_in.rule_allow:
+        number = f"rule {numbers[rule_id]} " if rule_id in numbers else "rule "
+        out.append(f"Adds to {number}\"{rule_id}\" (exempt from that rule only):")
+        out += _allow_lines(allow, "  ") or ["  - nothing (empty)"]
+    out += _risky_lines(drop_in.warnings)
     return "\n".join(out) + "\n"

@@ -14,7 +14,7 @@ import stat
 from pathlib import Path
 from typing import Iterable, List, Optional
 
-from enforcer.parse import load_policy
+from enforcer.parse import DropIn, load_drop_in, load_policy
 from enforcer.policy import Policy
 from enforcer.policyfile.problems import PolicyError, PolicyProblem
 
@@ -47,7 +47,7 @@ def trust_problems(files: Iterable[str]) -> List[PolicyProblem]:
                 fix = f"chown root:root {path} && chmod go-w {path}"
                 what = "directory" if path.is_dir() else "file"
                 problems.append(PolicyProblem(
-                    name, "", f"{what} {path} is {why}: enforcer refuses a policy that anyone but root "
+                    name, f"{what} {path} is {why}: enforcer refuses a policy that anyone but root "
                               f"could change (fix: {fix})"))
     return problems
 
@@ -63,3 +63,12 @@ def load_trusted_policy(path: "str | os.PathLike[str]") -> Policy:
     if problems:
         raise PolicyError(problems)
     return policy
+
+
+def load_trusted_drop_in(path: "str | os.PathLike[str]", policy_path: Optional[str]) -> DropIn:
+    """load_drop_in, then refuse it if anyone but root could change it (the agent would)."""
+    drop_in = load_drop_in(path, policy_path)
+    problems = trust_problems([os.fspath(path)])
+    if problems:
+        raise PolicyError(problems)
+    return drop_in

@@ -9,6 +9,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import FrozenSet, Optional, Tuple, Union
 
+from enforcer.policyfile.problems import PolicyProblem
+
 
 class Mode(str, enum.Enum):
     ENFORCE = "enforce"  # deny in the kernel and report "blocked"
@@ -163,6 +165,9 @@ class Policy:
     allow: Allowlist  # applies to every rule
     rules: Tuple[Rule, ...]
     allow_sources: Tuple[str, ...] = ()  # allow.d files merged in, in order
+    #: risky allowlist entries of the policy and its allow.d files (accepted; see
+    #: enforcer.policyfile.risks), in file order, for check, --explain and the agent's log
+    warnings: Tuple[PolicyProblem, ...] = ()
 
     def effective_mode(self, rule: Rule, override: Optional[Mode] = None) -> Mode:
         """The mode a rule runs in.

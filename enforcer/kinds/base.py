@@ -19,7 +19,7 @@ from typing import Any, Callable, FrozenSet, List, Mapping, Optional, Sequence, 
 from enforcer import abi
 from enforcer.mountinfo import MountTable
 from enforcer.policy import Mode, Policy, Rule, RuleKind, RuleMeta, Scope, Severity
-from enforcer.policyfile.schema import Checker
+from enforcer.policyfile.schema import Checker, KeyPath
 
 __all__ = [
     "KindDefaults",
@@ -60,16 +60,11 @@ class Parsed:
 class RuleDraft:
     """A rule as far as it could be validated, with where it came from."""
 
-    loc: str  # "rule[N]"
+    loc: KeyPath  # ("rule", N), N counted from 0 as in the data
     id: Optional[str]
     kind: Optional[RuleKind]
     scope: Scope
     parsed: Optional[Parsed] = None  # None when the kind is unknown
-
-    @property
-    def named(self) -> str:
-        """' (rule "ID")' after a location, when the rule has a valid id."""
-        return f' (rule "{self.id}")' if self.id else ""
 
 
 @dataclass(frozen=True)
@@ -91,8 +86,8 @@ class TargetClaim:
     words: str  # how contradiction messages name it, e.g. 'write of sysrq file "trigger"'
 
 
-#: (checker, table of the rule, "rule[N]", what every rule has) -> the kind's part
-ParseCheck = Callable[[Checker, Mapping[str, Any], str, RuleMeta], Parsed]
+#: (checker, table of the rule, ("rule", N), what every rule has) -> the kind's part
+ParseCheck = Callable[[Checker, Mapping[str, Any], KeyPath, RuleMeta], Parsed]
 #: (checker, earlier rule, later rule): report what the later one contradicts
 OverlapCheck = Callable[[Checker, RuleDraft, RuleDraft], None]
 #: (policy, --mode override, the host's mount table if known) -> entries for kernel maps, by map name
@@ -126,7 +121,7 @@ class KindSpec:
 
 
 def enum_set(
-    c: Checker, table: Mapping[str, Any], loc: str, key: str, enum_type: Type[Any], default: Sequence[Any]
+    c: Checker, table: Mapping[str, Any], loc: KeyPath, key: str, enum_type: Type[Any], default: Sequence[Any]
 ) -> FrozenSet[Any]:
     """`key` of a rule table as a set of `enum_type` members.
 
@@ -135,7 +130,7 @@ def enum_set(
     """
     if key not in table:
         return frozenset(default)
-    got = c.enum_list(table[key], f"{loc}.{key}", enum_type, key)
+    got = c.enum_list(table[key], loc + (key,), enum_type, key)
     return frozenset(got if got is not None else ())
 
 
@@ -162,7 +157,7 @@ def claims_overlap(claims: Claims) -> OverlapCheck:
             if claim.target in taken:
                 c.err(
                     later.loc,
-                    f"{claim.words} is also covered by {earlier.loc}{earlier.named} and their scopes overlap",
+                    f"{claim.words} is also covered by {c.ref(earlier.loc)} and their scopes overlap",
                 )
 
     return overlap

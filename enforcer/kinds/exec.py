@@ -16,7 +16,7 @@ from enforcer.kinds import exec_places
 from enforcer.kinds.base import KindDefaults, KindSpec, Parsed, RuleDraft, RulePlan, enum_set
 from enforcer.matching import dir_node, is_below
 from enforcer.policy import MEMFD, ExecAccess, ExecDir, ExecRule, Rule, RuleKind, RuleMeta, Severity
-from enforcer.policyfile.schema import Checker, quoted, type_name
+from enforcer.policyfile.schema import Checker, KeyPath, quoted, type_name
 
 __all__ = ["SPEC", "DEFAULTS", "KNOWN_FILESYSTEMS"]
 
@@ -64,7 +64,7 @@ class _Origin:
     filesystems: Tuple[Tuple[int, str], ...]  # includes memfd
 
 
-def _dir(c: Checker, item: Any, where: str) -> Optional[ExecDir]:
+def _dir(c: Checker, item: Any, where: KeyPath) -> Optional[ExecDir]:
     """One entry of `dirs`: "/dir" or {path = "/dir", recursive = false}."""
     if isinstance(item, str):
         path = c.path(item, where, "dir")
@@ -74,17 +74,17 @@ def _dir(c: Checker, item: Any, where: str) -> Optional[ExecDir]:
         return None
     c.keys(item, where, _DIR_TABLE_KEYS)
     if "path" not in item:
-        c.err(f"{where}.path", "missing (write {path = \"/dir\", recursive = false})")
+        c.err(where + ("path",), "missing (write {path = \"/dir\", recursive = false})")
         return None
     recursive = item.get("recursive", True)
     if not isinstance(recursive, bool):
-        c.err(f"{where}.recursive", f"expected a boolean, got {type_name(recursive)}")
+        c.err(where + ("recursive",), f"expected a boolean, got {type_name(recursive)}")
         return None
-    path = c.path(item["path"], f"{where}.path", "dir")
+    path = c.path(item["path"], where + ("path",), "dir")
     return ExecDir(path=path, recursive=recursive) if path is not None else None
 
 
-def _filesystem(c: Checker, item: Any, where: str) -> Optional[str]:
+def _filesystem(c: Checker, item: Any, where: KeyPath) -> Optional[str]:
     """One entry of `filesystems`: a known name."""
     name = c.string(item, where)
     if name is None:
@@ -103,14 +103,18 @@ def _path_of(d: ExecDir) -> str:
 
 
 def _check_excludes(
-    c: Checker, loc: str, dirs: List[Tuple[int, ExecDir]], fs: List[Tuple[int, str]], exclude: List[Tuple[int, str]]
+    c: Checker,
+    loc: KeyPath,
+    dirs: List[Tuple[int, ExecDir]],
+    fs: List[Tuple[int, str]],
+    exclude: List[Tuple[int, str]],
 ) -> None:
     """Dirs inside the rule's own excludes, and excludes that cannot matter."""
     for i, d in dirs:
         for j, e in exclude:
             if is_below(d.path, e):
                 c.err(
-                    f"{loc}.dirs[{i}]",
+                    loc + ("dirs", i),
                     f"{quoted(d.path)} is inside exclude[{j}] {quoted(e)} of the same rule, so it would never apply",
                 )
                 break
@@ -122,25 +126,25 @@ def _check_excludes(
             )
             if not inside and not any(is_below(d.path, e) for _, d in dirs):
                 c.err(
-                    f"{loc}.exclude[{j}]",
+                    loc + ("exclude", j),
                     f"{quoted(e)} is not below any of the rule's recursive dirs and the rule has "
                     "no filesystems, so it would never matter",
                 )
 
 
-def _parse(c: Checker, table: Mapping[str, Any], loc: str, meta: RuleMeta) -> Parsed:
+def _parse(c: Checker, table: Mapping[str, Any], loc: KeyPath, meta: RuleMeta) -> Parsed:
     dirs: List[Tuple[int, ExecDir]] = []
     if "dirs" in table:
-        items = c.array(table["dirs"], f"{loc}.dirs") or []
-        dirs = c.distinct(items, f"{loc}.dirs", _dir, key=_path_of)
+        items = c.array(table["dirs"], loc + ("dirs",)) or []
+        dirs = c.distinct(items, loc + ("dirs",), _dir, key=_path_of)
     fs: List[Tuple[int, str]] = []
     if "filesystems" in table:
-        items = c.array(table["filesystems"], f"{loc}.filesystems") or []
-        fs = c.distinct(items, f"{loc}.filesystems", _filesystem)
+        items = c.array(table["filesystems"], loc + ("filesystems",)) or []
+        fs = c.distinct(items, loc + ("filesystems",), _filesystem)
     exclude: List[Tuple[int, str]] = []
     if "exclude" in table:
-        exclude = c.path_list(table["exclude"], f"{loc}.exclude", "dir", refuse_root="exclude every place")
-    if not dirs and not fs and not c.has_problem_under(f"{loc}.dirs", f"{loc}.filesystems"):
+        exclude = c.path_list(table["exclude"], loc + ("exclude",), "dir", refuse_root="exclude every place")
+    if not dirs and not fs and not c.has_problem_under(loc + ("dirs",), loc + ("filesystems",)):
         c.err(loc, "no dirs and no filesystems: the rule could never match")
     _check_excludes(c, loc, dirs, fs, exclude)
     access = enum_set(c, table, loc, "access", ExecAccess, list(ExecAccess))
@@ -176,8 +180,8 @@ def _claimed_twice(
     for i, entry in mine:
         if entry in taken:
             c.err(
-                f"{later.loc}.{key}[{i}]",
-                f"{quoted(entry)} is also in {earlier.loc}.{key}[{taken[entry]}]{earlier.named} and their scopes "
+                later.loc + (key, i),
+                f"{quoted(entry)} is also in {c.ref(earlier.loc + (key, taken[entry]))} and their scopes "
                 f"overlap; {what} can belong to only one rule",
             )
 

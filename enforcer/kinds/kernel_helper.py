@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from enforcer import abi
 from enforcer.kinds.base import KindDefaults, Parsed, TargetClaim, claiming_kind, enum_set
 from enforcer.policy import KernelHelperRule, KernelHelperSetting, Rule, RuleKind, RuleMeta, Severity
-from enforcer.policyfile.schema import Checker
+from enforcer.policyfile.schema import Checker, KeyPath
 
 __all__ = ["SPEC", "DEFAULTS", "setting_of"]
 
@@ -61,7 +61,7 @@ def _claims(rule: Rule) -> List[TargetClaim]:
     ]
 
 
-def _parse(c: Checker, table: Mapping[str, Any], loc: str, meta: RuleMeta) -> Parsed:
+def _parse(c: Checker, table: Mapping[str, Any], loc: KeyPath, meta: RuleMeta) -> Parsed:
     settings = enum_set(c, table, loc, "settings", KernelHelperSetting, list(KernelHelperSetting))
     return Parsed(KernelHelperRule(meta=meta, settings=settings))
 

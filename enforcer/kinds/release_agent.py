@@ -7,7 +7,7 @@ from typing import Any, List, Mapping
 from enforcer import abi
 from enforcer.kinds.base import KindDefaults, Parsed, TargetClaim, claiming_kind, enum_set
 from enforcer.policy import ReleaseAgentAccess, ReleaseAgentRule, Rule, RuleKind, RuleMeta, Severity
-from enforcer.policyfile.schema import Checker
+from enforcer.policyfile.schema import Checker, KeyPath
 
 __all__ = ["SPEC", "DEFAULTS"]
 
@@ -43,7 +43,7 @@ def _claims(rule: Rule) -> List[TargetClaim]:
     ]
 
 
-def _parse(c: Checker, table: Mapping[str, Any], loc: str, meta: RuleMeta) -> Parsed:
+def _parse(c: Checker, table: Mapping[str, Any], loc: KeyPath, meta: RuleMeta) -> Parsed:
     access = enum_set(c, table, loc, "access", ReleaseAgentAccess, list(ReleaseAgentAccess))
     return Parsed(ReleaseAgentRule(meta=meta, access=access))
 

@@ -2,7 +2,8 @@
 
 Size is limited before reading, encoding and byte order mark are checked, and
 nesting is scanned before the TOML decoder (which recurses) sees the text.
-Syntax problems carry "LINE:COL".
+Syntax problems carry LINE:COL; a document that parses comes with the line of
+each of its keys and elements (`locate`), for the checks after it to name.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 try:  # Python 3.11+
@@ -17,9 +19,10 @@ try:  # Python 3.11+
 except ImportError:  # pragma: no cover - Python 3.9/3.10
     import tomli as _toml  # type: ignore[no-redef]
 
+from enforcer.policyfile.locate import KeyPath, Lines, line_of, locate
 from enforcer.policyfile.problems import PolicyProblem
 
-__all__ = ["MAX_POLICY_BYTES", "MAX_NESTING", "read_toml", "parse_toml"]
+__all__ = ["MAX_POLICY_BYTES", "MAX_NESTING", "TomlDocument", "read_toml", "parse_toml"]
 
 #: Policy and allow.d files larger than this are refused before parsing.
 MAX_POLICY_BYTES = 1 << 20
@@ -36,6 +39,14 @@ _SCAN_RE = re.compile(
     r"|[\[\]{}.=,\n]",
     re.S,
 )
+
+
+@dataclass(frozen=True)
+class TomlDocument:
+    """A parsed file: its data, and the line each key path of the data starts on."""
+
+    data: Dict[str, Any]
+    lines: Lines = field(default_factory=dict)
 
 
 def _position(text: str, offset: int) -> Tuple[int, int]:
@@ -73,10 +84,11 @@ def _scan_nesting(text: str) -> Optional[Tuple[int, int]]:
     return None
 
 
-def _data_depth(data: Any) -> Tuple[int, str]:
+def _data_depth(data: Any) -> Tuple[int, KeyPath]:
     """Deepest nesting of lists/dicts in decoded TOML, and where (iterative)."""
-    deepest, where = 0, ""
-    stack: List[Tuple[Any, int, str]] = [(data, 0, "")]
+    deepest: int = 0
+    where: KeyPath = ()
+    stack: List[Tuple[Any, int, KeyPath]] = [(data, 0, ())]
     while stack:
         node, depth, path = stack.pop()
         if depth > deepest:
@@ -86,19 +98,19 @@ def _data_depth(data: Any) -> Tuple[int, str]:
         if isinstance(node, dict):
             for key, value in node.items():
                 if isinstance(value, (dict, list)):
-                    stack.append((value, depth + 1, f"{path}.{key}" if path else str(key)))
+                    stack.append((value, depth + 1, path + (key,)))
         elif isinstance(node, list):
             for i, value in enumerate(node):
                 if isinstance(value, (dict, list)):
-                    stack.append((value, depth + 1, f"{path}[{i}]"))
+                    stack.append((value, depth + 1, path + (i,)))
     return deepest, where
 
 
 def _reporter(path: str, problems: List[PolicyProblem]) -> Callable[..., None]:
-    """fail(message, location="") adds a problem with `path`."""
+    """fail(message, line=None, column=None) adds a problem with `path`."""
 
-    def fail(message: str, location: str = "") -> None:
-        problems.append(PolicyProblem(path, location, message))
+    def fail(message: str, line: Optional[int] = None, column: Optional[int] = None) -> None:
+        problems.append(PolicyProblem(path, message, line=line, column=column))
 
     return fail
 
@@ -107,7 +119,7 @@ _TOML_POS_RE = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
 _TOML_END_RE = re.compile(r"\s*\(at end of document\)\s*$")
 
 
-def read_toml(path: str, problems: List[PolicyProblem], allow_empty: bool) -> Optional[Dict[str, Any]]:
+def read_toml(path: str, problems: List[PolicyProblem], allow_empty: bool) -> Optional[TomlDocument]:
     """Read, size-check, decode and parse one file; None (with problems added) when it cannot."""
     fail = _reporter(path, problems)
     try:
@@ -144,26 +156,26 @@ def read_toml(path: str, problems: List[PolicyProblem], allow_empty: bool) -> Op
 
 def parse_toml(
     raw: bytes, path: str, problems: List[PolicyProblem], allow_empty: bool
-) -> Optional[Dict[str, Any]]:
+) -> Optional[TomlDocument]:
     """Decode, nesting-check and parse file contents; None (with problems added) when it cannot."""
     fail = _reporter(path, problems)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
-        fail(f"not valid UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start} (line {line})")
+        fail(f"not valid UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start}", line)
         return None
     if text.startswith("\ufeff"):
-        fail("starts with a byte order mark; save the file as UTF-8 without BOM", "1:1")
+        fail("starts with a byte order mark; save the file as UTF-8 without BOM", 1, 1)
         return None
     if not text.strip():
         if allow_empty:
-            return {}
+            return TomlDocument({})
         fail('file is empty; a policy needs at least "version = 1" and one [[rule]]')
         return None
     deep = _scan_nesting(text)
     if deep is not None:
-        fail(f"nested deeper than {MAX_NESTING} levels", f"{deep[0]}:{deep[1]}")
+        fail(f"nested deeper than {MAX_NESTING} levels", deep[0], deep[1])
         return None
     try:
         data = _toml.loads(text)
@@ -183,14 +195,15 @@ def parse_toml(
                 line, col = _position(text, len(text))
         if line is None or col is None:
             line, col = _position(text, len(text))
-        fail(message, f"{line}:{col}")
+        fail(message, line, col)
         return None
     except RecursionError:  # pragma: no cover - the scan above should prevent it
         fail(f"nested deeper than {MAX_NESTING} levels")
         return None
+    lines = locate(text)
     depth, where = _data_depth(data)
     if depth > MAX_NESTING:
-        fail(f"nested deeper than {MAX_NESTING} levels", where)
+        fail(f"nested deeper than {MAX_NESTING} levels", line_of(lines, where))
         return None
-    return data
+    return TomlDocument(data, lines)
 

@@ -14,7 +14,7 @@ from enforcer import cli
 REPO = Path(__file__).resolve().parents[2]
 POLICIES = REPO / "policies"
 
-VALID = 'version = 1\n[[rule]]\nid = "s"\nkind = "sysrq"\n[rule.allow]\nuid = [0]\n'
+VALID = 'version = 1\n[[rule]]\nid = "s"\nkind = "sysrq"\n[rule.allow]\nuid = [990]\n'
 
 
 def test_check_valid_prints_one_summary_line_per_file(tmp_path, capsys):
@@ -44,7 +44,7 @@ def test_check_one_invalid_file_exits_2_but_checks_all(tmp_path, capsys):
     good.write_text(VALID)
     assert cli.main(["check", str(bad), str(good)]) == 2
     out, err = capsys.readouterr()
-    assert err == f'{bad}: mode: unknown value "on" (allowed: "enforce", "audit")\n'
+    assert err == f'{bad}:2: mode: unknown value "on" (allowed: "enforce", "audit")\n'
     assert out == f"{good}: ok: 1 rule (1 enforce, 0 audit), 1 allowlist entry, 0 allow.d files\n"
 
 
@@ -104,7 +104,9 @@ def test_explain_default_policy(capsys):
         "Deep paths: the kernel walks at most 64 path components and mount points. An executed file deeper than that cannot "
         "be placed; instead of allowing it, the kernel applies:\n"
         '  - host: rule 4 "exec-unusual-dir" (enforce)\n'
-        '  - containers: rule 4 "exec-unusual-dir" (enforce)\n\n'
+        '  - containers: rule 4 "exec-unusual-dir" (enforce)\n'
+        "\n"
+        "Risky allowlist entries: none.\n\n"
     )
 
 
@@ -204,7 +206,7 @@ def test_python_dash_m_enforcer(tmp_path):
     result = subprocess.run([sys.executable, "-m", "enforcer", "check", str(bad)], cwd=REPO,
                             capture_output=True, text=True)
     assert result.returncode == 2
-    assert result.stderr == f"{bad}: not valid UTF-8: byte 0xff at offset 0 (line 1)\n"
+    assert result.stderr == f"{bad}:1: not valid UTF-8: byte 0xff at offset 0\n"
     assert "Traceback" not in result.stderr
 
 
@@ -232,3 +234,79 @@ def test_check_names_allow_d_files_it_does_not_read(tmp_path, capsys) -> None:
     assert f"{tmp_path / 'allow.d' / '10-x.conf'}: warning: not read" in err
     assert "20-y.toml.dpkg-dist: warning: not read" in err
     assert "README" not in err and ".hidden" not in err
+    assert cli.main(["check", "--strict", str(tmp_path / "policy.toml")]) == 2  # every warning is an error
+    assert f"{tmp_path / 'allow.d' / '10-x.conf'}: not read (allow.d reads only *.toml files) (refused by --strict)" \
+        in capsys.readouterr().err
+
+
+# --- a drop-in checked alone is checked as a drop-in (issue 10.4) ---------------------
+
+DROP_IN_POLICY = 'version = 1\n[[rule]]\nid = "s"\nkind = "sysrq"\n[[rule]]\nid = "memfd"\nkind = "exec"\n' \
+                 'filesystems = ["memfd"]\n'
+DROP_IN = '[allow]\nexe_dirs = ["/opt/agent"]\n[rule_allow.memfd]\nexe = ["/usr/bin/runc", "/usr/bin/crun"]\n'
+
+
+def test_check_a_drop_in_in_allow_d_as_a_drop_in(tmp_path, monkeypatch, capsys) -> None:
+    (tmp_path / "allow.d").mkdir()
+    (tmp_path / "policy.toml").write_text(DROP_IN_POLICY)
+    (tmp_path / "allow.d" / "10-x.toml").write_text(DROP_IN)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["check", "allow.d/10-x.toml"]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert out == "allow.d/10-x.toml: ok: drop-in, 3 allowlist entries; rule ids checked against policy.toml\n"
+
+
+def test_check_explains_a_drop_in(tmp_path, monkeypatch, capsys) -> None:
+    (tmp_path / "allow.d").mkdir()
+    (tmp_path / "policy.toml").write_text(DROP_IN_POLICY)
+    (tmp_path / "allow.d" / "10-x.toml").write_text(DROP_IN + "uid = [0]\n")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["check", "--explain", "allow.d/10-x.toml"]) == 0
+    out = capsys.readouterr().out
+    assert out.split("\n", 2)[2] == (
+        "Drop-in allow.d/10-x.toml, for policy.toml.\n"
+        "\n"
+        "Adds to the global allowlist (exempt from every rule):\n"
+        "  - any program under /opt/agent/\n"
+        'Adds to rule 2 "memfd" (exempt from that rule only):\n'
+        "  - the programs /usr/bin/runc, /usr/bin/crun\n"
+        "  - user id 0\n"
+        "\n"
+        "Risky allowlist entries (warnings of `enforcer check`, errors under `enforcer check --strict`):\n"
+        '  - allow.d/10-x.toml:5: rule_allow.memfd.uid[0]: uid 0 exempts every process running as root: the '
+        "protected actions need root, so an attacker who has it is exempt too; allow the specific program (exe) "
+        "or the service's cgroup instead\n\n"
+    )
+
+
+def test_check_a_staged_drop_in_with_the_flag(tmp_path, monkeypatch, capsys) -> None:
+    (tmp_path / "policy.toml").write_text(DROP_IN_POLICY)
+    (tmp_path / "10-x.toml").write_text(DROP_IN)
+    monkeypatch.chdir(tmp_path)
+    # not in an allow.d directory: checked as a policy unless told
+    assert cli.main(["check", "10-x.toml"]) == 2
+    assert "version: missing" in capsys.readouterr().err
+    assert cli.main(["check", "--drop-in", "10-x.toml"]) == 0
+    assert capsys.readouterr().out == (
+        "10-x.toml: ok: drop-in, 3 allowlist entries; rule ids not checked "
+        "(policy not known; name the policy with --policy)\n")
+    assert cli.main(["check", "--policy", "policy.toml", "10-x.toml"]) == 0
+    assert capsys.readouterr().out == (
+        "10-x.toml: ok: drop-in, 3 allowlist entries; rule ids checked against policy.toml\n")
+
+
+def test_check_a_drop_in_for_a_policy_that_cannot_be_read(tmp_path, capsys) -> None:
+    (tmp_path / "10-x.toml").write_text(DROP_IN)
+    assert cli.main(["check", "--policy", str(tmp_path / "none.toml"), str(tmp_path / "10-x.toml")]) == 2
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", f"{tmp_path}/none.toml: cannot read: No such file or directory\n")
+
+
+def test_an_empty_drop_in_is_fine(tmp_path, capsys) -> None:
+    (tmp_path / "allow.d").mkdir()
+    (tmp_path / "allow.d" / "10-x.toml").write_text("# nothing yet\n")
+    assert cli.main(["check", str(tmp_path / "allow.d" / "10-x.toml")]) == 0
+    assert capsys.readouterr().out == (
+        f"{tmp_path}/allow.d/10-x.toml: ok: drop-in, 0 allowlist entries; rule ids not checked "
+        "(no policy.toml beside its allow.d; name the policy with --policy)\n")

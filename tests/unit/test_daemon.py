@@ -85,7 +85,7 @@ def test_invalid_policy_is_rejected_without_touching_the_kernel(agent) -> None:
     agent.reload()
     (notice,) = records(agent)
     assert notice["message"] == "reload rejected, previous policy still in force"
-    assert 'rule[0].kind: unknown value "nope"' in notice["error"]
+    assert ':4: rule 1 "x" kind: unknown value "nope"' in notice["error"]
     assert agent.enforcement.applied == [] and agent.enforcement.plan is before
 
 
@@ -244,3 +244,35 @@ def test_the_mount_watch_is_quiet_until_the_table_changes() -> None:
         assert watch.changed() is False
     finally:
         watch.close()
+
+RISKY = POLICY + '[rule.allow]\nuid = [0]\nexe = ["/usr/bin/python3"]\n'
+
+
+def test_risky_allowlist_is_logged_at_reload_and_applied(agent, caplog) -> None:
+    agent.policy_path.write_text(RISKY)
+    with caplog.at_level("WARNING", logger="enforcer"):
+        agent.reload()
+    (notice,) = records(agent)
+    assert notice["message"] == "reloaded"  # a warning never refuses
+    logged = [r.getMessage() for r in caplog.records]
+    assert logged[0].startswith(f'{agent.policy_path}:7: warning: rule 1 "sysrq" allow.uid[0]: uid 0 exempts')
+    assert logged[1].startswith(f'{agent.policy_path}:8: warning: rule 1 "sysrq" allow.exe[0]: '
+                                '"/usr/bin/python3" is an interpreter')
+
+
+def test_risky_allowlist_is_logged_at_start(tmp_path, monkeypatch, caplog) -> None:
+    from enforcer.kernel import probe
+
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    monkeypatch.setattr(probe, "run_probe", lambda: probe.ProbeReport(
+        (probe.Check("lsm list", False, "bpf is not in the active LSM list", "boot with lsm=...,bpf"),)))
+    policy = tmp_path / "policy.toml"
+    policy.write_text(RISKY)
+    agent = daemon.Agent(policy, None, Reporter.json_lines(io.StringIO()), state_dir=tmp_path / "state")
+    with caplog.at_level("WARNING", logger="enforcer"):
+        # past the policy (warnings do not refuse) to the probe, which fails here
+        assert agent.start() == 4
+    assert [r.getMessage().split(": ")[:3] for r in caplog.records] == [
+        [f"{policy}:7", "warning", 'rule 1 "sysrq" allow.uid[0]'],
+        [f"{policy}:8", "warning", 'rule 1 "sysrq" allow.exe[0]'],
+    ]

@@ -16,6 +16,7 @@ from enforcer.parse import (
     load_policy,
     loads_policy,
 )
+from enforcer.policyfile.problems import Level
 from enforcer.policy import (
     Allowlist,
     ExecDir,
@@ -183,18 +184,23 @@ def test_allow_d_errors_reported_with_policy_errors(tmp_path):
     with pytest.raises(PolicyError) as caught:
         load_policy(str(policy_path))
     assert [str(p) for p in caught.value.errors] == [
-        f'{policy_path}: mode: unknown value "x" (allowed: "enforce", "audit")',
-        f'{tmp_path}/allow.d/a.toml: rule_allow.s.exe[0]: path "rel" is not absolute',
-        f'{tmp_path}/allow.d/a.toml: rule_allow.t: no rule with id "t" in {policy_path} (rules: "s")',
+        f'{policy_path}:2: mode: unknown value "x" (allowed: "enforce", "audit")',
+        f'{tmp_path}/allow.d/a.toml:2: rule_allow.s.exe[0]: path "rel" is not absolute',
+        f'{tmp_path}/allow.d/a.toml:3: rule_allow.t: no rule with id "t" in {policy_path} (rules: "s")',
     ]
 
 
 def test_problem_formats():
-    assert str(PolicyProblem("p.toml", "3:7", "Invalid value")) == "p.toml:3:7: Invalid value"
-    assert str(PolicyProblem("p.toml", "rule[2].allow.exe[0]", "bad")) == "p.toml: rule[2].allow.exe[0]: bad"
-    assert str(PolicyProblem("p.toml", "", "file is empty")) == "p.toml: file is empty"
-    error = PolicyError([PolicyProblem("a", "", "one"), PolicyProblem("a", "mode", "two")])
-    assert str(error) == "a: one\na: mode: two"
+    assert str(PolicyProblem("p.toml", "Invalid value", line=3, column=7)) == "p.toml:3:7: Invalid value"
+    assert str(PolicyProblem("p.toml", "bad", line=88, where='rule 4 "exec-tmp" allow.exe[0]')) == (
+        'p.toml:88: rule 4 "exec-tmp" allow.exe[0]: bad')
+    assert str(PolicyProblem("p.toml", "file is empty")) == "p.toml: file is empty"
+    risky = PolicyProblem("p.toml", "risky", line=5, where="allow.uid[0]", level=Level.WARNING)
+    assert str(risky) == "p.toml:5: warning: allow.uid[0]: risky"
+    assert str(risky.as_error("--strict")) == "p.toml:5: allow.uid[0]: risky (--strict)"
+    error = PolicyError([PolicyProblem("a", "one"), risky, PolicyProblem("a", "two", line=2, where="mode")])
+    assert str(error) == "a: one\np.toml:5: warning: allow.uid[0]: risky\na:2: mode: two"
+    assert [p.message for p in error.errors] == ["one", "two"]
 
 
 def test_missing_file(tmp_path):
@@ -285,7 +291,7 @@ def test_brackets_inside_strings_and_comments_do_not_count():
 def test_non_utf8_reports_offset():
     with pytest.raises(PolicyError) as caught:
         loads_policy(b"version = 1\nmode = \"\xc3\x28\"\n", "p.toml")
-    assert str(caught.value) == "p.toml: not valid UTF-8: byte 0xc3 at offset 20 (line 2)"
+    assert str(caught.value) == "p.toml:2: not valid UTF-8: byte 0xc3 at offset 20"
 
 
 def test_binary_garbage_never_tracebacks():
@@ -305,14 +311,14 @@ def test_syntax_error_at_end_of_file_gets_a_position():
     with pytest.raises(PolicyError) as caught:
         loads_policy("version = 1\nmode = ", "p.toml")
     (problem,) = caught.value.errors
-    assert problem.location == "2:8"
+    assert (problem.line, problem.column) == (2, 8)
     assert problem.message == "Invalid value"
 
 
 def test_long_values_are_cut_in_messages():
     with pytest.raises(PolicyError) as caught:
         loads_policy('version = 1\nmode = "' + "x" * 5000 + '"\n[[rule]]\nid = "s"\nkind = "sysrq"\n', "p.toml")
-    assert str(caught.value) == 'p.toml: mode: unknown value "' + "x" * 80 + '..." (allowed: "enforce", "audit")'
+    assert str(caught.value) == 'p.toml:2: mode: unknown value "' + "x" * 80 + '..." (allowed: "enforce", "audit")'
 
 
 def test_all_errors_are_collected_across_sections():
@@ -323,8 +329,8 @@ def test_all_errors_are_collected_across_sections():
             "p.toml",
         )
     assert [str(p) for p in caught.value.errors] == [
-        "p.toml: mode: expected a string, got an integer",
-        "p.toml: allow.uid[0]: expected an integer, got a string",
-        'p.toml: rule[0].access[0]: unknown value "x" (allowed: "write", "read")',
-        'p.toml: rule[1].dirs[0]: path "/tmp/" is not normalised (write "/tmp")',
+        "p.toml:2: mode: expected a string, got an integer",
+        "p.toml:4: allow.uid[0]: expected an integer, got a string",
+        'p.toml:8: rule 1 "a" access[0]: unknown value "x" (allowed: "write", "read")',
+        'p.toml:12: rule 2 "b" dirs[0]: path "/tmp/" is not normalised (write "/tmp")',
     ]

@@ -32,6 +32,7 @@ def test_the_three_policies_ship():
 def test_enforcer_check_passes(path, capsys):
     assert main(["check", str(path)]) == 0
     assert capsys.readouterr().err == ""
+    assert main(["check", "--strict", str(path)]) == 0  # no risky allowlist entry ships
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
