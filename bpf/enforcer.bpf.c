@@ -87,6 +87,8 @@ struct scratch {
 	void *stack[ENFORCER_PATH_WALK_STEPS];	/* dentries or kernfs nodes */
 	__u32 steps;		/* walk results, kept in map memory on purpose */
 	__u32 reached;
+	__u32 crossed;		/* the last walk crossed a mount point */
+	void *top;		/* the dentry the last walk stopped at */
 };
 
 /* What a hook has found out about the action by the time a rule matched. */
@@ -322,6 +324,8 @@ static __always_inline int resolve_path(struct scratch *s, struct path_buf *out,
 
 	s->steps = 0;
 	s->reached = 0;
+	s->crossed = 0;
+	s->top = NULL;
 	for (int i = 0; i < ENFORCER_PATH_WALK_STEPS; i++) {
 		struct dentry *parent;
 		struct dentry *mnt_root = NULL;
@@ -331,6 +335,7 @@ static __always_inline int resolve_path(struct scratch *s, struct path_buf *out,
 		s->steps = i + 1;
 		if (!dentry || (dentry == root_dentry && vfsmnt == root_mnt)) {
 			s->reached = 1;
+			s->top = dentry;
 			break;
 		}
 		if (vfsmnt)
@@ -340,11 +345,13 @@ static __always_inline int resolve_path(struct scratch *s, struct path_buf *out,
 			if (!up || up == mnt) {
 				/* root of the mount namespace (or a detached mount) */
 				s->reached = 1;
+				s->top = dentry;
 				break;
 			}
 			READ_KERNEL(dentry, mnt->mnt_mountpoint);
 			mnt = up;
 			vfsmnt = (struct vfsmount *)((char *)up + offsetof(struct mount, mnt));
+			s->crossed = 1;
 			continue;
 		}
 		parent = parent_of(dentry);
@@ -356,6 +363,7 @@ static __always_inline int resolve_path(struct scratch *s, struct path_buf *out,
 			if (vfsmnt)
 				s->stack[i] = dentry;
 			s->reached = 1;
+			s->top = dentry;
 			break;
 		}
 		s->stack[i] = dentry;
@@ -891,6 +899,16 @@ LSM_PROBE(inode_rename, struct inode *old_dir, struct dentry *old_dentry,
  * exec rules: the caller has set v->hook and v->access. The first check that
  * matches decides; its rule's allowlist applies. Returns the verdict.
  */
+/* The exec place that holds `p`, a path inside the filesystem of index
+ * `fs_index` (place_devs), or NULL. Sets p's namespace byte and prefix. */
+static __always_inline struct enforcer_exec_place *located_place(struct path_buf *p, __u32 slot,
+								 __u32 scope, __u32 fs_index)
+{
+	p->data[0] = ENFORCER_LOCATION_NS(slot & 1, scope, fs_index);
+	set_prefix(p, 0);
+	return exec_places.lookup((struct enforcer_lpm_key *)p);
+}
+
 static __always_inline int judge_exec_file(struct enforcer_settings *cfg, struct scratch *s,
 					   struct verdict_ctx *v, struct file *file)
 {
@@ -953,29 +971,38 @@ static __always_inline int judge_exec_file(struct enforcer_settings *cfg, struct
 	 * path inside it, whatever name reached it (a bind mount, a chroot, a
 	 * detached mount clone). Only for filesystems that hold a place. Where
 	 * the file lives also decides when its name is excepted: a bind mount
-	 * into an excluded directory does not shield a file from /tmp. */
+	 * into an excluded directory does not shield a file from /tmp. When the
+	 * name's walk crossed no mount and stopped at the filesystem's root (a
+	 * file of the root filesystem, no chroot), the name is the location:
+	 * no second walk. */
 	{
 		struct enforcer_dev_key devkey = { .slot = v->slot & 1 };
+		struct dentry *fs_root = NULL;
 		__u32 *fs_index;
 		dev_t dev = 0;
 
 		READ_KERNEL(dev, sb->s_dev);
 		devkey.dev = dev;
 		fs_index = place_devs.lookup(&devkey);
-		if (fs_index && resolve_path(s, &s->aux, dentry, NULL)) {
-			s->aux.data[0] = ENFORCER_LOCATION_NS(v->slot & 1, scope, *fs_index);
-			set_prefix(&s->aux, 0);
-			place = exec_places.lookup((struct enforcer_lpm_key *)&s->aux);
+		if (fs_index) {
+			READ_KERNEL(fs_root, sb->s_root);
+			place = NULL;
+			if (resolved && !s->crossed && s->top == fs_root) {
+				place = located_place(&s->obj, v->slot, scope, *fs_index);
+			} else if (resolve_path(s, &s->aux, dentry, NULL)) {
+				place = located_place(&s->aux, v->slot, scope, *fs_index);
+				v->has_new_path = 1;	/* the event says where it lives */
+			}
 			if (place) {
 				excluded = place->excluded;
-				v->rule = place->node_len == s->aux.dir_len ? place->rule_direct
-									    : place->rule_below;
+				v->rule = place->node_len == (v->has_new_path ? s->aux.dir_len : s->obj.dir_len)
+						  ? place->rule_direct : place->rule_below;
 				if (v->rule) {
 					v->match = ENFORCER_MATCH_LOCATION;
-					v->has_new_path = 1;
 					return apply_rule(s, v, mntns, scope);
 				}
 			}
+			v->has_new_path = 0;
 		}
 	}
 
