@@ -89,6 +89,17 @@ def rfc3339_ns(wall_ns: int) -> str:
 _HOOKS_WITH_NEW_PATH = (abi.Hook.INODE_RENAME, abi.Hook.FS_CONTEXT_PARSE_PARAM)
 
 
+def _new_path(record: abi.EventRecord) -> Optional[str]:
+    """The record's second string: a rename destination, a mount parameter's
+    value, or where an exec'd file lives (match "location") when the kernel
+    found that to differ from its name (it leaves the string empty otherwise)."""
+    if record.hook in _HOOKS_WITH_NEW_PATH:
+        return _text(record.new_path)
+    if record.match == abi.ExecMatch.LOCATION:
+        return _text(record.new_path) or None
+    return None
+
+
 def _text(raw: bytes) -> str:
     return raw.decode("utf-8", errors="backslashreplace")
 
@@ -131,7 +142,7 @@ def decode(record: abi.EventRecord, plan: Optional[MapPlan], clock: BootClock) -
         hook=hook,
         access=access,
         path=path,
-        new_path=_text(record.new_path) if record.hook in _HOOKS_WITH_NEW_PATH else None,
+        new_path=_new_path(record),
         match=match,
         setting=_setting(info, path, fstype),
         fstype=fstype,

@@ -154,7 +154,9 @@ def human_message(record: Record) -> str:
     if kind == "event":
         who = f"{record.get('comm')}[{record.get('pid')}] ({record.get('exe') or 'no executable'})"
         target = record.get("path")
-        if record.get("new_path"):
+        if record.get("new_path") and record.get("match") == "location":
+            target = f"{target} (which lives at {record.get('new_path')} in its filesystem)"
+        elif record.get("new_path"):
             target = f"{target} -> {record.get('new_path')}"
         return f"{record.get('action')} {record.get('access')} of {target} by {who}: rule {record.get('rule')}"
     if kind == "suppressed":

@@ -189,3 +189,31 @@ def test_only_kernel_helper_events_have_a_setting() -> None:
     raw = record(rule=1, hook=int(abi.Hook.FILE_OPEN), access=int(abi.Access.WRITE), fstype=b"proc",
                  path=b"/proc/sys/kernel/core_pattern")
     assert decode(raw, PLAN, BootClock(0)).setting is None
+
+
+@pytest.mark.parametrize("lives_at,expected", [(b"/enftest/true", "/enftest/true"), (b"", None)])
+def test_decode_exec_by_location_reports_where_the_file_lives(lives_at: bytes, expected) -> None:
+    # The kernel fills new_path only when the location differs from the name.
+    raw = record(
+        rule=2, hook=int(abi.Hook.BPRM_CHECK_SECURITY), access=int(abi.Access.EXEC),
+        action=int(abi.Action.BLOCKED), match=int(abi.ExecMatch.LOCATION),
+        path=b"/var/lib/x/bind/true", new_path=lives_at,
+    )
+    event = decode(raw, PLAN, BootClock(0))
+    assert (event.match, event.new_path) == ("location", expected)
+
+
+def test_an_exec_by_name_never_carries_a_new_path() -> None:
+    raw = record(rule=2, hook=int(abi.Hook.BPRM_CHECK_SECURITY), access=int(abi.Access.EXEC),
+                 match=int(abi.ExecMatch.DIRECTORY), new_path=b"stale")
+    assert decode(raw, PLAN, BootClock(0)).new_path is None
+
+
+def test_the_journal_message_says_where_a_located_file_lives() -> None:
+    from enforcer.sinks import human_message
+
+    message = human_message({"type": "event", "action": "blocked", "access": "exec", "path": "/srv/bind/true",
+                             "new_path": "/enftest/true", "match": "location", "comm": "sh", "pid": 7,
+                             "exe": "/usr/bin/dash", "rule": "exec-unusual-dir"})
+    assert message == ("blocked exec of /srv/bind/true (which lives at /enftest/true in its filesystem) "
+                       "by sh[7] (/usr/bin/dash): rule exec-unusual-dir")
