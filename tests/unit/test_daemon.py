@@ -59,7 +59,9 @@ def agent(tmp_path, monkeypatch):
     policy.write_text(POLICY)
     out = io.StringIO()
     agent = daemon.Agent(policy, None, Reporter.json_lines(out), state_dir=tmp_path / "state")
-    agent.enforcement = FakeEnforcement(compile_policy(load_policy(policy)))
+    loaded = daemon.Loaded(load_policy(policy), compile_policy(load_policy(policy)))
+    agent.enforcement = FakeEnforcement(loaded.plan)
+    agent.loaded = loaded  # as after start()
     agent.out = out
     return agent
 
