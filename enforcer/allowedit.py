@@ -70,7 +70,7 @@ def _entries_of(file: str, table: object, base: KeyPath, lines, rule: Optional[s
     out: List[Entry] = []
     if not isinstance(table, dict):
         return out
-    for key in ORDER:
+    for key in ORDER:  # read in this order, listed by line (list_entries)
         for index, value in enumerate(table.get(key) or ()):
             path = base + (key, index)
             out.append(Entry(file, line_of(lines, path), rule, number, key, value, path,
@@ -99,14 +99,16 @@ def list_entries(policy: Policy, staged: Mapping[str, str] = {}) -> List[Entry]:
         rule_id = rule.get("id")
         entries += _entries_of(policy.source, rule.get("allow"), ("rule", index, "allow"), document.lines,
                                rule_id, numbers.get(rule_id), warnings)
+    entries.sort(key=lambda e: e.line)
     for file in policy.allow_sources:
         extra = _document(file, staged, problems, allow_empty=True)
         if extra is None:
             raise PolicyError(problems)
-        entries += _entries_of(file, extra.data.get("allow"), ("allow",), extra.lines, None, None, warnings)
+        found = _entries_of(file, extra.data.get("allow"), ("allow",), extra.lines, None, None, warnings)
         for rule_id, table in (extra.data.get("rule_allow") or {}).items():
-            entries += _entries_of(file, table, ("rule_allow", rule_id), extra.lines, rule_id,
-                                   numbers.get(rule_id), warnings)
+            found += _entries_of(file, table, ("rule_allow", rule_id), extra.lines, rule_id,
+                                 numbers.get(rule_id), warnings)
+        entries += sorted(found, key=lambda e: e.line)
     return entries
 
 

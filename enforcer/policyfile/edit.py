@@ -229,11 +229,15 @@ def add_entry(text: str, table: KeyPath, key: str, value: Value) -> str:
     """`text` with `value` appended to array `key` of `table` (created as needed)."""
     data = _decode(text)
     expected = copy.deepcopy(data)
+    what = f"adding {toml_value(value)} to {key} of {table_header(table)}"
     node = expected
     for part in table:
         node = node.setdefault(part, {})
-    node.setdefault(key, []).append(value)
-    what = f"adding {toml_value(value)} to {key} of {table_header(table)}"
+        if not isinstance(node, dict):
+            raise EditError(f"{table_header(table)} is not a table")
+    if not isinstance(node.setdefault(key, []), list):
+        raise EditError(f"{key} of {table_header(table)} is not an array")
+    node[key].append(value)
 
     existing = _table_of(data, table)
     if existing is None:
