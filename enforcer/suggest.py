@@ -51,6 +51,8 @@ __all__ = ["Proposal", "Group", "Suggestion", "propose", "service_cgroup", "sugg
 
 #: Examples of touched paths shown per entry.
 EXAMPLES = 3
+#: What a printed (not written) proposal is called in messages about it.
+PRINTED = "<suggestion>"
 
 
 @dataclass(frozen=True)
@@ -187,10 +189,10 @@ class _Tally:
         path = record.get("path")
         if path not in (None, ""):
             self.paths[str(path)] += count
-        comm, exe = record.get("comm"), record.get("exe")
-        self.subjects[f"{comm} ({exe})" if comm else str(exe)] += count
-        if isinstance(record.get("uid"), int):
-            self.uids.add(record["uid"])
+        if record.get("type") == "event":  # a suppressed summary names no comm, uid or cgroup
+            self.subjects[f"{record.get('comm')} ({record.get('exe') or 'no executable'})"] += count
+            if isinstance(record.get("uid"), int):
+                self.uids.add(record["uid"])
         if record.get("time"):
             self.times.append(str(record["time"]))
 
@@ -249,6 +251,8 @@ def suggest(records: Iterable[Record], policy: Policy) -> Suggestion:
     for record in suppressed:
         count = int(record.get("count") or 0)
         rule = str(record.get("rule"))
+        if record.get("time"):
+            times.append(str(record["time"]))
         if record.get("coarse") or count <= 0:
             coarse += max(count, 0)
             continue
@@ -334,8 +338,12 @@ def _directory_alternatives(groups: Sequence[Group]) -> List[str]:
 def render(suggestion: Suggestion, source: str, policy_path: str) -> str:
     """The drop-in: entries with their evidence as comments, then what was left out and why."""
     out: List[str] = []
-    span = f" between {suggestion.first} and {suggestion.last}" if suggestion.first else ""
-    out.append(_comment(f"# Proposed by `enforcer suggest` from {suggestion.events} events{span},"))
+    span = ""
+    if suggestion.first:
+        span = (f" at {suggestion.first}" if suggestion.first == suggestion.last else
+                f" between {suggestion.first} and {suggestion.last}")
+    noun = "event" if suggestion.events == 1 else "events"
+    out.append(_comment(f"# Proposed by `enforcer suggest` from {suggestion.events} {noun}{span},"))
     out.append(_comment(f"# read from {source}; rule ids and existing exceptions from {policy_path}."))
     out.append("# Review every entry: it exempts its subject from that rule, whatever the subject does.")
     out.append("# Then: enforcer check --policy POLICY THIS-FILE; install it in allow.d/; enforcer reload.")
@@ -366,10 +374,11 @@ def render(suggestion: Suggestion, source: str, policy_path: str) -> str:
         notes.append(_comment(f"# - rule {group.rule}: {proposal.key} {toml_value(proposal.value)} is already "  # type: ignore[union-attr]
                               "allowed by the policy (these events predate it). ") + _evidence(group))
     for rule, count in suggestion.unknown_rules:
-        notes.append(_comment(f"# - rule {rule}: {count} events, but {policy_path} has no such rule "
+        notes.append(_comment(f"# - rule {rule}: {count} event{'s' if count != 1 else ''}, but {policy_path} has no such rule "
                               "(renamed or removed since)"))
     if suggestion.unattributed:
-        notes.append(f"# - {suggestion.unattributed} events the agent could not attribute to a rule id")
+        notes.append(f"# - {suggestion.unattributed} event{'s' if suggestion.unattributed != 1 else ''} the agent could "
+                     "not attribute to a rule id")
     if suggestion.coarse:
         notes.append(f"# - {suggestion.coarse} repeats the agent counted per rule only, without their subject")
     if notes:
@@ -411,22 +420,27 @@ def _print_problems(problems: Sequence[PolicyProblem]) -> None:
         print(problem, file=sys.stderr)
 
 
-def _validate(text: str, target: str, policy_path: str) -> Optional[int]:
-    """Checked as `enforcer check --policy POLICY TARGET` would, and, for a file
-    going into the policy's own allow.d, the whole policy with it; None when fine."""
+def _validate(text: str, target: Optional[str], policy_path: str) -> Optional[int]:
+    """Checked as `enforcer check --policy POLICY TARGET` would (owner and mode
+    of where it goes included), and, for a file going into the policy's own
+    allow.d, the whole policy with it; None when fine. Without a target (printed
+    only) the drop-in alone."""
     from enforcer.fileperms import load_trusted_drop_in, load_trusted_policy  # noqa: PLC0415
+    from enforcer.parse import load_drop_in  # noqa: PLC0415
 
     content = text.encode()
     try:
-        drop_in = load_trusted_drop_in(target, policy_path, content)
-        merged = Path(target).resolve().parent == Path(policy_path).resolve().parent / "allow.d"
-        warnings = drop_in.warnings
-        if merged and target.endswith(".toml") and not os.path.basename(target).startswith("."):
-            warnings = load_trusted_policy(policy_path, {target: content}).warnings
+        if target is None:
+            warnings = load_drop_in(PRINTED, policy_path, content).warnings
+        else:
+            warnings = load_trusted_drop_in(target, policy_path, content).warnings
+            merged = Path(target).resolve().parent == Path(policy_path).resolve().parent / "allow.d"
+            if merged and target.endswith(".toml") and not os.path.basename(target).startswith("."):
+                warnings = load_trusted_policy(policy_path, {target: content}).warnings
     except PolicyError as error:
         _print_problems(error.problems)
         return ExitCode.INVALID_POLICY
-    ours = [w for w in warnings if w.file == target]
+    ours = [w for w in warnings if w.file == (target or PRINTED)]
     if ours:  # proposals are chosen to have none; a warning here is a bug to see, not to install
         _print_problems(ours)
         return ExitCode.INVALID_POLICY
@@ -452,9 +466,11 @@ def suggest_command(args) -> int:  # argparse.Namespace
         return ExitCode.UNAVAILABLE
     source = "standard input" if args.source == "-" else args.source
     text = render(found, source, args.policy)
-    target = args.write or "<suggestion>"
+    if args.write and not os.path.isdir(os.path.dirname(os.path.abspath(args.write))):
+        print(f"enforcer suggest: cannot write {args.write}: its directory does not exist", file=sys.stderr)
+        return ExitCode.UNAVAILABLE
     if found.proposed:
-        failed = _validate(text, target, args.policy)
+        failed = _validate(text, args.write, args.policy)
         if failed is not None:
             print("enforcer suggest: the proposal does not pass `enforcer check`; nothing written", file=sys.stderr)
             return failed
@@ -475,7 +491,7 @@ def suggest_command(args) -> int:  # argparse.Namespace
         return ExitCode.UNAVAILABLE
     entries, rules = len(found.proposed), len({g.rule for g in found.proposed})
     print(f"written: {args.write} ({entries} {'entry' if entries == 1 else 'entries'} for {rules} "
-          f"{'rule' if rules == 1 else 'rules'}, from {found.events} events)")
+          f"{'rule' if rules == 1 else 'rules'}, from {found.events} {'event' if found.events == 1 else 'events'})")
     if not args.write.endswith(".toml"):
         print("note: allow.d reads only *.toml files: install it under a name ending in .toml", file=sys.stderr)
     print("next: review it; enforcer check --explain --mode service POLICY; enforcer reload")
