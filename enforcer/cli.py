@@ -103,6 +103,8 @@ def _resolve_mode(args: argparse.Namespace) -> Optional[str]:
     from enforcer.servicemode import SERVICE_DEFAULTS, ServiceModeError, read_service_mode
 
     args.mode_override, args.mode_source = None, ""
+    if args.service_config and args.mode != "service":
+        return "enforcer check: --service-config is read only with --mode service"
     if args.mode in MODES:
         args.mode_override = Mode(args.mode)
     elif args.mode == "policy":

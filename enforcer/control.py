@@ -27,7 +27,7 @@ from typing import Callable, Optional
 
 from enforcer.exitcodes import ExitCode
 from enforcer.instancelock import running_agent
-from enforcer.state import AgentState, default_state_dir, read_state
+from enforcer.state import STATE_FILE, AgentState, default_state_dir, read_state
 
 __all__ = ["DEFAULT_TIMEOUT_S", "ReloadOutcome", "print_outcome", "reload_agent", "reload_command"]
 
@@ -72,6 +72,9 @@ def reload_agent(state_dir: Optional[Path] = None, timeout_s: float = DEFAULT_TI
     if pid == 0:
         return _failed(ExitCode.UNAVAILABLE, f"an agent holds {state_dir / 'agent.lock'} but recorded no pid: "
                                              "cannot signal it; systemctl reload enforcer")
+    state_file = state_dir / STATE_FILE
+    if state_file.exists() and not os.access(state_file, os.R_OK):
+        return _failed(ExitCode.UNAVAILABLE, f"must be root: the agent's state ({state_file}) is root's", pid)
     state = _published(state_dir, pid)
     while state is None:  # holding the lock but still compiling and loading: wait for it
         if running_agent(state_dir) != pid:

@@ -181,3 +181,17 @@ def test_not_root_is_a_sentence(state_dir) -> None:
     finally:
         lock.release()
     assert (outcome.status, outcome.message) == (ExitCode.UNAVAILABLE, f"must be root to signal the agent (pid {os.getpid()})")
+
+
+def test_a_state_file_it_cannot_read_means_not_root(state_dir, monkeypatch) -> None:
+    import os
+
+    lock = acquire(state_dir)
+    write_state(_state(os.getpid(), ReloadStatus()), state_dir)
+    monkeypatch.setattr(control.os, "access", lambda path, mode: False)  # as for a user other than root
+    try:
+        outcome = control.reload_agent(state_dir, timeout_s=1, kill=lambda p, s: pytest.fail("signalled"))
+    finally:
+        lock.release()
+    assert (outcome.status, outcome.message) == (
+        ExitCode.UNAVAILABLE, f"must be root: the agent's state ({state_dir}/status.json) is root's")

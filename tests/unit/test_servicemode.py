@@ -128,3 +128,9 @@ def test_check_mode_service_names_a_running_agent_started_in_another_mode(tmp_pa
         assert "note:" not in capsys.readouterr().out
     finally:
         lock.release()
+
+
+def test_service_config_without_mode_service_is_refused(tmp_path, capsys) -> None:
+    settings = _settings(tmp_path, "ENFORCER_MODE=enforce\n")
+    assert cli.main(["check", "--service-config", settings, str(DEFAULT)]) == 2
+    assert capsys.readouterr().err == "enforcer check: --service-config is read only with --mode service\n"
