@@ -41,7 +41,6 @@ def _check_policy(path: str, args: argparse.Namespace) -> int:
     from enforcer.explain import count_allow_entries, explain_policy
     from enforcer.fileperms import load_trusted_policy
     from enforcer.parse import PolicyError, ignored_allow_d_files
-    from enforcer.policy import Mode
     from enforcer.policyfile.problems import Level, PolicyProblem
 
     override = args.mode_override

@@ -16,7 +16,6 @@ changes ExecStart= is not seen at all (docs/operations.md says so).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
