@@ -36,7 +36,7 @@ from enforcer.metrics import METRICS_EVERY_S, MetricsConfigError, MetricSources,
 from enforcer.report import Reporter, default_limiter
 from enforcer.sinks import SinkSpecError, open_sinks
 from enforcer.instancelock import AgentAlreadyRunning, AgentLock, acquire
-from enforcer.state import AgentState, default_state_dir, write_state
+from enforcer.state import AgentState, ReloadStatus, default_state_dir, write_state
 
 log = logging.getLogger("enforcer")
 
@@ -154,6 +154,8 @@ class Agent:
         self.loaded: Optional[Loaded] = None
         self.mount_watch: Optional[MountWatch] = None
         self.lock: Optional[AgentLock] = None
+        #: published in the state file for `enforcer reload` (enforcer.state.ReloadStatus)
+        self.reload_status = ReloadStatus()
 
     # signal handlers only set flags; the main loop acts on them
     def _on_stop(self, signum, _frame) -> None:
@@ -167,6 +169,13 @@ class Agent:
 
     def start(self) -> int:
         """Policy, then the single-instance lock, then the kernel: each failure says why."""
+        # SIGHUP's default action is to end the process: a reload asked for
+        # while the programs compile (minutes under emulation) must not kill
+        # the agent. Installed before the lock is taken, so whoever finds the
+        # agent through its lock can signal it; the reload runs once the loop
+        # starts. SIGTERM keeps its default until then: stopping a start is fine.
+        signal.signal(signal.SIGHUP, self._on_reload)
+        signal.signal(signal.SIGUSR1, self._on_reopen)
         try:
             loaded = load_and_compile(self.policy_path, self.override)
         except PolicyError as error:
@@ -273,6 +282,7 @@ class Agent:
         self.scheduler.every(METRICS_EVERY_S, "metrics-textfile", self.metrics.write_textfile)
 
     def _publish_state(self, loaded: Loaded) -> None:
+        """The state file, written atomically: the policy in force and the reload status."""
         state = AgentState(
             pid=os.getpid(),
             policy=str(self.policy_path),
@@ -281,32 +291,58 @@ class Agent:
             instance=self.enforcement.instance_dir.name,
             rules=loaded.plan.rules,
             updated=AgentState.now(),
+            reload=self.reload_status,
         )
         write_state(state, self.state_dir)
 
+    def _publish_reload(self, loaded: Loaded) -> None:
+        """The state with the reload status; a file that cannot be written is
+        logged, never allowed to stop the agent (the kernel enforces either way;
+        only `enforcer reload` waits in vain, and says so)."""
+        try:
+            self._publish_state(loaded)
+        except OSError as error:
+            log.error("cannot publish the reload status in %s: %s", self.state_dir or default_state_dir(), error)
+
     def reload(self) -> None:
-        """Re-read the policy; apply it only if it parses, compiles and writes cleanly."""
+        """Re-read the policy; apply it only if it parses, compiles and writes cleanly.
+
+        Its number is published before any file is read and its verdict after
+        (enforcer.state.ReloadStatus), for `enforcer reload` to wait on.
+        """
         from enforcer.kernel.maps import ReloadError  # noqa: PLC0415
 
         self.notifier.send("RELOADING=1")
+        assert self.loaded is not None, "reload before start"
+        self.reload_status = self.reload_status.begun()
+        self._publish_reload(self.loaded)
         try:
             loaded = load_and_compile(self.policy_path, self.override)
             changes = self.enforcement.apply(loaded.plan)
         except (PolicyError, ReloadError) as error:
             if self.metric_sources is not None:
                 self.metric_sources.reloads.record(False)
+            generation = self.enforcement.generations.current_generation
+            self.reload_status = self.reload_status.done(
+                False, f"reload rejected: {error}", generation,
+                failure="policy" if isinstance(error, PolicyError) else "kernel")
+            self._publish_reload(self.loaded)
             self.reporter.notice("reload rejected, previous policy still in force", level="warning", error=str(error))
             log.error("reload rejected: %s", error)
         else:
             changed = sum(len(d.added) + len(d.changed) + len(d.deleted) for d in changes.maps.values())
-            self._publish_state(loaded)
+            generation = self.enforcement.generations.current_generation
+            self.reload_status = self.reload_status.done(
+                True, f"reloaded: generation {generation}, {loaded.plan.mode_summary()}, "
+                      f"{changed} map entries changed", generation)
             self.loaded = loaded
+            self._publish_reload(loaded)
             if self.metric_sources is not None:
                 self.metric_sources.reloads.record(True)
             self.reporter.notice(
                 "reloaded",
                 rules=loaded.plan.mode_summary(),
-                generation=self.enforcement.generations.current_generation,
+                generation=generation,
                 map_entries_changed=changed,
             )
         self.notifier.send("READY=1")

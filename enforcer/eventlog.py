@@ -86,6 +86,17 @@ def journal_records(journal_lines: Iterable[str]) -> Iterator[Record]:
             yield from parse_lines([raw])
 
 
+def any_records(lines: Iterable[str]) -> Iterator[Record]:
+    """Records from lines that are either: JSON records (stdout, an event file) or
+    `journalctl -o json` entries (their ENFORCER_RECORD), mixed as they come."""
+    for entry in _json_objects(lines):
+        raw = entry.get("ENFORCER_RECORD")
+        if isinstance(raw, str):
+            yield from parse_lines([raw])
+        elif "type" in entry:
+            yield entry
+
+
 def _json_objects(lines: Iterable[str]) -> Iterator[Mapping[str, object]]:
     for line in lines:
         try:
@@ -206,4 +217,4 @@ def events_command(args) -> int:  # argparse.Namespace
     return ExitCode.OK
 
 
-__all__: Sequence[str] = ["RecordFilter", "events_command", "read_file", "journal_records", "show"]
+__all__: Sequence[str] = ["RecordFilter", "any_records", "events_command", "read_file", "journal_records", "show"]

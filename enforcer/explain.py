@@ -54,10 +54,17 @@ def _allow_lines(allow: Allowlist, indent: str) -> List[str]:
     return lines
 
 
-def explain_policy(policy: Policy, mode_override: Optional[Mode] = None) -> str:
-    """A readable account of `policy`, rule by rule, in file order."""
+def explain_policy(policy: Policy, mode_override: Optional[Mode] = None, mode_source: str = "") -> str:
+    """A readable account of `policy`, rule by rule, in file order.
+
+    `mode_source` says where the mode comes from when it is not `--mode` itself
+    (`check --mode service`: "ENFORCER_MODE=audit in /etc/default/enforcer").
+    """
     out: List[str] = []
-    forced = f" (forced to {mode_override.value} by --mode)" if mode_override else ""
+    if mode_override:
+        forced = f" (forced to {mode_override.value} by {mode_source or '--mode'})"
+    else:
+        forced = f" (the policy's own modes, by {mode_source})" if mode_source else ""
     out.append(f"Policy {policy.source}: mode {policy.mode.value}{forced}, {len(policy.rules)} "
                f"rule{'s' if len(policy.rules) != 1 else ''}.")
     if policy.allow_sources:

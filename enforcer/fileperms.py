@@ -14,7 +14,7 @@ import stat
 from pathlib import Path
 from typing import Iterable, List, Optional
 
-from enforcer.parse import DropIn, load_drop_in, load_policy
+from enforcer.parse import DropIn, Staged, load_drop_in, load_policy
 from enforcer.policy import Policy
 from enforcer.policyfile.problems import PolicyError, PolicyProblem
 
@@ -52,10 +52,15 @@ def trust_problems(files: Iterable[str]) -> List[PolicyProblem]:
     return problems
 
 
-def load_trusted_policy(path: "str | os.PathLike[str]") -> Policy:
-    """load_policy, then refuse it if anyone but root could change it or its allow.d."""
-    policy = load_policy(path)
-    files = [os.fspath(path), *policy.allow_sources]
+def load_trusted_policy(path: "str | os.PathLike[str]", staged: Staged = {}) -> Policy:  # noqa: B006
+    """load_policy, then refuse it if anyone but root could change it or its allow.d.
+
+    Staged allow.d files (enforcer.parse.load_policy) do not exist yet: their
+    directory is checked; the writer makes them root's (enforcer.atomicfile).
+    """
+    policy = load_policy(path, staged)
+    pending = {os.path.abspath(p) for p in staged}
+    files = [os.fspath(path), *(p for p in policy.allow_sources if os.path.abspath(p) not in pending)]
     allow_d = Path(os.fspath(path)).resolve().parent / "allow.d"
     if allow_d.is_dir():
         files.append(str(allow_d))
@@ -65,10 +70,16 @@ def load_trusted_policy(path: "str | os.PathLike[str]") -> Policy:
     return policy
 
 
-def load_trusted_drop_in(path: "str | os.PathLike[str]", policy_path: Optional[str]) -> DropIn:
-    """load_drop_in, then refuse it if anyone but root could change it (the agent would)."""
-    drop_in = load_drop_in(path, policy_path)
-    problems = trust_problems([os.fspath(path)])
+def load_trusted_drop_in(path: "str | os.PathLike[str]", policy_path: Optional[str],
+                         content: Optional[bytes] = None) -> DropIn:
+    """load_drop_in, then refuse it if anyone but root could change it (the agent would).
+
+    With `content` (a file about to be written, by enforcer.atomicfile as
+    root's) the directory it goes into is checked instead.
+    """
+    drop_in = load_drop_in(path, policy_path, content)
+    target = os.fspath(path)
+    problems = trust_problems([target if content is None else os.path.dirname(os.path.abspath(target))])
     if problems:
         raise PolicyError(problems)
     return drop_in

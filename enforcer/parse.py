@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 from enforcer.kinds import KINDS, KindDefaults, RuleDraft
 from enforcer.kinds.exec import KNOWN_FILESYSTEMS
@@ -92,8 +92,36 @@ def ignored_allow_d_files(path: str) -> List[str]:
             if not n.endswith(".toml") and not n.startswith(".") and n not in _ALLOW_D_QUIET]
 
 
-def load_policy(path: "str | os.PathLike[str]") -> Policy:
+#: An allow.d file as it is about to be written (its content), or removed (None).
+Staged = Mapping[str, Optional[bytes]]
+
+
+def _staged_names(directory: str, staged: Staged) -> Dict[str, Optional[bytes]]:
+    """`staged` by file name; every path must be in `directory` (the policy's allow.d)."""
+    names: Dict[str, Optional[bytes]] = {}
+    for staged_path, content in staged.items():
+        if os.path.dirname(os.path.abspath(staged_path)) != os.path.abspath(directory):
+            raise ValueError(f"{staged_path} is not in {directory}")
+        names[os.path.basename(staged_path)] = content
+    return names
+
+
+def _read_allow_d_file(path: str, problems: List[PolicyProblem], content: Optional[bytes]):
+    """The file from disk, or `content` when it is staged (checked like a file read from disk)."""
+    if content is None:
+        return read_toml(path, problems, allow_empty=True)
+    if len(content) > MAX_POLICY_BYTES:
+        problems.append(PolicyProblem(path, f"file is {len(content)} bytes; policy files are limited to 1 MiB"))
+        return None
+    return parse_toml(content, path, problems, allow_empty=True)
+
+
+def load_policy(path: "str | os.PathLike[str]", staged: Staged = {}) -> Policy:  # noqa: B006 - never mutated
     """Read, validate and return the policy at `path` with its allow.d files merged in.
+
+    `staged`: allow.d files (paths in the policy's allow.d) as they are about
+    to be written, or None for one about to be removed, validated in place of
+    what the disk holds: `enforcer allow` checks a change before making it.
 
     Raises PolicyError listing every problem in the policy and its allow.d files.
     """
@@ -111,10 +139,17 @@ def load_policy(path: "str | os.PathLike[str]") -> Policy:
     except OSError as exc:  # pragma: no cover - e.g. unreadable directory
         problems.append(PolicyProblem(directory, f"cannot read: {exc.strerror or exc}"))
         extra_files = []
+    pending = _staged_names(directory, staged)
+    if pending:
+        # the merge order is the name order, staged files included
+        names = {os.path.basename(f) for f in extra_files} | {n for n, c in pending.items() if c is not None}
+        names -= {n for n, c in pending.items() if c is None}
+        extra_files = [os.path.join(directory, n) for n in sorted(names)
+                       if n.endswith(".toml") and not n.startswith(".")]
     global_allow = Allowlist()
     per_rule: Dict[str, Allowlist] = {}
     for extra in extra_files:
-        extra_document = read_toml(extra, problems, allow_empty=True)
+        extra_document = _read_allow_d_file(extra, problems, pending.get(os.path.basename(extra)))
         if extra_document is None:
             continue
         more, more_rules = check_allow_d(
@@ -183,15 +218,16 @@ def _rule_numbers(policy_path: str, problems: List[PolicyProblem]) -> Optional[D
     return {d.id: int(d.loc[1]) + 1 for d in drafts if d.id is not None}  # loc is ("rule", index)
 
 
-def load_drop_in(path: "str | os.PathLike[str]", policy_path: Optional[str]) -> DropIn:
+def load_drop_in(path: "str | os.PathLike[str]", policy_path: Optional[str], content: Optional[bytes] = None) -> DropIn:
     """Read and validate one allow.d file on its own, its rule ids against `policy_path`
-    (when given). Raises PolicyError listing every problem."""
+    (when given). `content`: the file as it is about to be written, checked
+    instead of reading `path`. Raises PolicyError listing every problem."""
     path = os.fspath(path)
     problems: List[PolicyProblem] = []
     numbers: Optional[Dict[str, int]] = None
     if policy_path is not None:
         numbers = _rule_numbers(policy_path, problems)
-    document = read_toml(path, problems, allow_empty=True)
+    document = _read_allow_d_file(path, problems, content)
     allow, per_rule = Allowlist(), {}
     if document is not None:
         allow, per_rule = check_allow_d(

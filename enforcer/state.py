@@ -1,4 +1,5 @@
-"""The agent's state file: what the running agent publishes for `enforcer status`.
+"""The agent's state file: what the running agent publishes for `enforcer status`
+and `enforcer reload` (the result of each reload, numbered).
 
 One owner for the format: the daemon writes it, `status` (and any later
 command) reads it. It is a convenience for humans; the truth about what is
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -27,6 +28,41 @@ def default_state_dir() -> Path:
 
 
 @dataclass(frozen=True)
+class ReloadStatus:
+    """Where the agent's reloads stand, for `enforcer reload` to wait on.
+
+    Reloads are numbered from 1 in each agent's life. `requested` is published
+    when the agent takes a SIGHUP and before it reads any file; `finished` and
+    the result after it decided. A command that changed a file, then read this,
+    then sent SIGHUP therefore knows that the reload numbered
+    max(requested, finished) + 1 or later read its change (a reload already
+    under way may have read the files before the change), and waits until
+    `finished` reaches it.
+    """
+
+    requested: int = 0  # reloads begun
+    finished: int = 0  # the last reload decided; the fields below are its result
+    ok: Optional[bool] = None  # None: no reload finished yet
+    message: str = ""  # "reloaded: generation 3, ..." or "reload rejected: ..."
+    #: why it was refused: "policy" (invalid: what `check` reports) or "kernel" (the maps could not be written)
+    failure: str = ""
+    generation: int = 0  # the generation in force after it
+    time: str = ""  # when it finished, RFC 3339
+
+    def begun(self) -> "ReloadStatus":
+        return replace(self, requested=self.requested + 1)
+
+    def done(self, ok: bool, message: str, generation: int, failure: str = "") -> "ReloadStatus":
+        return ReloadStatus(self.requested, self.requested, ok, message, failure, generation, AgentState.now())
+
+    @classmethod
+    def from_json(cls, data: Dict[str, Any]) -> "ReloadStatus":
+        ok = data["ok"]
+        return cls(int(data["requested"]), int(data["finished"]), None if ok is None else bool(ok),
+                   str(data["message"]), str(data["failure"]), int(data["generation"]), str(data["time"]))
+
+
+@dataclass(frozen=True)
 class AgentState:
     pid: int
     policy: str
@@ -35,6 +71,8 @@ class AgentState:
     instance: str  # name of the pinned instance directory
     rules: Tuple[RuleInfo, ...]
     updated: str  # RFC 3339, UTC, seconds
+    #: None only in a file written by an agent that predates reload results
+    reload: Optional[ReloadStatus] = None
 
     @staticmethod
     def now() -> str:
@@ -43,6 +81,7 @@ class AgentState:
     def to_json(self) -> Dict[str, Any]:
         data = asdict(self)
         data["allow_d"] = list(self.allow_d)
+        data["reload"] = asdict(self.reload) if self.reload is not None else None
         data["rules"] = [
             dict(asdict(rule), severity=rule.severity.value, kind=rule.kind.value, mode=rule.mode.value)
             for rule in self.rules
@@ -72,6 +111,7 @@ class AgentState:
             instance=str(data["instance"]),
             rules=rules,
             updated=str(data["updated"]),
+            reload=ReloadStatus.from_json(data["reload"]) if data.get("reload") is not None else None,
         )
 
 

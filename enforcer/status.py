@@ -123,6 +123,9 @@ def _print_text(status: Dict[str, object]) -> None:
     agent = status["agent"]
     if agent:
         print(f"  policy {agent.get('policy')} (published {agent.get('updated')})")  # type: ignore[union-attr]
+        reload = agent.get("reload")  # type: ignore[union-attr]
+        if reload and reload.get("finished"):
+            print(f"  last reload ({reload['finished']} since start, {reload['time']}): {reload['message']}")
         for rule in agent.get("rules", []):  # type: ignore[union-attr]
             print(f"  rule {rule['id']}: {rule['mode']} ({rule['kind']})")
 

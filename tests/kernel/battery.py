@@ -3,6 +3,7 @@ one action process per scenario, the outcome and the event both checked."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -31,6 +32,10 @@ def _agent_running(policy: Path, mode: Optional[str], workdir: Path, log_name: s
     finally:
         agent.stop()
         unload(workdir)
+
+
+#: `with agent_running(policy, mode, workdir, log_name, extra_args) as agent:` for a test's own agents.
+agent_running = contextlib.contextmanager(_agent_running)
 
 
 def module_agent(stage: Stage, workdir: Path, mode: Optional[str], log_name: str) -> Iterator[Agent]:

@@ -59,7 +59,9 @@ def agent(tmp_path, monkeypatch):
     policy.write_text(POLICY)
     out = io.StringIO()
     agent = daemon.Agent(policy, None, Reporter.json_lines(out), state_dir=tmp_path / "state")
-    agent.enforcement = FakeEnforcement(compile_policy(load_policy(policy)))
+    loaded = daemon.Loaded(load_policy(policy), compile_policy(load_policy(policy)))
+    agent.enforcement = FakeEnforcement(loaded.plan)
+    agent.loaded = loaded  # as after start()
     agent.out = out
     return agent
 
@@ -276,3 +278,80 @@ def test_risky_allowlist_is_logged_at_start(tmp_path, monkeypatch, caplog) -> No
         [f"{policy}:7", "warning", 'rule 1 "sysrq" allow.uid[0]'],
         [f"{policy}:8", "warning", 'rule 1 "sysrq" allow.exe[0]'],
     ]
+
+
+# --- reload results for `enforcer reload` (enforcer.state.ReloadStatus) --------------
+
+
+@pytest.fixture(autouse=True)
+def _restore_signal_handlers():
+    """Agent.start installs handlers in this process: put pytest's back."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGHUP, signal.SIGUSR1)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+def _published(tmp_path) -> dict:
+    return json.loads((tmp_path / "state/status.json").read_text())["reload"]
+
+
+def test_a_reload_publishes_its_number_before_reading_and_its_verdict_after(agent, tmp_path, monkeypatch) -> None:
+    seen_while_reading = []
+    real = daemon.load_and_compile
+
+    def reading(path, override):
+        seen_while_reading.append(_published(tmp_path))
+        return real(path, override)
+
+    monkeypatch.setattr(daemon, "load_and_compile", reading)
+    agent.policy_path.write_text(POLICY + '[[rule]]\nid = "tmp"\nkind = "exec"\ndirs = ["/tmp"]\n')
+    agent.reload()
+    (during,) = seen_while_reading
+    assert (during["requested"], during["finished"], during["ok"]) == (1, 0, None)
+    after = _published(tmp_path)
+    assert (after["requested"], after["finished"], after["ok"], after["failure"], after["generation"]) == (
+        1, 1, True, "", 2)
+    assert after["message"].startswith("reloaded: generation 2, 2 rules (2 enforce, 0 audit), ")
+
+
+def test_a_rejected_reload_publishes_why_and_keeps_the_rules_in_force(agent, tmp_path) -> None:
+    agent.policy_path.write_text('version = 1\n[[rule]]\nid = "x"\nkind = "nope"\n')
+    agent.reload()
+    published = json.loads((tmp_path / "state/status.json").read_text())
+    assert [r["id"] for r in published["rules"]] == ["sysrq"]
+    reload = published["reload"]
+    assert (reload["finished"], reload["ok"], reload["failure"], reload["generation"]) == (1, False, "policy", 1)
+    assert reload["message"].startswith("reload rejected: ") and 'kind: unknown value "nope"' in reload["message"]
+    agent.enforcement.fail_with = ReloadError("applying the new policy failed, previous policy kept: ENOMEM")
+    agent.policy_path.write_text(POLICY)
+    agent.reload()
+    assert (_published(tmp_path)["finished"], _published(tmp_path)["failure"]) == (2, "kernel")
+
+
+def test_a_state_file_that_cannot_be_written_does_not_stop_a_reload(agent, tmp_path, caplog) -> None:
+    agent.state_dir = tmp_path / "not-a-directory"
+    agent.state_dir.write_text("")
+    with caplog.at_level("ERROR", logger="enforcer"):
+        agent.reload()
+    assert records(agent)[0]["message"] == "reloaded"
+    assert "cannot publish the reload status" in caplog.text
+
+
+def test_the_reload_handler_is_in_place_before_the_lock_is_taken(tmp_path, monkeypatch) -> None:
+    """Whoever finds the agent through its lock may send SIGHUP at once: it must not end a starting agent."""
+    from enforcer import instancelock
+
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    agent = daemon.Agent(policy, None, Reporter.json_lines(io.StringIO()), state_dir=tmp_path / "state")
+    at_lock = []
+
+    def acquire(state_dir):
+        at_lock.append(signal.getsignal(signal.SIGHUP))
+        raise instancelock.AgentAlreadyRunning(state_dir / "agent.lock", 1)
+
+    monkeypatch.setattr(daemon, "acquire", acquire)
+    agent.start()
+    assert at_lock == [agent._on_reload]

@@ -334,3 +334,28 @@ def test_all_errors_are_collected_across_sections():
         'p.toml:8: rule 1 "a" access[0]: unknown value "x" (allowed: "write", "read")',
         'p.toml:12: rule 2 "b" dirs[0]: path "/tmp/" is not normalised (write "/tmp")',
     ]
+
+
+# --- staged allow.d files: a change validated before it is written (enforcer allow) ----
+
+
+def test_staged_allow_d_files_are_read_instead_of_the_disk(tmp_path) -> None:
+    from enforcer.parse import load_policy
+
+    policy = tmp_path / "policy.toml"
+    policy.write_text('version = 1\n[[rule]]\nid = "s"\nkind = "sysrq"\n')
+    (tmp_path / "allow.d").mkdir()
+    (tmp_path / "allow.d/10-a.toml").write_text("[rule_allow.s]\nuid = [1]\n")
+    (tmp_path / "allow.d/30-c.toml").write_text("[rule_allow.s]\nuid = [3]\n")
+    new, changed = str(tmp_path / "allow.d/20-b.toml"), str(tmp_path / "allow.d/10-a.toml")
+    staged = load_policy(policy, {new: b"[rule_allow.s]\nuid = [2]\n", changed: b"[rule_allow.s]\nuid = [9]\n"})
+    assert staged.rules[0].meta.allow.uid == (9, 2, 3)  # merge order is name order, staged files included
+    assert staged.allow_sources == (changed, new, str(tmp_path / "allow.d/30-c.toml"))
+    removed = load_policy(policy, {str(tmp_path / "allow.d/30-c.toml"): None})
+    assert removed.rules[0].meta.allow.uid == (1,)
+    with pytest.raises(PolicyError) as error:
+        load_policy(policy, {new: b"[rule_allow.t]\nuid = [2]\n"})
+    assert str(error.value).startswith(f'{new}:1: rule_allow.t: no rule with id "t"')
+    assert not (tmp_path / "allow.d/20-b.toml").exists()
+    with pytest.raises(ValueError):
+        load_policy(policy, {str(tmp_path / "elsewhere.toml"): b""})

@@ -42,3 +42,16 @@ def test_non_root_gets_a_sentence_and_exit_1(monkeypatch, capsys) -> None:
     assert status.status_command(object()) == ExitCode.UNAVAILABLE
     err = capsys.readouterr().err
     assert "must be root" in err and "Traceback" not in err
+
+
+def test_the_last_reload_verdict_is_shown(capsys) -> None:
+    from enforcer.state import AgentState, ReloadStatus
+
+    reload = ReloadStatus(2, 2, False, "reload rejected: p.toml:3: mode: unknown value", "policy", 4, "2026-11-24T10:00:00Z")
+    state = AgentState(42, "/etc/enforcer/policy.toml", (), None, "i", (), "2026-11-24T09:00:00Z", reload)
+    status._print_text({"verdict": "enforcing", "instances": [], "agent_running": True, "agent_pid": 42,
+                        "agent": state.to_json()})
+    out = capsys.readouterr().out
+    assert ("  last reload (2 since start, 2026-11-24T10:00:00Z): reload rejected: p.toml:3: mode: unknown value\n"
+            in out)
+    assert AgentState.from_json(state.to_json()) == state  # the file round-trips
