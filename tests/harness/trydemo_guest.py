@@ -214,15 +214,15 @@ def interactive_shell(mode: str, results: Path, workdir: Path) -> None:
     events = results / "events.jsonl"
     say(f"""
 You are in a root shell inside the VM; the agent is still running ({mode} mode).
-  follow the events:  enforcer events --from {events} -f
-                 or:  tail -f {events}
+  follow the events:  enforcer events --from $TRY_EVENTS -f      (TRY_EVENTS={events})
+                 or:  tail -f $TRY_EVENTS
   try an attack:      echo h > /proc/sysrq-trigger      (only 'h': it prints help to the kernel log)
   agent status:       enforcer status
   the agent's log:    {results / 'agent.log'}
 Leave with `exit` or Ctrl-D: the agent stops and the VM powers off.""")
     env = dict(os.environ, PS1=f"(enforcer {mode}, VM) \\w # ",
                PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
-               ENFORCER_STATE_DIR=str(workdir / "state"))
+               ENFORCER_STATE_DIR=str(workdir / "state"), TRY_EVENTS=str(events))
     # Ctrl-C at the prompt is the shell's business, not a reason to stop the agent.
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
