@@ -240,6 +240,9 @@ def main(argv: Sequence[str]) -> int:
         return EXIT_CANNOT_RUN
     for line in describe_host(probe_host(python)):
         say(line)
+    if options.kernel is not None and not options.kernel.is_file():
+        say(f"try: --kernel {options.kernel}: no such file")
+        return EXIT_CANNOT_RUN
     env = dict(os.environ)
     env.pop(vm.ENV_KERNEL, None)
     if options.kernel is not None:
