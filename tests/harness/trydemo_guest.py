@@ -145,7 +145,9 @@ def run_step(agent: Agent, step: steps.Step) -> steps.StepReport:
     indent(steps.format_outcome(steps.classify(result)))
     for command in step.then:
         indent(f"then: $ {command}")
-        sh(command)
+        trigger = sh(command)
+        if trigger.returncode != 0:  # shown: without it, an audit-mode payload cannot run
+            indent(f"   (exit {trigger.returncode}: {trigger.stderr.strip()})")
     payload = wait_payload(step.marker) if step.marker else None
     indent(steps.format_payload(step, payload))
     events = collect_events(agent, mark, step)
