@@ -18,10 +18,11 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import BinaryIO, Callable, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -205,17 +206,35 @@ class Printer:
         print(text, end=self.end, flush=True)
 
 
-def run_guest(command: List[str], results: Path, shell: bool, say: Printer) -> Optional[float]:
-    """Boot, show progress until the guest starts, wait for the end; the boot time."""
+def relay(stream: BinaryIO, out: BinaryIO, log: Path) -> None:
+    """Copy the guest's output to ours, and to the console log, as it comes."""
+    with stream, open(log, "wb") as copy:
+        for chunk in iter(lambda: stream.read1(65536), b""):
+            out.write(chunk)
+            out.flush()
+            copy.write(chunk)
+
+
+def start_vng(command: List[str], results: Path, shell: bool) -> Tuple[subprocess.Popen, Optional[threading.Thread]]:
     env = dict(os.environ)
     env["PATH"] = str(Path(command[0]).parent) + os.pathsep + env.get("PATH", "")  # vng runs virtme-run
     if shell:
         # the terminal is the guest's console: same process group, our Ctrl-C is the guest's
-        proc = subprocess.Popen(command, cwd=REPO, env=env)
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    else:
-        proc = subprocess.Popen(command, cwd=REPO, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
-        previous = signal.getsignal(signal.SIGINT)
+        return subprocess.Popen(command, cwd=REPO, env=env), None
+    # A pipe, not our stdout itself: QEMU re-opens /proc/self/fd/1 with O_TRUNC
+    # and its own offset, which clobbers our lines when stdout is a file (CI logs).
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    copier = threading.Thread(target=relay, args=(proc.stdout, sys.stdout.buffer, results / vm.CONSOLE_NAME),
+                              name="guest-output", daemon=True)
+    copier.start()
+    return proc, copier
+
+
+def run_guest(command: List[str], results: Path, shell: bool, say: Printer) -> Optional[float]:
+    """Boot, show progress until the guest starts, wait for the end; the boot time."""
+    proc, copier = start_vng(command, results, shell)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if shell else signal.getsignal(signal.SIGINT)
     try:
         boot_s = wait_for_start(proc, results / vm.STARTED_NAME, say)
         if boot_s is not None:
@@ -229,6 +248,8 @@ def run_guest(command: List[str], results: Path, shell: bool, say: Printer) -> O
         raise
     finally:
         signal.signal(signal.SIGINT, previous)
+        if copier is not None:
+            copier.join(timeout=30)  # the pipe closes when QEMU has exited
 
 
 def main(argv: Sequence[str]) -> int:

@@ -348,3 +348,12 @@ def test_summary_and_exit_status(tmp_path):
     assert trydemo.exit_status({**verdict, "ok": False}) == 1
     assert trydemo.exit_status(None) == 2
     assert trydemo.summary(None, None, 40.0, tmp_path)[1].startswith("try: no verdict")
+
+
+def test_relay_copies_the_guest_output_to_ours_and_to_the_console_log(tmp_path):
+    import io
+
+    out = io.BytesIO()
+    trydemo.relay(io.BufferedReader(io.BytesIO(b"guest: line one\nline two\n")), out, tmp_path / "console.log")
+    assert out.getvalue() == b"guest: line one\nline two\n"
+    assert (tmp_path / "console.log").read_bytes() == out.getvalue()
