@@ -11,7 +11,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 import pytest
 
-from enforcer_agent import Agent, run_action, unload
+from harness.agent import Agent, run_action, unload
 from scenarios import Scenario, Stage, all_scenarios, check_event, events_for, policy_dir
 
 

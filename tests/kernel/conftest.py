@@ -8,34 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from harness import vm
-
-SECURITYFS = Path("/sys/kernel/security")
-BPFFS = Path("/sys/fs/bpf")
-
-
-def _mounted_types() -> dict:
-    """mount point -> file-system type, from /proc/self/mounts."""
-    out = {}
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        fields = line.split()
-        if len(fields) >= 3:
-            out[fields[1]] = fields[2]
-    return out
-
-
-def _ensure_mounted(fstype: str, target: Path) -> None:
-    if _mounted_types().get(str(target)) == fstype:
-        return
-    target.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", fstype, fstype, str(target)], check=True,
-                   capture_output=True, text=True)
-    assert _mounted_types().get(str(target)) == fstype, f"{fstype} not mounted at {target}"
+from harness import guestfs, vm
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -43,8 +20,7 @@ def kernel_mounts():
     """securityfs and bpffs, mounted if the guest has not mounted them."""
     if os.geteuid() != 0:
         pytest.fail("kernel tests must run as root (they do inside the VM)")
-    _ensure_mounted("securityfs", SECURITYFS)
-    _ensure_mounted("bpf", BPFFS)
+    guestfs.ensure_agent_mounts()
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 
 from battery import agent_fixtures, assert_outcome, assert_single_event, perform, scenario_by_id
 from scenarios import ACTIONS, PY, SCENARIO_IDS, TMP, stage_fixture  # noqa: F401 - the `stage` fixture
-from enforcer_agent import run_action
+from harness.agent import run_action
 
 pytestmark = pytest.mark.kernel
 
@@ -38,7 +38,7 @@ def test_status_says_audit_only(agent, workdir) -> None:
     import subprocess
     import sys
 
-    from enforcer_agent import REPO
+    from harness.agent import REPO
 
     result = subprocess.run(
         [sys.executable, "-m", "enforcer", "status", "--json"], cwd=REPO, capture_output=True, text=True,

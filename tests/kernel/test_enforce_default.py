@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from battery import agent_fixtures, assert_outcome, assert_single_event, perform, scenario_by_id
-from enforcer_agent import REPO, run_action, unload
+from harness.agent import REPO, run_action, unload
 from scenarios import ACTIONS, CG2, NORMAL, PY, SCENARIO_IDS, TMP, stage_fixture  # noqa: F401 - the `stage` fixture
 
 pytestmark = pytest.mark.kernel

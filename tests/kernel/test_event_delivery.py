@@ -23,7 +23,7 @@ import pytest
 
 from battery import own_agent
 from enforcer.sinks import JOURNAL_SOCKET, MESSAGE_IDS
-from enforcer_agent import REPO, Agent, run_action
+from harness.agent import REPO, Agent, run_action
 from scenarios import ACTIONS, PY
 
 pytestmark = pytest.mark.kernel

@@ -25,7 +25,7 @@ from typing import Dict, Iterator, List, Optional
 import pytest
 
 from battery import assert_outcome, describe, module_agent, perform
-from enforcer_agent import REPO, Agent, run_action
+from harness.agent import REPO, Agent, run_action
 from scenarios import _mount as mount_once
 from scenarios import (  # noqa: F401 - the `stage` fixture
     ACTIONS,

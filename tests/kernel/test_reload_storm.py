@@ -23,7 +23,7 @@ from typing import Dict, Iterator, List, NamedTuple, Tuple
 import pytest
 
 from battery import own_agent
-from enforcer_agent import Agent
+from harness.agent import Agent
 from scenarios import ACTIONS, PY
 
 pytestmark = pytest.mark.kernel

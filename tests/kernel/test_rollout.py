@@ -26,7 +26,7 @@ from typing import List, Sequence
 import pytest
 
 from battery import agent_running, artifacts_root
-from enforcer_agent import REPO, Agent, run_action
+from harness.agent import REPO, Agent, run_action
 from scenarios import ACTIONS, CG2, NORMAL, PY, TMP, stage_fixture  # noqa: F401 - the `stage` fixture
 
 try:  # Python 3.11+

@@ -3,6 +3,9 @@
 The agent is started the way systemd starts it: with NOTIFY_SOCKET pointing at
 a datagram socket of ours, and it counts as started only when READY=1 arrives
 (sent after every program is attached and every map filled).
+
+Used by the kernel tests (tests/kernel) and by the ./try demo
+(tests/harness/trydemo_guest.py); only the standard library.
 """
 
 from __future__ import annotations
@@ -53,7 +56,13 @@ class Agent:
             cmd += ["--mode", self.mode]
         return cmd + list(self.extra_args)
 
-    def start(self, timeout_s: float = START_TIMEOUT_S) -> "Agent":
+    def start(self, timeout_s: float = START_TIMEOUT_S,
+              progress: Optional[Callable[[float], None]] = None) -> "Agent":
+        """Start the agent; return once it sent READY=1.
+
+        `progress`, if given, is called about once a second with the seconds
+        waited so far: bcc compiles for a minute or more under emulation, and
+        a person watching should see that it is still going."""
         notify_path = self.workdir / "notify.sock"
         if notify_path.exists():
             notify_path.unlink()
@@ -74,9 +83,12 @@ class Agent:
             self.command(), cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=self._log, text=True
         )
         threading.Thread(target=self._read_stdout, daemon=True).start()
-        deadline = time.monotonic() + timeout_s
+        started = time.monotonic()
+        deadline = started + timeout_s
         try:
             while True:
+                if progress is not None:
+                    progress(time.monotonic() - started)
                 if self._proc.poll() is not None:
                     raise AgentError(f"agent exited with {self._proc.returncode} before READY=1:\n{self.log_tail()}")
                 if time.monotonic() > deadline:

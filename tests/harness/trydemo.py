@@ -1,0 +1,293 @@
+"""./try, on the host: boot Debian's stock kernel in a QEMU guest and run the
+demo (trydemo_guest.py) in it; report the boot, and exit with its verdict.
+
+    .venv/bin/python tests/harness/trydemo.py [--audit] [--shell] [--kernel PATH]
+
+Exit status: 0 the verdict passed, 1 it failed, 2 the demo could not run
+(no VM, no verdict). The pure parts (arguments, the guest script, the vng
+command, reading `enforcer probe`) are unit-tested in tests/unit/test_trydemo.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Callable, List, Optional, Sequence, Tuple
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from harness import vm  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+GUEST_DEMO = REPO / "tests" / "harness" / "trydemo_guest.py"
+SCRIPT_NAME = "try-in-guest.sh"
+VERDICT_NAME = "verdict.json"
+#: a bound on the whole non-interactive run (boot ~15-45 s, agent ~30-90 s, steps ~1 min)
+TIMEOUT_S = 15 * 60
+PROGRESS_EVERY_S = 10
+EXIT_PASS, EXIT_FAIL, EXIT_CANNOT_RUN = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Options:
+    mode: str  # "enforce" or "audit"
+    shell: bool
+    kernel: Optional[Path]  # None: the newest Debian 6.1 image in /boot
+
+
+def parse_args(argv: Sequence[str]) -> Options:
+    parser = argparse.ArgumentParser(
+        prog="./try",
+        description="Boot Debian's stock kernel in a VM, start enforcer on policies/default.toml and "
+                    "run real attacks against it (docs/try.md).")
+    parser.add_argument("--audit", action="store_true",
+                        help="run the agent with --mode audit: the attacks succeed and are reported")
+    parser.add_argument("--shell", action="store_true",
+                        help="after the demo, a root shell in the VM with the agent still running")
+    parser.add_argument("--kernel", type=Path, metavar="PATH",
+                        help="kernel image to boot (default: the newest Debian 6.1 image in /boot)")
+    args = parser.parse_args(argv)
+    return Options("audit" if args.audit else "enforce", args.shell, args.kernel)
+
+
+# --- the host itself -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostProbe:
+    usable: Optional[bool]  # None: the probe could not tell
+    detail: str
+
+
+def read_probe(returncode: int, stdout: str) -> HostProbe:
+    """What `enforcer probe --json` says about this host: usable, or the
+    first required check that failed."""
+    try:
+        report = json.loads(stdout)
+    except ValueError:
+        return HostProbe(None, f"enforcer probe exited {returncode} without a JSON report")
+    if report.get("usable") and returncode == 0:
+        return HostProbe(True, "every check passed, including a real trial attach")
+    failed = [c for c in report.get("checks", []) if c.get("required") and not c.get("ok")]
+    if not failed:
+        return HostProbe(None, f"enforcer probe exited {returncode} and named no failed check")
+    return HostProbe(False, f"{failed[0].get('name')}: {failed[0].get('detail')}")
+
+
+def probe_host(python: str) -> HostProbe:
+    proc = subprocess.run([python, "-m", "enforcer", "probe", "--json"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    return read_probe(proc.returncode, proc.stdout)
+
+
+def first_sentence(text: str, limit: int = 160) -> str:
+    sentence = text.split(". ")[0]
+    return sentence if len(sentence) <= limit else sentence[:limit - 3].rstrip() + "..."
+
+
+def describe_host(probe: HostProbe) -> List[str]:
+    if probe.usable:
+        return [
+            f"host: this kernel can enforce by itself (enforcer probe: {probe.detail}).",
+            "host: here the main command is the README's: "
+            ".venv/bin/enforcer run --policy policies/default.toml --mode audit (then without --mode audit).",
+            "host: the demo below still runs in a VM, so that the attacks touch nothing on this host.",
+        ]
+    if probe.usable is False:
+        return ["host: this kernel cannot run BPF-LSM programs: the demo runs in a VM booting Debian's "
+                "stock kernel, which can",
+                f"host:   (enforcer probe says: {first_sentence(probe.detail)})"]
+    return [f"host: {probe.detail}; the demo runs in a VM"]
+
+
+# --- the guest ------------------------------------------------------------------------------
+
+
+def build_guest_script(python: str, results: Path, mode: str, shell: bool) -> str:
+    """What the guest runs first: mark that it started, then the demo."""
+    q = shlex.quote
+    demo = [python, str(GUEST_DEMO), "--mode", mode, "--results", str(results)] + (["--shell"] if shell else [])
+    return "\n".join([
+        "#!/bin/sh",
+        "# Generated by tests/harness/trydemo.py; runs as root inside the guest.",
+        f"echo started > {q(str(results / vm.STARTED_NAME))}",
+        f"cd {q(str(REPO))} || exit 97",
+        "export PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1",
+        f"export PATH={q(str(Path(python).parent))}:$PATH",
+        f"exec {' '.join(q(a) for a in demo)}",
+        "",
+    ])
+
+
+def build_command(vng: str, kernel: Path, results: Path, script: Path, shell: bool, kvm: bool) -> List[str]:
+    """The vng command line. Without --shell the script runs as vng's command
+    (its output comes back on our stdout). With --shell it is the guest's
+    login shell on the serial console, a real terminal, so that the shell at
+    its end is interactive; the VM powers off when it exits."""
+    if not shell:
+        return vm.build_vng_command(vng, kernel, results, script, kvm=kvm)
+    cmd = [vng, "--run", str(kernel)]
+    if not kvm:
+        cmd.append("--disable-kvm")  # KVM hangs at "Probing EDD" on our machines
+    return cmd + ["--force-9p", "--memory", vm.DEFAULT_MEMORY, "--cpus", str(vm.DEFAULT_CPUS),
+                  "--rwdir", str(results), "--shell", str(script)]
+
+
+def progress_line(elapsed_s: float) -> str:
+    return f"vm:   ... {elapsed_s:.0f} s, still booting"
+
+
+def wait_for_start(proc: subprocess.Popen, started: Path, say: Callable[[str], None],
+                   clock: Callable[[], float] = time.monotonic,
+                   sleep: Callable[[float], None] = time.sleep) -> Optional[float]:
+    """Seconds until the guest ran its script (None if vng ended first),
+    with a progress line every PROGRESS_EVERY_S."""
+    began = clock()
+    next_report = PROGRESS_EVERY_S
+    while proc.poll() is None:
+        elapsed = clock() - began
+        if started.exists():
+            return elapsed
+        if elapsed >= next_report:
+            say(progress_line(elapsed))
+            next_report += PROGRESS_EVERY_S
+        sleep(0.2)
+    return None
+
+
+def read_verdict(results: Path) -> Optional[dict]:
+    path = results / VERDICT_NAME
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {seconds % 60:.0f} s" if seconds >= 60 else f"{seconds:.1f} s"
+
+
+def summary(verdict: Optional[dict], boot_s: Optional[float], wall_s: float, results: Path) -> List[str]:
+    boot = f"boot {boot_s:.1f} s" if boot_s is not None else "the guest never started its script"
+    timings = (verdict or {}).get("timings_s", {})
+    parts = [boot] + [f"{name.replace('_', ' ')} {value:.1f} s" for name, value in timings.items()]
+    lines = [f"try: whole run {minutes(wall_s)} ({', '.join(parts)}); logs in {results}"]
+    if verdict is None:
+        lines.append(f"try: no verdict: the demo did not finish in the VM (see {results / vm.CONSOLE_NAME} "
+                     "if it exists, and the output above)")
+    else:
+        lines.append(f"VERDICT: {verdict['line']}")
+    return lines
+
+
+def exit_status(verdict: Optional[dict]) -> int:
+    if verdict is None:
+        return EXIT_CANNOT_RUN
+    return EXIT_PASS if verdict.get("ok") else EXIT_FAIL
+
+
+class Printer:
+    """Host lines; while QEMU holds the terminal in raw mode (--shell) a bare
+    newline does not return the carriage."""
+
+    def __init__(self, raw_terminal: bool) -> None:
+        self.end = "\r\n" if raw_terminal else "\n"
+
+    def __call__(self, text: str) -> None:
+        print(text, end=self.end, flush=True)
+
+
+def relay(stream: BinaryIO, out: BinaryIO, log: Path) -> None:
+    """Copy the guest's output to ours, and to the console log, as it comes."""
+    with stream, open(log, "wb") as copy:
+        for chunk in iter(lambda: stream.read1(65536), b""):
+            out.write(chunk)
+            out.flush()
+            copy.write(chunk)
+
+
+def start_vng(command: List[str], results: Path, shell: bool) -> Tuple[subprocess.Popen, Optional[threading.Thread]]:
+    env = dict(os.environ)
+    env["PATH"] = str(Path(command[0]).parent) + os.pathsep + env.get("PATH", "")  # vng runs virtme-run
+    if shell:
+        # the terminal is the guest's console: same process group, our Ctrl-C is the guest's
+        return subprocess.Popen(command, cwd=REPO, env=env), None
+    # A pipe, not our stdout itself: QEMU re-opens /proc/self/fd/1 with O_TRUNC
+    # and its own offset, which clobbers our lines when stdout is a file (CI logs).
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    copier = threading.Thread(target=relay, args=(proc.stdout, sys.stdout.buffer, results / vm.CONSOLE_NAME),
+                              name="guest-output", daemon=True)
+    copier.start()
+    return proc, copier
+
+
+def run_guest(command: List[str], results: Path, shell: bool, say: Printer) -> Optional[float]:
+    """Boot, show progress until the guest starts, wait for the end; the boot time."""
+    proc, copier = start_vng(command, results, shell)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if shell else signal.getsignal(signal.SIGINT)
+    try:
+        boot_s = wait_for_start(proc, results / vm.STARTED_NAME, say)
+        if boot_s is not None:
+            say(f"vm: the guest is running its script after {boot_s:.1f} s")
+        proc.wait(timeout=None if shell else TIMEOUT_S)
+        return boot_s
+    except (KeyboardInterrupt, subprocess.TimeoutExpired) as stop:
+        say(f"try: stopping the VM ({type(stop).__name__})")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if copier is not None:
+            copier.join(timeout=30)  # the pipe closes when QEMU has exited
+
+
+def main(argv: Sequence[str]) -> int:
+    options = parse_args(argv)
+    python = sys.executable
+    say = Printer(raw_terminal=False)
+    if options.shell and not sys.stdin.isatty():
+        say("try: --shell needs a terminal on standard input")
+        return EXIT_CANNOT_RUN
+    for line in describe_host(probe_host(python)):
+        say(line)
+    if options.kernel is not None and not options.kernel.is_file():
+        say(f"try: --kernel {options.kernel}: no such file")
+        return EXIT_CANNOT_RUN
+    env = dict(os.environ)
+    env.pop(vm.ENV_KERNEL, None)
+    if options.kernel is not None:
+        env[vm.ENV_KERNEL] = str(options.kernel)
+    try:
+        vng, kernels = vm.preflight(python, env)
+    except vm.HarnessError as error:
+        say(f"try: the VM cannot run here: {error}")
+        return EXIT_CANNOT_RUN
+    kernel = kernels[0]  # --kernel, else the newest 6.1 image (the first series the harness boots)
+    results = Path(tempfile.mkdtemp(prefix="enforcer-try-"))
+    script = results / SCRIPT_NAME
+    script.write_text(build_guest_script(python, results, options.mode, options.shell))
+    script.chmod(0o755)
+    command = build_command(vng, kernel, results, script, options.shell, vm.env_flag(os.environ, vm.ENV_KVM))
+    say(f"vm: kernel {kernel}, agent mode {options.mode}; logs go to {results}")
+    say("vm: booting under software emulation (no KVM): about 15-45 s, then the agent starts: 30-90 s")
+    began = time.monotonic()
+    boot_s = run_guest(command, results, options.shell, Printer(raw_terminal=options.shell))
+    verdict = read_verdict(results)
+    for line in summary(verdict, boot_s, time.monotonic() - began, results):
+        say(line)
+    return exit_status(verdict)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
