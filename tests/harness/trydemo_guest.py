@@ -234,8 +234,8 @@ Leave with `exit` or Ctrl-D: the agent stops and the VM powers off.""")
 
 
 def demo(mode: str, results: Path, workdir: Path, shell: bool) -> steps.Verdict:
+    guestfs.ensure_agent_mounts()  # first: the summary reads the LSM list from securityfs
     say(guest_summary())
-    guestfs.ensure_agent_mounts()
     stage()
     began = time.monotonic()
     try:
