@@ -172,6 +172,16 @@ def _invalid_now(error: PolicyError, policy_path: str) -> int:
     return ExitCode.INVALID_POLICY
 
 
+def _policy_to_edit(policy_path: str, rule_id: str) -> Optional[Policy]:
+    """The policy as it is, if it is valid and has the rule; else None, having said why."""
+    try:
+        policy = _load(policy_path)
+    except PolicyError as error:
+        _invalid_now(error, policy_path)
+        return None
+    return policy if _rule_exists(policy, rule_id) else None
+
+
 def _apply(policy_path: str, args) -> int:
     """Reload the running agent (unless --no-reload) and print its verdict."""
     from enforcer.control import print_outcome, reload_agent  # noqa: PLC0415
@@ -220,11 +230,8 @@ def allow_add_command(args) -> int:  # argparse.Namespace
         return ExitCode.INVALID_POLICY
     key, value = _entry_option(args)
     with _editing(policy_path):
-        try:
-            policy = _load(policy_path)
-        except PolicyError as error:
-            return _invalid_now(error, policy_path)
-        if not _rule_exists(policy, args.rule):
+        policy = _policy_to_edit(policy_path, args.rule)
+        if policy is None:
             return ExitCode.INVALID_POLICY
         for entry in list_entries(policy):
             if entry.key == key and entry.value == value and entry.rule in (None, args.rule):
@@ -265,11 +272,8 @@ def allow_remove_command(args) -> int:  # argparse.Namespace
     if args.file and only is None:
         return ExitCode.INVALID_POLICY
     with _editing(policy_path):
-        try:
-            policy = _load(policy_path)
-        except PolicyError as error:
-            return _invalid_now(error, policy_path)
-        if not _rule_exists(policy, args.rule):
+        policy = _policy_to_edit(policy_path, args.rule)
+        if policy is None:
             return ExitCode.INVALID_POLICY
         same = [e for e in list_entries(policy) if e.key == key and e.value == value]
         found = [e for e in same if e.rule == args.rule and e.file != policy.source
