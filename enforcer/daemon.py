@@ -96,8 +96,8 @@ def host_mounts() -> Optional[MountTable]:
 def compile_for_host(policy: Policy, override: Optional[Mode]) -> MapPlan:
     plan = compile_policy(policy, override, host_mounts())
     if len(plan.maps.get("place_devs", {})) >= abi.MAX_PLACE_DEVS:
-        log.warning("exec places lie on more than %d filesystems: places on the others are matched by name only",
-                    abi.MAX_PLACE_DEVS)
+        log.warning("exec places use all %d filesystem indexes: places on any further filesystem are matched "
+                    "by name only", abi.MAX_PLACE_DEVS)
     return plan
 
 

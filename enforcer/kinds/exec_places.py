@@ -104,14 +104,13 @@ PSEUDO_FILESYSTEMS = frozenset({
 class LocatedPlaces:
     entries: Dict[Prefix, ExecPlaceValue]  # exec_places keys by location
     devs: Dict[PlaceDev, FsIndex]  # place_devs
-    dropped: Tuple[str, ...]  # directories left to their names: more filesystems than indexes
 
 
-def _location_nodes(rules: Sequence[Rule], scope: abi.KernelScope, mounts: MountTable) -> List[str]:
-    """Listed and excluded directories of `scope`, then the mount points of
-    real filesystems below a listed directory (a tmpfs on /run/user/1000 is
-    in /run), shallow first: the order in which they get a location."""
-    covering = _exec_rules_in(rules, scope)
+def _location_nodes(covering: List[Tuple[int, ExecRule]], mounts: MountTable) -> List[str]:
+    """Listed and excluded directories of the `covering` rules, then the
+    mount points of real filesystems below a listed directory (a tmpfs on
+    /run/user/1000 is in /run), shallow first: the order in which they get a
+    location."""
     listed = sorted({dir_node(d.path) for _, r in covering for d in r.dirs}
                     | {dir_node(e) for _, r in covering for e in r.exclude})
     below = sorted(
@@ -131,25 +130,23 @@ def located_places(rules: Sequence[Rule], mounts: MountTable) -> LocatedPlaces:
     names lead to one location (a bind mount of one listed directory onto
     another), the first in `_location_nodes` order keeps it. Past
     abi.MAX_PLACE_DEVS filesystems, the remaining directories are only
-    matched by name (`dropped`).
+    matched by name (the agent warns when place_devs is full).
     """
     entries: Dict[Prefix, ExecPlaceValue] = {}
     index: Dict[int, FsIndex] = {}
-    dropped: List[str] = []
     for scope in abi.KernelScope:
         covering = _exec_rules_in(rules, scope)
-        for node in _location_nodes(rules, scope, mounts):
+        for node in _location_nodes(covering, mounts):
+            value = _place(node, covering)
+            if not (value.rule_direct or value.rule_below or value.excluded):
+                continue  # no rule here: no filesystem index spent on it
             where = mounts.locate(node.rstrip("/") or "/")
             if where is None:
                 continue
             if where.dev not in index:
                 if len(index) == abi.MAX_PLACE_DEVS:
-                    dropped.append(node.rstrip("/") or "/")
                     continue
                 index[where.dev] = FsIndex(len(index) + 1)
-            value = _place(node, covering)
-            if not (value.rule_direct or value.rule_below or value.excluded):
-                continue
             fs_node = dir_node(where.path)
             key = Prefix(namespace=abi.location_namespace(int(scope), index[where.dev].index), text=fs_node)
             entries.setdefault(key, ExecPlaceValue(
@@ -158,7 +155,7 @@ def located_places(rules: Sequence[Rule], mounts: MountTable) -> LocatedPlaces:
                 rule_below=value.rule_below,
                 excluded=value.excluded,
             ))
-    return LocatedPlaces(entries, {PlaceDev(dev): fs for dev, fs in index.items()}, tuple(sorted(set(dropped))))
+    return LocatedPlaces(entries, {PlaceDev(dev): fs for dev, fs in index.items()})
 
 
 def policy_plan(policy: Policy, mode_override: Optional[Mode], mounts: Optional[MountTable]) -> Mapping[str, Mapping]:
