@@ -50,7 +50,7 @@ def test_enum_values(info: btf.BtfInfo) -> None:
 def test_kernfs_parent_flag_follows_btf(member: str) -> None:
     info = btf.BtfInfo(small_kernel(kernfs_parent=member))
     assert btf.struct_has_member(info, "kernfs_node", member)
-    assert features.feature_cflags(info) == (f"-DENFORCER_KERNFS_PARENT={member}",)
+    assert features.feature_cflags(info) == (f"-DENFORCER_KERNFS_PARENT={member}",)  # no task_struct identity members here
 
 
 def test_bitfield_members_have_bit_offsets() -> None:
