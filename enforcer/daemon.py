@@ -27,7 +27,10 @@ from enforcer.exitcodes import ExitCode
 from enforcer.generations import DRAIN_BUDGET
 from enforcer.parse import PolicyError, ignored_allow_d_files
 from enforcer.periodic import Scheduler
+from enforcer.ancestry import AncestryEnricher, ProcessDescriber
+from enforcer.cnproc import ConnectorUnavailable, ProcessEventListener, unavailable_reason
 from enforcer.pipeline import EventPipeline, LetThroughMarker
+from enforcer.proccache import ProcessCache
 from enforcer.plan import MapPlan
 from enforcer.policy import Mode, Policy
 from enforcer.mountinfo import MountInfoError, MountTable, read_mount_table
@@ -141,6 +144,11 @@ class Agent:
             reporter,
             enrichers=[LetThroughMarker(lambda: self.enforcement.plan)],
         )
+        # who did it, user-space half: exe and command lines, only for events
+        # that are written; the connector's cache is attached once running
+        self.describer = ProcessDescriber()
+        self.reporter.enrichers.append(AncestryEnricher(self.describer).enrich)
+        self.process_events: Optional[ProcessEventListener] = None
         self.scheduler = Scheduler()
         self.scheduler.every(STATS_EVERY_S, "report-lost-events", self._report_lost)
         self.scheduler.every(SUMMARY_EVERY_S, "report-suppressed", self.reporter.tick)
@@ -213,6 +221,7 @@ class Agent:
         self.enforcement.on_event(self.events.on_record)
         self.loaded = loaded
         self._watch_mounts()
+        self._watch_processes()
         self._publish_state(loaded)
         if self.metrics_options.wanted:
             try:
@@ -232,6 +241,23 @@ class Agent:
         # READY only now: every program attached, every map filled.
         self.notifier.send("READY=1\nSTATUS=enforcing " + loaded.plan.mode_summary())
         return ExitCode.OK
+
+    def _watch_processes(self) -> None:
+        """The process-events connector keeps a cache of exe and command lines,
+        so that a process gone by the time its event is read is still
+        described; without it (said once) /proc is read when the event is."""
+        reason = unavailable_reason()
+        if reason is None:
+            cache = ProcessCache()
+            try:
+                self.process_events = ProcessEventListener(cache)
+            except ConnectorUnavailable as error:
+                reason = str(error)
+            else:
+                self.describer.cache = cache
+                return
+        log.warning("process events connector unavailable (%s): exe and command lines are read from /proc "
+                    "when an event is read; a process that has exited by then is reported unknown", reason)
 
     def _watch_mounts(self) -> None:
         try:
@@ -391,6 +417,8 @@ class Agent:
         self._stop_metrics()
         if self.mount_watch is not None:
             self.mount_watch.close()
+        if self.process_events is not None:
+            self.process_events.close()
         self.enforcement.close()
         if self.lock is not None:
             self.lock.release()
