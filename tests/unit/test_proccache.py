@@ -49,12 +49,16 @@ def test_cmdline_rendering_splits_escapes_and_flags_truncation() -> None:
 
 
 def test_read_details_of_a_live_process_and_of_none(tmp_path: Path) -> None:
-    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()", "arg one", "\u00e9"],
-                             stdin=subprocess.PIPE)
+    code = "import sys; print(flush=True); sys.stdin.read()"
+    child = subprocess.Popen([sys.executable, "-c", code, "arg one", "\u00e9"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
+        # Popen returns at exec's point of no return, before the kernel has set
+        # up the new arguments (cmdline reads empty then): wait for the program
+        child.stdout.readline()
         details = read_details(child.pid)
         assert details is not None
-        assert details.cmdline == (sys.executable, "-c", "import sys; sys.stdin.read()", "arg one", "\u00e9")
+        assert details.cmdline == (sys.executable, "-c", code, "arg one", "\u00e9")
         assert details.exe == os.path.realpath(sys.executable)
         stat = Path(f"/proc/{child.pid}/stat").read_bytes()
         assert details.start_ticks == parse_start_ticks(stat) and not details.cmdline_truncated
