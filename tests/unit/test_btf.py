@@ -74,6 +74,18 @@ def test_execve_check_flags_follow_btf(width: int, flags: tuple) -> None:
     assert features.execve_check_supported(info) is (width >= 0)
 
 
+@pytest.mark.parametrize("members, flags", [
+    ((), ()),  # neither: the C reads no start time and no login; events say unknown
+    (("start_boottime",), ("-DENFORCER_TASK_START=start_boottime",)),
+    (("loginuid",), ()),  # both audit members or neither
+    (("start_boottime", "loginuid", "sessionid"),
+     ("-DENFORCER_TASK_START=start_boottime", "-DENFORCER_HAS_LOGINUID=1")),
+])
+def test_process_identity_flags_follow_btf(members: tuple, flags: tuple) -> None:
+    info = btf.BtfInfo(small_kernel(task_members=members))
+    assert features.feature_cflags(info)[1:] == flags
+
+
 def test_execve_check_refuses_a_wider_bitfield() -> None:
     with pytest.raises(btf.BtfError, match="is_check is a 2-bit field"):
         features.feature_cflags(btf.BtfInfo(small_kernel(is_check_width=2)))
