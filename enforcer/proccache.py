@@ -13,10 +13,13 @@ described with another process's details.
 
 Bounds: at most `capacity` entries (least recently used evicted first), at
 most `text_budget` bytes of exe and command-line text in all, and an exited
-process's entry lives `exit_grace_s` at most. With the defaults (16,384
-entries, 8 MiB of text) the cache holds at most about 8 MiB of text plus
-about 400 bytes of bookkeeping per entry (dataclass, tuple, OrderedDict
-node, measured by tests/unit/test_proccache.py) - 6.5 MiB - so under 15 MiB.
+process's entry lives `exit_grace_s` at most. Memory, measured with
+tracemalloc: 16,384 entries of a typical shape (exe and three arguments,
+about 40 bytes of text each) take 8.9 MiB; the cache's own bookkeeping is
+under 400 bytes an entry (tests/unit/test_proccache.py), the details objects
+(strings, tuple) about 150 more plus their text. Worst case, every entry
+holding long command lines: 8 MiB of text plus about 550 bytes an entry,
+under 18 MiB.
 
 Thread safety: the connector's thread writes, the event path reads; one lock.
 Pure: reading /proc goes through the `read` callable given.
