@@ -195,7 +195,7 @@ class Agent:
         return status
 
     def _establish(self, loaded: Loaded) -> int:
-        from enforcer.kernel.loader import LoadError, load  # noqa: PLC0415 - needs bcc
+        from enforcer.kernel.loader import LoadError, load  # noqa: PLC0415 - touches the kernel
         from enforcer.kernel.probe import run_probe  # noqa: PLC0415
 
         report = run_probe()
@@ -210,7 +210,12 @@ class Agent:
         except LoadError as error:
             print(f"enforcer: {error}", file=sys.stderr)
             return ExitCode.UNAVAILABLE
-        self.enforcement.on_event(self.events.on_record)
+        try:
+            self.enforcement.on_event(self.events.on_record)
+        except LoadError as error:
+            print(f"enforcer: {error}", file=sys.stderr)
+            self.enforcement.close()
+            return ExitCode.UNAVAILABLE
         self.loaded = loaded
         self._watch_mounts()
         self._publish_state(loaded)
@@ -228,6 +233,7 @@ class Agent:
             rules=loaded.plan.mode_summary(),
             generation=self.enforcement.generations.current_generation,
             instance=self.enforcement.instance_dir.name,
+            startup=self.enforcement.startup.to_json(),
         )
         # READY only now: every program attached, every map filled.
         self.notifier.send("READY=1\nSTATUS=enforcing " + loaded.plan.mode_summary())
