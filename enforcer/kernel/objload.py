@@ -52,10 +52,14 @@ class LoadedObject:
             for program in obj.programs:
                 self.program_fds[program.hook] = self._load_program(
                     program.name, program.relocated(self.map_fds), obj.license, hook_ids[program.hook])
-        except (OSError, KeyError) as error:
+        except ObjectLoadError:
             self.close()
-            if isinstance(error, KeyError):
-                raise ObjectLoadError(f"no BTF id for LSM hook {error}") from None
+            raise
+        except KeyError as error:
+            self.close()
+            raise ObjectLoadError(f"no BTF id for LSM hook {error}") from None
+        except OSError as error:
+            self.close()
             raise ObjectLoadError(str(error)) from error
 
     def _load_program(self, name: str, insns: bytes, license: str, hook_id: int) -> int:
