@@ -233,7 +233,7 @@ def _compiled_object(btf_path: Path, bpf_dir: Path, cache_root: Path) -> Tuple[C
     if found.obj is not None:
         log.info("compiled object %s from the cache", found.path.name)
         return found.obj, "cached"
-    log.info("compiling enforcer's BPF programs with bcc: cached object %s %s", found.path, found.why_not)
+    log.info("compiling enforcer's BPF programs with bcc: cached object %s: %s", found.path, found.why_not)
     from enforcer.kernel.bcc_compat import BccError, compile_object  # noqa: PLC0415 - bcc only when compiling
 
     try:
