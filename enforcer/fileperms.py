@@ -32,6 +32,18 @@ def _why_unsafe(path: Path) -> Optional[str]:
     return None
 
 
+def why_untrusted(path: "str | os.PathLike[str]") -> Optional[str]:
+    """Why someone but root could change `path` (the first reason found, the
+    file itself first, then each directory above it); None if only root can."""
+    resolved = Path(path).resolve()
+    for candidate in (resolved, *resolved.parents):
+        why = _why_unsafe(candidate)
+        if why is not None:
+            what = "directory" if candidate.is_dir() else "file"
+            return f"{what} {candidate} is {why}"
+    return None
+
+
 def trust_problems(files: Iterable[str]) -> List[PolicyProblem]:
     """One problem per file (or directory above it) that someone but root could change."""
     problems: List[PolicyProblem] = []

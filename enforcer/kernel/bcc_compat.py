@@ -19,8 +19,10 @@ import errno
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
+from enforcer.kernel import bpfobject, bpfsys
+from enforcer.kernel.bpfobject import CompiledObject, MapSpec, ObjectError
 from enforcer.kernel.headers import KernelHeaders
 
 
@@ -114,12 +116,11 @@ def _cflags_array(cflags: Sequence[str]) -> ctypes.Array:  # type: ignore[type-a
     return array
 
 
-def compile_only(text: str, headers: KernelHeaders,
-                 extra_cflags: Sequence[str] = ()) -> CompiledModule:
-    """Compile `text` with bcc against `headers`; load nothing.
-
-    Raises BccCompileError with clang's diagnostics when it does not compile.
-    """
+@contextlib.contextmanager
+def _module(text: str, headers: KernelHeaders, extra_cflags: Sequence[str]) -> Iterator[tuple]:
+    """(libbcc, module, clang's diagnostics) for `text` compiled against
+    `headers`; the module (and the maps libbcc created for it) is destroyed
+    on exit. Raises BccCompileError when it does not compile."""
     lib = _libbcc()
     cflags = list(headers.cflags) + list(extra_cflags)
     array = _cflags_array(cflags)
@@ -130,12 +131,53 @@ def compile_only(text: str, headers: KernelHeaders,
     if not module:
         raise BccCompileError("bcc failed to compile the BPF program", diagnostics)
     try:
+        yield lib, module, diagnostics
+    finally:
+        lib.bpf_module_destroy(module)
+
+
+def compile_only(text: str, headers: KernelHeaders,
+                 extra_cflags: Sequence[str] = ()) -> CompiledModule:
+    """Compile `text` with bcc against `headers`; load nothing.
+
+    Raises BccCompileError with clang's diagnostics when it does not compile.
+    """
+    with _module(text, headers, extra_cflags) as (lib, module, diagnostics):
         names = tuple(lib.bpf_function_name(module, i).decode()
                       for i in range(lib.bpf_num_functions(module)))
         bytecode = {name: _function_bytecode(lib, module, name) for name in names}
-    finally:
-        lib.bpf_module_destroy(module)
     return CompiledModule(names, bytecode, diagnostics)
+
+
+def compile_object(text: str, headers: KernelHeaders, programs: Mapping[str, str],
+                   extra_cflags: Sequence[str] = ()) -> CompiledObject:
+    """Compile `text` into a CompiledObject holding the functions named in
+    `programs` (function name -> LSM hook) and every map the C declares.
+
+    The maps' attributes are read back from the kernel (the maps libbcc
+    created while compiling), so the object describes exactly what bcc would
+    have loaded; those maps are closed again when this returns.
+    """
+    with _module(text, headers, extra_cflags) as (lib, module, _diagnostics):
+        map_fds: dict[str, int] = {}
+        specs = []
+        for index in range(_table_count(lib, module)):
+            name = _table_name(lib, module, index)
+            fd = int(_table_fd(lib, module, index))
+            info = bpfsys.map_info(fd, what=f"compiled map {name}")
+            map_fds[name] = fd
+            specs.append(MapSpec(name, info.type, info.key_size, info.value_size, info.max_entries, info.map_flags))
+        functions = {}
+        for function, hook in programs.items():
+            code = _function_bytecode(lib, module, function)
+            if not code:
+                raise BccCompileError(f"the compiled module has no function {function} (for hook {hook})", "")
+            functions[function] = (hook, code)
+        license_text = (lib.bpf_module_license(module) or b"GPL").decode()
+        try:
+            return bpfobject.build(tuple(specs), map_fds, functions, license_text)
+        except ObjectError as error:
+            raise BccCompileError(f"bcc's output cannot be kept as a compiled object: {error}", "") from None
 
 
 def _function_bytecode(lib, module, name: str) -> bytes:  # type: ignore[no-untyped-def]
@@ -144,6 +186,27 @@ def _function_bytecode(lib, module, name: str) -> bytes:  # type: ignore[no-unty
     start = lib.bpf_function_start(module, name.encode())
     size = int(lib.bpf_function_size(module, name.encode()))
     return ctypes.string_at(start, size) if start and size else b""
+
+
+def _table_count(lib, module) -> int:  # type: ignore[no-untyped-def]
+    # bcc's binding declares neither these three functions' types nor the
+    # first: size_t bpf_num_tables(void *), const char *bpf_table_name(void *,
+    # size_t), int bpf_table_fd_id(void *, size_t) (bcc's bcc_common.h).
+    function = lib.bpf_num_tables
+    function.argtypes, function.restype = [ctypes.c_void_p], ctypes.c_size_t
+    return int(function(module))
+
+
+def _table_name(lib, module, index: int) -> str:  # type: ignore[no-untyped-def]
+    function = lib.bpf_table_name
+    function.argtypes, function.restype = [ctypes.c_void_p, ctypes.c_size_t], ctypes.c_char_p
+    return function(module, index).decode()
+
+
+def _table_fd(lib, module, index: int) -> int:  # type: ignore[no-untyped-def]
+    function = lib.bpf_table_fd_id
+    function.argtypes, function.restype = [ctypes.c_void_p, ctypes.c_size_t], ctypes.c_int
+    return int(function(module, index))
 
 
 def load(text: str, headers: KernelHeaders,

@@ -1,10 +1,13 @@
-"""The few bpf(2) commands enforcer needs that bcc's Python binding lacks, and mount(2).
+"""The bpf(2) commands enforcer uses, called directly, and mount(2).
 
-bcc 0.26 does not export object pinning, so pins (BPF_OBJ_PIN/BPF_OBJ_GET)
-and map access on pinned maps (for `enforcer status`, and for writing plans)
-go through the system call directly. Structures follow `union bpf_attr` in
-include/uapi/linux/bpf.h. The pseudo filesystems pins and the LSM list live
-on (bpf, securityfs) are mounted with mount(2) itself, not a shell.
+bcc only compiles (enforcer.kernel.bcc_compat); everything that touches the
+running kernel goes through the system call here: creating maps, loading
+programs from a compiled object (enforcer.kernel.bpfobject), attaching them,
+pins (BPF_OBJ_PIN/BPF_OBJ_GET) and map access. Structures follow
+`union bpf_attr` in include/uapi/linux/bpf.h; the kernel accepts an attr
+shorter than its own and treats the missing tail as zero. The pseudo
+filesystems pins and the LSM list live on (bpf, securityfs) are mounted with
+mount(2) itself, not a shell.
 """
 
 from __future__ import annotations
@@ -21,8 +24,16 @@ BPF_MAP_CREATE = 0
 BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_DELETE_ELEM = 3
+BPF_PROG_LOAD = 5
 BPF_OBJ_PIN = 6
 BPF_OBJ_GET = 7
+BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_RAW_TRACEPOINT_OPEN = 17
+
+BPF_PROG_TYPE_LSM = 29
+BPF_LSM_MAC = 27  # enum bpf_attach_type
+
+BPF_OBJ_NAME_LEN = 16
 
 BPF_ANY = 0
 
@@ -56,6 +67,56 @@ class _MapCreateAttr(ctypes.Structure):
         ("max_entries", ctypes.c_uint32),
         ("map_flags", ctypes.c_uint32),
         ("inner_map_fd", ctypes.c_uint32),
+        ("numa_node", ctypes.c_uint32),
+        ("map_name", ctypes.c_char * BPF_OBJ_NAME_LEN),
+    ]
+
+
+class _ProgLoadAttr(ctypes.Structure):
+    # BPF_PROG_LOAD, up to attach_btf_id: what an LSM program needs.
+    _fields_ = [
+        ("prog_type", ctypes.c_uint32),
+        ("insn_cnt", ctypes.c_uint32),
+        ("insns", ctypes.c_uint64),
+        ("license", ctypes.c_uint64),
+        ("log_level", ctypes.c_uint32),
+        ("log_size", ctypes.c_uint32),
+        ("log_buf", ctypes.c_uint64),
+        ("kern_version", ctypes.c_uint32),
+        ("prog_flags", ctypes.c_uint32),
+        ("prog_name", ctypes.c_char * BPF_OBJ_NAME_LEN),
+        ("prog_ifindex", ctypes.c_uint32),
+        ("expected_attach_type", ctypes.c_uint32),
+        ("prog_btf_fd", ctypes.c_uint32),
+        ("func_info_rec_size", ctypes.c_uint32),
+        ("func_info", ctypes.c_uint64),
+        ("func_info_cnt", ctypes.c_uint32),
+        ("line_info_rec_size", ctypes.c_uint32),
+        ("line_info", ctypes.c_uint64),
+        ("line_info_cnt", ctypes.c_uint32),
+        ("attach_btf_id", ctypes.c_uint32),
+    ]
+
+
+class _RawTracepointAttr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_uint64), ("prog_fd", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
+
+
+class _InfoAttr(ctypes.Structure):
+    _fields_ = [("bpf_fd", ctypes.c_uint32), ("info_len", ctypes.c_uint32), ("info", ctypes.c_uint64)]
+
+
+class MapInfo(ctypes.Structure):
+    """The leading fields of struct bpf_map_info: what the kernel made of a map."""
+
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32),
+        ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("name", ctypes.c_char * BPF_OBJ_NAME_LEN),
     ]
 
 
@@ -94,11 +155,54 @@ def obj_get(path: str) -> int:
 
 
 def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, inner_map_fd: int = 0,
-               what: str = "map") -> int:
-    """Create a map that no BPF program declares (bcc 0.26 cannot); the caller owns the fd."""
+               what: str = "map", flags: int = 0, name: str = "") -> int:
+    """Create a map; the caller owns the fd. `name` (at most 15 bytes) is what bpftool shows."""
     attr = _MapCreateAttr(map_type=map_type, key_size=key_size, value_size=value_size,
-                          max_entries=max_entries, inner_map_fd=inner_map_fd)
+                          max_entries=max_entries, map_flags=flags, inner_map_fd=inner_map_fd,
+                          map_name=name.encode()[:BPF_OBJ_NAME_LEN - 1])
     return _bpf(BPF_MAP_CREATE, attr, f"create {what}")
+
+
+def map_info(fd: int, what: str = "map") -> MapInfo:
+    info = MapInfo()
+    attr = _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
+    _bpf(BPF_OBJ_GET_INFO_BY_FD, attr, f"read the attributes of {what}")
+    return info
+
+
+class ProgramRefused(BpfSyscallError):
+    """BPF_PROG_LOAD failed; `log` holds the verifier's log when one was asked for."""
+
+    def __init__(self, err: int, message: str, log: str) -> None:
+        super().__init__(err, message)
+        self.log = log
+
+
+def prog_load_lsm(name: str, insns: bytes, license: str, attach_btf_id: int, log_size: int = 0) -> int:
+    """Load a BPF-LSM program for the hook whose `bpf_lsm_<hook>` BTF id is
+    `attach_btf_id`; the caller owns the fd. With `log_size`, the verifier's
+    log (level 1) is kept in the ProgramRefused raised on failure."""
+    code = ctypes.create_string_buffer(insns, len(insns))
+    lic = ctypes.create_string_buffer(license.encode())
+    log = ctypes.create_string_buffer(log_size) if log_size else None
+    attr = _ProgLoadAttr(
+        prog_type=BPF_PROG_TYPE_LSM, insn_cnt=len(insns) // 8,
+        insns=ctypes.addressof(code), license=ctypes.addressof(lic),
+        log_level=1 if log else 0, log_size=log_size,
+        log_buf=ctypes.addressof(log) if log else 0,
+        prog_name=name.encode()[:BPF_OBJ_NAME_LEN - 1],
+        expected_attach_type=BPF_LSM_MAC, attach_btf_id=attach_btf_id)
+    try:
+        return _bpf(BPF_PROG_LOAD, attr, f"load program {name}")
+    except BpfSyscallError as error:
+        text = log.value.decode("utf-8", "replace") if log else ""
+        raise ProgramRefused(error.errno, error.strerror, text) from None
+
+
+def attach_lsm(prog_fd: int, what: str = "program") -> int:
+    """Attach a loaded LSM program; returns the link fd (pinnable), which detaches when its last holder closes it."""
+    attr = _RawTracepointAttr(name=0, prog_fd=prog_fd)
+    return _bpf(BPF_RAW_TRACEPOINT_OPEN, attr, f"attach {what}")
 
 
 def map_update(fd: int, key: ctypes.Structure, value: ctypes.Structure, what: str = "map") -> None:

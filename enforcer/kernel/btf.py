@@ -285,6 +285,14 @@ class BtfInfo:
                 f"bpf_lsm_{hook} function (unknown hook, or a kernel without "
                 "CONFIG_BPF_LSM)") from None
 
+    def lsm_hook_id(self, hook: str) -> int:
+        """The BTF id of `bpf_lsm_<hook>`: what a BPF-LSM program attaches to."""
+        ids = self.find(KIND_FUNC, "bpf_lsm_" + hook)
+        if not ids:
+            raise LsmHookNotFoundError(
+                f"LSM hook {hook!r} not found: {self.origin} has no bpf_lsm_{hook} function")
+        return ids[0]
+
     def lsm_hook_params(self, hook: str) -> tuple[str, ...]:
         return tuple(p.name for p in self.lsm_hook_signature(hook))
 

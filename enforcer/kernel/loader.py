@@ -1,8 +1,11 @@
 """Load, fill, attach and pin enforcer's BPF-LSM programs. The only writer to the kernel.
 
 Order, and why:
-  1. compile with bcc against BTF-generated headers (no kernel headers needed);
-  2. load every program (the verifier runs) - all or none;
+  1. take the compiled object from the cache (enforcer.kernel.objcache) or
+     compile it with bcc against BTF-generated headers (no kernel headers
+     needed) and cache it: clang is most of a start's cost, and the object
+     depends only on the kernel's BTF and enforcer's sources;
+  2. create the maps and load every program (the verifier runs) - all or none;
   3. fill every map from the MapPlan - before anything is attached, so the
      programs never run with an empty policy;
   4. attach every program - all or none;
@@ -18,17 +21,20 @@ import gc
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from enforcer import abi, registry
-from enforcer.kernel import bpfsys
-from enforcer.kernel.bcc_compat import kernel_source_env
-from enforcer.kernel.btf import BtfInfo, forget_parsed, load_btf
-from enforcer.kernel.headers import KernelHeaders, generate_headers
-from enforcer.generations import GenerationTable
+from enforcer.kernel import bpfsys, headers, objcache
 from enforcer.kernel.barrier import RcuBarrier
+from enforcer.kernel.bpfobject import CompiledObject
+from enforcer.kernel.btf import BtfError, BtfInfo, forget_parsed, load_btf
+from enforcer.kernel.features import feature_cflags
+from enforcer.generations import GenerationTable
 from enforcer.kernel.maps import CapacityError, PolicyMaps, check_capacity
+from enforcer.kernel.objload import LoadedObject, ObjectLoadError
+from enforcer.kernel.ringbuf import RingBuffer, RingBufferError
 from enforcer.plan import MapPlan, PlanDiff
 
 log = logging.getLogger(__name__)
@@ -115,25 +121,45 @@ def remove_instance(directory: Path) -> None:
     directory.rmdir()
 
 
-def _bcc():
-    try:
-        import bcc  # noqa: PLC0415 - bcc is only needed to load
-    except ImportError as error:
-        raise LoadError(
-            "bcc's Python binding is not importable (Debian: python3-bpfcc, RHEL: python3-bcc)"
-        ) from error
-    return bcc
+@dataclass(frozen=True)
+class Startup:
+    """Where a start's time went, for the agent's `started` record and the benchmark."""
+
+    object_origin: str  # "cached" or "compiled"
+    phases: Tuple[Tuple[str, float], ...]  # (phase, seconds), in order
+
+    @property
+    def seconds(self) -> float:
+        return sum(seconds for _phase, seconds in self.phases)
+
+    def to_json(self) -> Dict[str, object]:
+        return {"object": self.object_origin, "seconds": round(self.seconds, 3),
+                "phases": {phase: round(seconds, 3) for phase, seconds in self.phases}}
+
+
+class _Stopwatch:
+    def __init__(self) -> None:
+        self.phases: List[Tuple[str, float]] = []
+        self._last = time.monotonic()
+
+    def lap(self, phase: str) -> None:
+        now = time.monotonic()
+        self.phases.append((phase, now - self._last))
+        self._last = now
 
 
 class Enforcement:
     """One agent instance's loaded programs, maps and pins."""
 
-    def __init__(self, bpf, plan: MapPlan, instance_dir: Path, host_mntns: int, barrier: RcuBarrier) -> None:
-        self._bpf = bpf
+    def __init__(self, loaded: LoadedObject, plan: MapPlan, instance_dir: Path, host_mntns: int,
+                 barrier: RcuBarrier) -> None:
+        self._loaded = loaded
         self._barrier = barrier
+        self._ring: Optional[RingBuffer] = None
         self.plan = plan
         self.instance_dir = instance_dir
-        self.maps = PolicyMaps(lambda name: bpf[name].map_fd, host_mntns, barrier)
+        self.startup = Startup("", ())
+        self.maps = PolicyMaps(loaded.map_fd, host_mntns, barrier)
         self.generations = GenerationTable()
 
     def fill(self) -> None:
@@ -149,24 +175,26 @@ class Enforcement:
         return changes
 
     def stats(self) -> Dict[str, int]:
-        return sum_stats(self._bpf["stats"].map_fd)
+        return sum_stats(self._loaded.map_fd("stats"))
 
     # --- events -------------------------------------------------------------------
 
     def on_event(self, callback: Callable[[abi.EventRecord], None]) -> None:
-        def _raw(_ctx, data, size):
-            self._budget -= 1
-            if size < ctypes.sizeof(abi.EventRecord):
-                log.error("short event record: %d bytes, expected %d", size, ctypes.sizeof(abi.EventRecord))
-            else:
-                callback(abi.EventRecord.from_buffer_copy(ctypes.string_at(data, ctypes.sizeof(abi.EventRecord))))
-            # A negative return makes libbpf stop this poll after the record
-            # (which it has consumed): the budget of the turn is spent.
-            return -1 if self._budget <= 0 else 0
+        size = ctypes.sizeof(abi.EventRecord)
 
-        self._callback = _raw  # keep a reference: bcc holds only a C pointer
+        def record(data: bytes) -> bool:
+            self._budget -= 1
+            if len(data) < size:
+                log.error("short event record: %d bytes, expected %d", len(data), size)
+            else:
+                callback(abi.EventRecord.from_buffer_copy(data[:size]))
+            return self._budget > 0  # False ends this poll: its budget is spent
+
         self._budget = 0
-        self._bpf["events"].open_ring_buffer(_raw)
+        try:
+            self._ring = RingBuffer(self._loaded.map_fd("events"), record)
+        except RingBufferError as error:
+            raise LoadError(f"cannot read events: {error}") from error
 
     def poll(self, timeout_ms: int, budget: int) -> bool:
         """Deliver at most `budget` records, waiting up to `timeout_ms` for the first.
@@ -174,22 +202,53 @@ class Enforcement:
         True when the ring buffer was emptied, False when records may remain.
         """
         self._budget = budget
-        self._bpf.ring_buffer_poll(timeout_ms)
+        if self._ring is not None:
+            self._ring.poll(timeout_ms)
         return self._budget > 0
 
     def close(self) -> None:
         """Release this process's fds. Pinned links keep enforcing."""
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
         self._barrier.close()
-        self._bpf.cleanup()
+        self._loaded.close()
+
+
+def _compiled_object(btf_path: Path, bpf_dir: Path, cache_root: Path) -> Tuple[CompiledObject, str]:
+    """The object for this kernel and these sources: cached, or compiled now (and cached)."""
+    programs = {spec.program: spec.name for spec in registry.HOOKS}
+    inputs = objcache.ObjectInputs(
+        btf_sha256=headers.file_sha256(btf_path),
+        kernel_release=os.uname().release,
+        layout_version=headers.LAYOUT_VERSION,
+        cflags=(*headers.GENERATED_TYPES_CFLAGS, *feature_cflags(btf_path), *registry.cflags()),
+        sources=objcache.source_digests(bpf_dir),
+        programs=programs,
+        compiler=objcache.compiler_identity(),
+    )
+    objects_dir = cache_root / objcache.OBJECTS_SUBDIR
+    key = inputs.key()
+    found = objcache.lookup(objects_dir, key)
+    if found.obj is not None:
+        log.info("compiled object %s from the cache", found.path.name)
+        return found.obj, "cached"
+    log.info("compiling enforcer's BPF programs with bcc: cached object %s: %s", found.path, found.why_not)
+    from enforcer.kernel.bcc_compat import BccError, compile_object  # noqa: PLC0415 - bcc only when compiling
+
+    try:
+        tree = headers.generate_headers(str(btf_path), cache_root=cache_root / "btf")
+        obj = compile_object(_program_source(bpf_dir), tree, programs, [*registry.cflags(), f"-I{bpf_dir}"])
+    except (BccError, BtfError) as error:
+        raise LoadError(f"compiling {bpf_dir / 'enforcer.bpf.c'} failed: {error}") from error
+    why_not = objcache.store(objects_dir, key, obj)
+    if why_not:
+        log.warning("the compiled object is not cached, the next start compiles again: %s", why_not)
+    return obj, "compiled"
 
 
 def _program_source(bpf_dir: Path) -> str:
     return (bpf_dir / "enforcer.bpf.c").read_text()
-
-
-def build_cflags(headers: KernelHeaders, bpf_dir: Path) -> List[str]:
-    """Header-tree flags (incl. BTF feature -D flags), the ABI constants and map sizes, bpf/ on the include path."""
-    return [*headers.cflags, *registry.cflags(), f"-I{bpf_dir}"]
 
 
 def load(
@@ -201,78 +260,74 @@ def load(
     pin_root: Path = PIN_ROOT,
     pin: bool = True,
 ) -> Enforcement:
-    """Establish enforcement of `plan`, all or nothing."""
+    """Establish enforcement of `plan`, all or nothing.
+
+    cache_root: where header trees and compiled objects are kept
+    ($ENFORCER_CACHE_DIR, else /var/cache/enforcer).
+    """
     try:
         check_capacity(plan)
     except CapacityError as error:
         raise LoadError(str(error)) from error
-    bcc = _bcc()
+    watch = _Stopwatch()
     bpf_dir = bpf_dir or default_bpf_dir()
-    check_hook_signatures(load_btf(btf_path))  # no reference kept: see _return_compiler_heap
-    headers = generate_headers(str(btf_path), cache_root=cache_root)
-
-    class DeferredAttachBPF(bcc.BPF):
-        """bcc attaches LSM programs inside its constructor; we must fill maps first."""
-
-        def _trace_autoload(self) -> None:
-            return None
-
-    with kernel_source_env(headers):
-        try:
-            bpf = DeferredAttachBPF(text=_program_source(bpf_dir), cflags=build_cflags(headers, bpf_dir))
-        except Exception as error:  # bcc raises bare Exception for compile failures
-            raise LoadError(f"compiling {bpf_dir / 'enforcer.bpf.c'} failed: {error}") from error
+    cache_root = cache_root or Path(os.environ.get(headers.CACHE_ENV) or headers.DEFAULT_CACHE_ROOT)
+    btf = load_btf(btf_path)
+    check_hook_signatures(btf)
+    hook_ids = {spec.name: btf.lsm_hook_id(spec.name) for spec in registry.HOOKS}
+    del btf  # no reference kept: see _return_compiler_heap
+    watch.lap("btf")
+    obj, origin = _compiled_object(btf_path, bpf_dir, cache_root)
+    watch.lap("compile" if origin == "compiled" else "cache")
 
     try:
-        programs = {spec: bpf.load_func(spec.program.encode(), bcc.BPF.LSM) for spec in registry.HOOKS}
-    except Exception as error:  # verifier rejection: bcc prints the log to stderr
-        bpf.cleanup()
+        loaded = LoadedObject(obj, hook_ids)
+    except ObjectLoadError as error:
         raise LoadError(f"the kernel refused to load enforcer's programs: {error}") from error
+    watch.lap("load")
 
     try:
         barrier = RcuBarrier()
     except OSError as error:
-        bpf.cleanup()
+        loaded.close()
         raise LoadError(f"creating the reload barrier (an array-of-maps map) failed: {error}") from error
+    enforcement = Enforcement(loaded, plan, Path(), host_mount_namespace(), barrier)
     try:
-        enforcement = Enforcement(bpf, plan, Path(), host_mount_namespace(), barrier)
         enforcement.fill()
     except LoadError:
-        barrier.close()
-        bpf.cleanup()
+        enforcement.close()
         raise
     except (OSError, CapacityError) as error:
-        barrier.close()
-        bpf.cleanup()
+        enforcement.close()
         raise LoadError(f"filling the policy maps failed: {error}") from error
+    watch.lap("fill")
 
-    links: Dict[str, int] = {}
     try:
-        for spec, program in programs.items():
-            fd = bcc.libbcc.lib.bpf_attach_lsm(program.fd)
-            if fd < 0:
-                raise LoadError(f"attaching the {spec.name} program failed: {os.strerror(ctypes.get_errno() or 1)}")
-            links[spec.name] = fd
-            bpf.lsm_fds[spec.program.encode()] = fd
-    except LoadError:
-        enforcement.close()  # closes every attached link: all or none
-        raise
+        links = loaded.attach()
+    except ObjectLoadError as error:
+        enforcement.close()  # nothing is attached: attach is all or none
+        raise LoadError(f"attaching enforcer's programs failed: {error}") from error
+    watch.lap("attach")
 
     if pin:
         try:
-            enforcement.instance_dir = _pin(bpf, links, pin_root)
+            enforcement.instance_dir = _pin(loaded, links, pin_root)
         except OSError as error:
             enforcement.close()
             raise LoadError(f"pinning under {pin_root} failed: {error}") from error
+        watch.lap("pin")
     _return_compiler_heap()
+    enforcement.startup = Startup(origin, tuple(watch.phases))
+    log.info("started in %.1f s (%s object): %s", enforcement.startup.seconds, origin,
+             ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in watch.phases))
     return enforcement
 
 
 def _return_compiler_heap() -> None:
     """Give back to the system what compiling and loading needed and running
-    does not: the parsed BTF (~35 MiB) and the heap clang/LLVM used (~50 MiB,
-    measured); glibc keeps freed memory in its arenas otherwise, and the agent
-    would carry it for its whole life."""
+    does not: the parsed BTF (~35 MiB) and, after a compile, the heap
+    clang/LLVM used (~50 MiB, measured); glibc keeps freed memory in its
+    arenas otherwise, and the agent would carry it for its whole life."""
     forget_parsed()
     gc.collect()
     try:
@@ -282,7 +337,7 @@ def _return_compiler_heap() -> None:
     libc.malloc_trim(0)
 
 
-def _pin(bpf, links: Mapping[str, int], pin_root: Path) -> Path:
+def _pin(loaded: LoadedObject, links: Dict[str, int], pin_root: Path) -> Path:
     ensure_bpffs()
     pin_root.mkdir(parents=True, exist_ok=True)
     instance = pin_root / f"{time.time_ns()}-{os.getpid()}"
@@ -291,7 +346,7 @@ def _pin(bpf, links: Mapping[str, int], pin_root: Path) -> Path:
         for hook, fd in links.items():
             bpfsys.obj_pin(fd, str(instance / f"link_{hook}"))
         for name in PINNED_MAPS:
-            bpfsys.obj_pin(bpf[name].map_fd, str(instance / f"map_{name}"))
+            bpfsys.obj_pin(loaded.map_fd(name), str(instance / f"map_{name}"))
     except OSError:
         remove_instance(instance)
         raise

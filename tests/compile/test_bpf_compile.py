@@ -45,3 +45,31 @@ def test_enforcer_bpf_compiles(kernels, which: str, tmp_path) -> None:
     # the verifier's limit is on processed instructions, not size; this only
     # catches accidental blow-ups of the program text (each insn is 8 bytes)
     assert all(module.instruction_bytes[name] < 8 * 8192 for name in EXPECTED), module.instruction_bytes
+
+
+@pytest.mark.parametrize("which", ["host", "6.1", "6.12"])
+def test_the_compiled_object_keeps_every_program_and_map_reference(kernels, which: str, tmp_path) -> None:
+    """What the agent caches (enforcer.kernel.bpfobject) describes bcc's output fully:
+    every hook's program, every declared map with the attributes the kernel gave
+    it, every map reference relocatable by name, and it survives its file form."""
+    _require_root_and_bcc()
+    from enforcer.kernel.bcc_compat import compile_object
+    from enforcer.kernel.bpfobject import CompiledObject, map_fd_loads
+
+    path, release = kernels[which]
+    headers = kernel_headers.generate_headers(path, cache_root=tmp_path,
+                                              kernel_release=None if which == "host" else release)
+    obj = compile_object((BPF_DIR / "enforcer.bpf.c").read_text(), headers,
+                         {spec.program: spec.name for spec in registry.HOOKS}, [*registry.cflags(), f"-I{BPF_DIR}"])
+    assert {p.hook for p in obj.programs} == {spec.name for spec in registry.HOOKS}
+    assert {m.name for m in obj.maps} == {spec.name for spec in registry.MAPS}
+    for spec in registry.MAPS:
+        expected = spec.capacity if spec.kind is registry.MapKind.RINGBUF else spec.size_value  # bytes / entries
+        assert obj.map(spec.name).max_entries == expected, spec.name
+    for program in obj.programs:
+        # Only a program compiled to a bare return (bprm_creds_for_exec where
+        # the kernel has no is_check) may read no map.
+        if len(program.insns) > 4 * 8:
+            assert program.map_refs, f"{program.name} reads no map: the relocation scan found nothing"
+        assert len(map_fd_loads(program.insns)) == len(program.map_refs)
+    assert CompiledObject.from_json(obj.to_json()) == obj

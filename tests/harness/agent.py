@@ -37,8 +37,12 @@ class AgentError(AssertionError):
 
 class Agent:
     def __init__(self, policy: Path, mode: Optional[str], log_path: Path, workdir: Path,
-                 extra_args: Sequence[str] = ()) -> None:
+                 extra_args: Sequence[str] = (), cache_dir: Optional[Path] = None) -> None:
+        """cache_dir: the agent's ENFORCER_CACHE_DIR; by default the one the
+        environment names, else the agent's own default (/var/cache/enforcer):
+        shared by the agents of one guest, so that only the first compiles."""
         self.policy = policy
+        self.cache_dir = cache_dir
         self.mode = mode
         self.extra_args = tuple(extra_args)
         self.log_path = log_path
@@ -72,10 +76,11 @@ class Agent:
         env = dict(os.environ)
         env.update(
             NOTIFY_SOCKET=str(notify_path),
-            ENFORCER_CACHE_DIR=str(self.workdir / "cache"),
             ENFORCER_STATE_DIR=str(self.workdir / "state"),
             PYTHONUNBUFFERED="1",
         )
+        if self.cache_dir is not None:
+            env["ENFORCER_CACHE_DIR"] = str(self.cache_dir)
         self._log = open(self.log_path, "a")
         self._log.write(f"$ {' '.join(self.command())}\n")
         self._log.flush()
