@@ -21,6 +21,7 @@ Layout of one message (all native-endian, x86-64 little):
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import struct
@@ -177,7 +178,12 @@ class ProcessEventListener:
             except OSError as error:
                 if self._stop:
                     return
-                if error.errno == 105:  # ENOBUFS: missed events; the cache falls back to /proc for them
+                if error.errno == errno.ENOBUFS:
+                    # the kernel dropped events: processes it told nobody
+                    # about are read from /proc when their event is read
+                    if self.overruns == 0:
+                        log.warning("process events were lost (socket buffer full): some processes will be "
+                                    "described from /proc at event time, or not at all if gone by then")
                     self.overruns += 1
                     continue
                 log.warning("process events connector stopped: %s; process details now come from /proc", error)
@@ -200,8 +206,9 @@ class ProcessEventListener:
         self._stop = True
         try:
             self._socket.sendto(listen_message(self._socket.getsockname()[0], PROC_CN_MCAST_IGNORE), (0, 0))
-        except OSError:
-            pass  # closing anyway: the kernel stops sending to a closed socket
+        except OSError as error:
+            # closing anyway: the kernel stops sending to a closed socket
+            log.debug("process events connector: unsubscribing failed: %s", error)
         self._socket.close()
 
 

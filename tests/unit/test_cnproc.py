@@ -88,3 +88,35 @@ def test_listener_applies_process_events_and_ignores_threads() -> None:
                   cnproc.Exit(6, 5), cnproc.Exit(5, 5)):
         listener._apply(event)
     assert listener.cache.calls == [("fork", 1, 5), ("exec", 5), ("exit", 5)]
+
+
+class _Socket:
+    """recv() gives each item in turn: bytes, or an OSError to raise."""
+
+    def __init__(self, listener, *items) -> None:
+        self.listener = listener
+        self.items = list(items)
+
+    def recv(self, _size):
+        item = self.items.pop(0)
+        if not self.items:
+            self.listener._stop = True  # the next error ends the thread, as close() does
+        if isinstance(item, OSError):
+            raise item
+        return item
+
+
+def test_the_reading_thread_counts_overruns_once_warned_and_goes_on(caplog) -> None:
+    import errno
+
+    listener = cnproc.ProcessEventListener.__new__(cnproc.ProcessEventListener)
+    listener.cache = _Recorder()
+    listener.overruns = 0
+    listener._stop = False
+    exec_ = _message(_proc_event(0x2, struct.pack("<II", 201, 201)))
+    listener._socket = _Socket(listener, OSError(errno.ENOBUFS, "No buffer space"), OSError(errno.ENOBUFS, "x"),
+                               exec_, OSError(errno.EBADF, "closed"))
+    with caplog.at_level("WARNING"):
+        listener._run()
+    assert listener.overruns == 2 and listener.cache.calls == [("exec", 201)]
+    assert sum("events were lost" in r.getMessage() for r in caplog.records) == 1
