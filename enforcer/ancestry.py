@@ -13,14 +13,11 @@ described with another process's details.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from typing import Callable, Optional
 
 from enforcer.events import Event, ProcessFacts, UNKNOWN
 from enforcer.proccache import ProcessCache
 from enforcer.procinfo import ProcDetails, read_details, start_ticks_of
-
-log = logging.getLogger(__name__)
 
 
 def _facts(details: ProcDetails, source: str) -> ProcessFacts:
