@@ -20,12 +20,16 @@ from pathlib import Path
 from typing import Optional, Tuple
 
 from enforcer import __version__, abi
+from enforcer.cgrouplayout import CgroupLayout, unusable_cgroup_allowlists
+from enforcer.cgrouplayout import detect as detect_cgroup_layout
+from enforcer.cgrouplayout import limit as cgroup_limit
 from enforcer.compile import compile_policy
 from enforcer.fileperms import load_trusted_policy
 from enforcer.events import BootClock
 from enforcer.exitcodes import ExitCode
 from enforcer.generations import DRAIN_BUDGET
 from enforcer.parse import PolicyError, ignored_allow_d_files
+from enforcer.policyfile.problems import PolicyProblem
 from enforcer.periodic import Scheduler
 from enforcer.pipeline import EventPipeline, LetThroughMarker
 from enforcer.plan import MapPlan
@@ -93,6 +97,11 @@ def host_mounts() -> Optional[MountTable]:
         return None
 
 
+def host_cgroup_layout() -> CgroupLayout:
+    mounts = host_mounts()
+    return detect_cgroup_layout(mounts) if mounts is not None else CgroupLayout.NONE
+
+
 def compile_for_host(policy: Policy, override: Optional[Mode]) -> MapPlan:
     plan = compile_policy(policy, override, host_mounts())
     if len(plan.maps.get("place_devs", {})) >= abi.MAX_PLACE_DEVS:
@@ -105,6 +114,13 @@ def load_and_compile(path: Path, override: Optional[Mode]) -> Loaded:
     """The policy, refused only for errors: its warnings (risky allowlist entries,
     allow.d files not read) are logged at every start and reload, as `check` prints them."""
     policy = load_trusted_policy(path)
+    unusable = unusable_cgroup_allowlists(policy, host_cgroup_layout())
+    if unusable:
+        raise PolicyError([PolicyProblem(
+            str(path),
+            "cgroup allowlists can never match on this host, whose cgroup layout is legacy (cgroup v1 only: every "
+            "process is in the cgroup v2 root): " + "; ".join(unusable) + ". Allowlist by exe, exe_dirs or uid "
+            "instead, or boot with systemd.unified_cgroup_hierarchy=1")])
     for ignored in ignored_allow_d_files(str(path)):
         log.warning("%s is not read (allow.d reads only *.toml files)", ignored)
     for warning in policy.warnings:
@@ -226,8 +242,12 @@ class Agent:
                 print(f"enforcer: {error}", file=sys.stderr)
                 self.enforcement.close()
                 return ExitCode.UNAVAILABLE
+        layout = host_cgroup_layout()
+        if cgroup_limit(layout):
+            self.reporter.notice(cgroup_limit(layout), level="warning", cgroup_layout=layout.value)
         self.reporter.notice(
             "started",
+            cgroup_layout=layout.value,
             policy=str(self.policy_path),
             mode=self.override.value if self.override else loaded.policy.mode.value,
             rules=loaded.plan.mode_summary(),
