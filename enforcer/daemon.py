@@ -29,6 +29,7 @@ from enforcer.events import BootClock
 from enforcer.exitcodes import ExitCode
 from enforcer.generations import DRAIN_BUDGET
 from enforcer.parse import PolicyError, ignored_allow_d_files
+from enforcer.policydigest import policy_digest
 from enforcer.policyfile.problems import PolicyProblem
 from enforcer.periodic import Scheduler
 from enforcer.pipeline import EventPipeline, LetThroughMarker
@@ -85,6 +86,10 @@ class Notifier:
 class Loaded:
     policy: Policy
     plan: MapPlan
+
+    @property
+    def digest(self) -> str:
+        return policy_digest(self.policy)
 
 
 def host_mounts() -> Optional[MountTable]:
@@ -166,6 +171,7 @@ class Agent:
         self._reload = False
         self._reopen = False
         self._lost_seen = 0
+        self._status_line = ""
         self.enforcement = None
         self.loaded: Optional[Loaded] = None
         self.mount_watch: Optional[MountWatch] = None
@@ -248,6 +254,7 @@ class Agent:
         self.reporter.notice(
             "started",
             cgroup_layout=layout.value,
+            policy_digest=loaded.digest,
             policy=str(self.policy_path),
             mode=self.override.value if self.override else loaded.policy.mode.value,
             rules=loaded.plan.mode_summary(),
@@ -256,7 +263,8 @@ class Agent:
             startup=self.enforcement.startup.to_json(),
         )
         # READY only now: every program attached, every map filled.
-        self.notifier.send("READY=1\nSTATUS=enforcing " + loaded.plan.mode_summary())
+        self._status_line = self._service_status()
+        self.notifier.send(f"READY=1\nSTATUS={self._status_line}")
         return ExitCode.OK
 
     def _watch_mounts(self) -> None:
@@ -299,6 +307,7 @@ class Agent:
             kernel=self.enforcement.stats,
             rules_by_mode=rules_by_mode,
             info=lambda: {"policy": str(self.policy_path),
+                          "policy_digest": self.loaded.digest if self.loaded else "",
                           "mode": self.override.value if self.override else "policy",
                           "version": __version__},
         )
@@ -368,10 +377,12 @@ class Agent:
             self.reporter.notice(
                 "reloaded",
                 rules=loaded.plan.mode_summary(),
+                policy_digest=loaded.digest,
                 generation=generation,
                 map_entries_changed=changed,
             )
-        self.notifier.send("READY=1")
+        self._status_line = self._service_status()
+        self.notifier.send(f"READY=1\nSTATUS={self._status_line}")
 
     def _reopen_sinks(self) -> None:
         try:
@@ -381,10 +392,27 @@ class Agent:
             log.error("reopening the event file failed, still writing the old one: %s", error)
 
     def _report_lost(self) -> None:
-        lost = self.enforcement.stats()["events_lost"]
+        stats = self.enforcement.stats()
+        lost = stats["events_lost"]
         if lost > self._lost_seen:
             self.reporter.lost(lost - self._lost_seen)
             self._lost_seen = lost
+        self._update_service_status(stats)
+
+    def _service_status(self, stats: Optional[dict] = None) -> str:
+        """systemd's STATUS= (`systemctl status` shows it): the rules in force and
+        their modes, the policy digest, and the kernel's decision counters."""
+        stats = stats if stats is not None else self.enforcement.stats()
+        return (f"{self.loaded.plan.mode_summary()}; policy {self.loaded.digest}; "
+                f"blocked {stats['blocked']}, audited {stats['audited']}, allowlisted {stats['allowlisted']}")
+
+    def _update_service_status(self, stats: dict) -> None:
+        if self.loaded is None:
+            return
+        line = self._service_status(stats)
+        if line != self._status_line:
+            self._status_line = line
+            self.notifier.send(f"STATUS={line}")
 
     def loop(self) -> int:
         signal.signal(signal.SIGTERM, self._on_stop)

@@ -355,3 +355,32 @@ def test_the_reload_handler_is_in_place_before_the_lock_is_taken(tmp_path, monke
     monkeypatch.setattr(daemon, "acquire", acquire)
     agent.start()
     assert at_lock == [agent._on_reload]
+
+
+class RecordingNotifier:
+    def __init__(self) -> None:
+        self.sent: List[str] = []
+
+    def send(self, message: str) -> None:
+        self.sent.append(message)
+
+    def ping(self) -> None:
+        pass
+
+
+def test_service_status_carries_rules_digest_and_counts_and_follows_them(agent) -> None:
+    agent.notifier = RecordingNotifier()
+    agent._report_lost()
+    counts = {"events_lost": 0, "blocked": 4, "audited": 1, "allowlisted": 2}
+    agent.enforcement.stats = lambda: counts
+    agent._report_lost()
+    agent._report_lost()  # nothing changed: nothing sent
+    assert agent.notifier.sent == [
+        f"STATUS=1 rule (1 enforce, 0 audit); policy {agent.loaded.digest}; blocked 0, audited 0, allowlisted 0",
+        f"STATUS=1 rule (1 enforce, 0 audit); policy {agent.loaded.digest}; blocked 4, audited 1, allowlisted 2",
+    ]
+    agent.policy_path.write_text(POLICY.replace('kind = "sysrq"', 'kind = "sysrq"\nmode = "audit"'))
+    agent.reload()
+    assert agent.notifier.sent[-1].startswith("READY=1\nSTATUS=1 rule (0 enforce, 1 audit); policy ")
+    assert agent.loaded.digest not in agent.notifier.sent[1]  # another policy, another digest
+    assert records(agent)[-1]["policy_digest"] == agent.loaded.digest
