@@ -1,0 +1,192 @@
+"""Targets of issue 15 judged on bench-results.json, and the markdown tables
+of docs/performance.md (pure: from the JSON document alone).
+
+A target is "met", "not met" or "not measured"; never guessed.  Ratios of
+added costs are only stated when the denominator is a cost that the
+measurement can see: an added cost smaller than the rounds' own spread is
+noise, and a ratio of two noises says nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
+
+from .results import CONFIGURATIONS, WORKLOADS
+
+MET, NOT_MET, NOT_MEASURED = "met", "not met", "not measured"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    target: str
+    status: str
+    detail: str
+
+
+def _ns(doc: Mapping[str, Any], workload: str, config: str) -> Optional[float]:
+    return doc.get("ops", {}).get(workload, {}).get(config)
+
+
+def _noise(doc: Mapping[str, Any], workload: str, config: str) -> float:
+    """Half the spread of the rounds of `config` plus that of baseline: an
+    added cost below this is not distinguishable from zero."""
+    total = 0.0
+    for c in (config, "baseline"):
+        s = doc.get("ops_spread", {}).get(workload, {}).get(c)
+        if s:
+            total += (s["high"] - s["low"]) / 2
+    return total
+
+
+def added(doc: Mapping[str, Any], workload: str, config: str) -> Optional[float]:
+    """ns/op over baseline, or None if either was not measured."""
+    ns, base = _ns(doc, workload, config), _ns(doc, workload, "baseline")
+    return None if ns is None or base is None else ns - base
+
+
+def _floor_target(doc: Mapping[str, Any], workload: str, limit: float) -> Verdict:
+    name = f"{workload}: enforcer's added cost <= {limit:g} x the empty program's"
+    enf, empty = added(doc, workload, "enforcer_default"), added(doc, workload, "empty_lsm")
+    if enf is None or empty is None:
+        return Verdict(name, NOT_MEASURED, "a configuration was not measured")
+    noise = _noise(doc, workload, "empty_lsm")
+    if empty <= noise:
+        return Verdict(name, NOT_MEASURED,
+                       f"the empty program's added cost ({empty:+.0f} ns) is within the rounds' spread "
+                       f"({noise:.0f} ns): no floor to compare with (enforcer added {enf:+.0f} ns)")
+    ratio = enf / empty
+    return Verdict(name, MET if ratio <= limit else NOT_MET,
+                   f"enforcer +{enf:.0f} ns, empty +{empty:.0f} ns: {ratio:.2f} x")
+
+
+def _relative(doc: Mapping[str, Any], workload: str, config: str, reference: str, limit_pct: float) -> Optional[float]:
+    ns, ref = _ns(doc, workload, config), _ns(doc, workload, reference)
+    return None if ns is None or ref is None else 100.0 * (ns / ref - 1.0)
+
+
+def verdicts(doc: Mapping[str, Any]) -> List[Verdict]:
+    out = [_floor_target(doc, w, 1.2) for w in ("open_read", "open_write", "stat")]
+    out.append(_floor_target(doc, "open_proc", 1.5))
+
+    pct = _relative(doc, "exec", "enforcer_default", "baseline", 2.0)
+    name = "exec: enforcer_default within 2% of baseline"
+    out.append(Verdict(name, NOT_MEASURED, "not measured") if pct is None else
+               Verdict(name, MET if pct <= 2.0 else NOT_MET, f"{pct:+.1f}%"))
+
+    name = "enforcer_large within 10% of enforcer_default on every workload"
+    diffs = {w: _relative(doc, w, "enforcer_large", "enforcer_default", 10.0) for w in WORKLOADS}
+    measured = {w: d for w, d in diffs.items() if d is not None}
+    if not measured:
+        out.append(Verdict(name, NOT_MEASURED, "not measured"))
+    else:
+        worst = max(measured, key=lambda w: measured[w])
+        missing = sorted(set(WORKLOADS) - set(measured))
+        status = NOT_MET if measured[worst] > 10.0 else (NOT_MEASURED if missing else MET)
+        detail = ", ".join(f"{w} {d:+.1f}%" for w, d in measured.items())
+        out.append(Verdict(name, status, detail + (f"; not measured: {', '.join(missing)}" if missing else "")))
+
+    for w in ("exec", "open_read"):
+        name = f"{w}: lower added cost than fapolicyd"
+        enf, fapo = added(doc, w, "enforcer_default"), added(doc, w, "fapolicyd")
+        if enf is None or fapo is None:
+            out.append(Verdict(name, NOT_MEASURED, "a configuration was not measured"))
+        elif fapo <= enf:
+            out.append(Verdict(name, NOT_MET, f"enforcer +{enf:.0f} ns, fapolicyd +{fapo:.0f} ns"))
+        elif enf <= _noise(doc, w, "enforcer_default"):
+            out.append(Verdict(name, MET, f"fapolicyd +{fapo:.0f} ns; enforcer +{enf:.0f} ns, within the "
+                                          f"rounds' spread: no finite factor"))
+        else:
+            out.append(Verdict(name, MET, f"fapolicyd +{fapo:.0f} ns, enforcer +{enf:.0f} ns: "
+                                          f"{fapo / enf:.1f} x lower"))
+
+    agent = doc.get("agent", {})
+    out.append(_limit(agent.get("idle", {}), "agent idle: < 1% of a core and < 60 MB RSS", 1.0, 60.0))
+    out.append(_limit(agent.get("flood", {}), "agent under flood: < 1 core and < 100 MB RSS", 100.0, 100.0))
+    reload_ms = doc.get("reload_ms")
+    name = "reload (SIGHUP to new policy in force) < 100 ms"
+    out.append(Verdict(name, NOT_MEASURED, "not measured") if reload_ms is None else
+               Verdict(name, MET if reload_ms < 100 else NOT_MET, f"{reload_ms:.0f} ms (median)"))
+    st = doc.get("startup_s", {})
+    cold, warm = st.get("cold"), st.get("warm")
+    out.append(Verdict("start-up to READY=1: reported, explained, cut", NOT_MEASURED if cold is None else "reported",
+                       "not measured" if cold is None else
+                       f"cold {cold:.1f} s, warm {warm:.1f} s" if warm is not None else f"cold {cold:.1f} s"))
+    return out
+
+
+def _limit(m: Mapping[str, Any], name: str, cpu_pct: float, rss_mb: float) -> Verdict:
+    cpu, rss = m.get("cpu_pct"), m.get("peak_rss_mb")
+    if cpu is None or rss is None:
+        return Verdict(name, NOT_MEASURED, "not measured")
+    ok = cpu < cpu_pct and rss < rss_mb
+    return Verdict(name, MET if ok else NOT_MET, f"{cpu:.1f}% of a core, peak RSS {rss:.1f} MB")
+
+
+# ------------------------------------------------------------------ tables --
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def ops_table(doc: Mapping[str, Any]) -> str:
+    """ns/op medians, each non-baseline cell with its ratio to baseline and
+    the rounds' range."""
+    configs = [c for c in CONFIGURATIONS if any(c in doc["ops"].get(w, {}) for w in WORKLOADS)]
+    rows = []
+    for w in WORKLOADS:
+        if w not in doc["ops"]:
+            continue
+        base = doc["ops"][w].get("baseline")
+        cells = [w]
+        for c in configs:
+            ns = doc["ops"][w].get(c)
+            if ns is None:
+                cells.append("–")
+                continue
+            s = doc.get("ops_spread", {}).get(w, {}).get(c)
+            rng = f" [{s['low']:.0f}–{s['high']:.0f}]" if s else ""
+            ratio = f" ({ns / base:.3f}x)" if base and c != "baseline" else ""
+            cells.append(f"{ns:.0f}{ratio}{rng}")
+        rows.append(cells)
+    return _table(["workload (ns/op, median [min–max])", *configs], rows)
+
+
+def bpf_table(doc: Mapping[str, Any]) -> str:
+    configs = [c for c in ("empty_lsm", "enforcer_default", "enforcer_large")
+               if any(c in v for v in doc["bpf_ns"].values())]
+    rows = [[h, *[f"{doc['bpf_ns'][h][c]:.0f}" if c in doc["bpf_ns"][h] else "–" for c in configs]]
+            for h in sorted(doc["bpf_ns"])]
+    return _table(["hook (ns per program run)", *configs], rows)
+
+
+def verdict_table(vs: Sequence[Verdict]) -> str:
+    return _table(["target", "status", "numbers"], [[v.target, f"**{v.status}**", v.detail] for v in vs])
+
+
+def agent_table(doc: Mapping[str, Any]) -> str:
+    rows: List[Tuple[str, str]] = []
+    agent = doc.get("agent", {})
+    for phase in ("idle", "flood"):
+        m = agent.get(phase)
+        if m:
+            extra = ""
+            if phase == "flood":
+                extra = (f"; {m.get('attempts', 0)} attempts in {m.get('seconds', 0):.0f} s "
+                         f"({m.get('attempts_per_s', 0):.0f}/s), {m.get('events', 0)} events read")
+            rows.append((phase, f"{m['cpu_pct']:.1f}% of a core over {m['window_s']:.0f} s, "
+                                f"RSS {m.get('rss_mb', 0):.1f} MB, peak {m['peak_rss_mb']:.1f} MB{extra}"))
+    if doc.get("reload_ms") is not None:
+        each = agent.get("reload_ms_each")
+        rows.append(("reload (SIGHUP to verdict)", f"{doc['reload_ms']:.0f} ms median"
+                     + (f" (each: {', '.join(f'{x:.0f}' for x in each)})" if each else "")))
+    if agent.get("reload_large_ms") is not None:
+        rows.append(("reload to the large policy", f"{agent['reload_large_ms']:.0f} ms"))
+    st = doc.get("startup_s", {})
+    for k in ("cold", "warm"):
+        if st.get(k) is not None:
+            rows.append((f"start-up to READY=1, {k}", f"{st[k]:.1f} s"))
+    return _table(["agent", "measured"], rows)
