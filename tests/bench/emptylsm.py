@@ -19,7 +19,7 @@ def source() -> str:
     unused; u64 is what the BPF context holds)."""
     parts = []
     for spec in registry.HOOKS:
-        args = ", ".join(f"unsigned long long a{i}" for i in range(len(spec.args)))
+        args = ", ".join(f"unsigned long long a{i}" for i in range(len(spec.params)))
         parts.append(f"LSM_PROBE({spec.name}, {args}) {{ return 0; }}")
     return "\n".join(parts) + "\n"
 

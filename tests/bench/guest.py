@@ -323,19 +323,17 @@ def bpf_stats(configs: Configs, plan: Plan, raw: Dict) -> None:
 
 
 def fs_types(paths: List[str]) -> str:
-    types = set()
-    for p in paths:
-        types.add(sh("stat", "-f", "-c", "%T", p).strip())
-    # stat -f names 9p "v9fs"; fapolicyd's watch_fs uses the kernel's names (/proc/mounts).
+    """fapolicyd's watch_fs for these paths: the kernel's filesystem type
+    names (as in /proc/mounts) of the mounts that hold them."""
     mounts = {}
     for line in Path("/proc/mounts").read_text().splitlines():
         parts = line.split()
         mounts[parts[1]] = parts[2]
-    kernel_names = set()
+    names = set()
     for p in paths:
         best = max((m for m in mounts if p == m or p.startswith(m.rstrip("/") + "/")), key=len)
-        kernel_names.add(mounts[best])
-    return ",".join(sorted(kernel_names | {"ext4", "tmpfs"}))
+        names.add(mounts[best])
+    return ",".join(sorted(names))
 
 
 def main(argv: Optional[List[str]] = None) -> int:

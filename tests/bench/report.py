@@ -211,7 +211,7 @@ It boots Debian's stock kernel once in QEMU (the kernel tier's harness,
 * builds `tests/bench/loadgen.c` with `gcc -O2` and a static `true`; each
   workload is a C loop timed with `CLOCK_MONOTONIC` after a warm-up of a
   tenth of its iterations: `open_read` (open+close `O_RDONLY` of a regular
-  file on the guest's root, 9p), `open_write` (`O_WRONLY`, not a protected
+  file under `/var`, a writable overlay in the guest), `open_write` (`O_WRONLY`, not a protected
   file), `open_proc` (`/proc/sys/kernel/ostype`, read-only), `stat`,
   `mmap_exec` (mmap `PROT_READ|PROT_EXEC` of one page of libc.so.6, then
   munmap), `exec` (fork, execve of the static `true`, waitpid), `rename`
