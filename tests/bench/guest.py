@@ -211,8 +211,8 @@ def agent_phases(plan: Plan, raw: Dict) -> Dict[str, ProgramSet]:
         out = sh(str(BIN / "loadgen"), "flood", str(plan.flood_rate), str(plan.flood_s))
         counts = dict(kv.split("=") for kv in out.split()[1:])
         # Wait for the agent to drain what it has not read yet (bounded).
-        last, quiet_since = -1, time.monotonic()
-        while time.monotonic() - quiet_since < 2 and time.monotonic() - quiet_since < 30:
+        last, quiet_since, drain_start = -1, time.monotonic(), time.monotonic()
+        while time.monotonic() - quiet_since < 2 and time.monotonic() - drain_start < 30:
             n = len(agent.since(mark))
             if n != last:
                 last, quiet_since = n, time.monotonic()
@@ -378,6 +378,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         rounds(configs, plan, raw)
         save()
         bpf_stats(configs, plan, raw)
+        save()
+        log("start-up phases (a fresh interpreter repeating the loader's steps)")
+        phases = sh(sys.executable, "-m", "tests.bench.startup_phases")
+        raw["agent"]["startup_phases"] = json.loads(phases.strip().splitlines()[-1])
+        log(f"start-up phases: {raw['agent']['startup_phases']}")
     except Exception as error:  # record and hand the partial results back; the host reports the failure
         raw["errors"].append("".join(traceback.format_exception(error)))
         log(f"FAILED: {error}")

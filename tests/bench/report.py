@@ -189,6 +189,12 @@ def agent_table(doc: Mapping[str, Any]) -> str:
     for k in ("cold", "warm"):
         if st.get(k) is not None:
             rows.append((f"start-up to READY=1, {k}", f"{st[k]:.1f} s"))
+    ph = agent.get("startup_phases")
+    if ph:
+        rows.append(("where start-up goes (loader steps, fresh interpreter)",
+                     f"import bcc {ph['import_bcc_s']:.1f} s, BTF headers {ph['headers_cold_s']:.1f} s cold / "
+                     f"{ph['headers_warm_s']:.1f} s warm, clang compile {ph['compile_s']:.1f} s, "
+                     f"verifier {ph['verify_total_s']:.1f} s over {len(ph['verify_s'])} programs"))
     return _table(["agent", "measured"], rows)
 
 

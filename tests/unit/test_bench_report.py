@@ -30,7 +30,9 @@ def _raw(**over):
                                            "inode_rename": {"run_time_ns": 0, "run_cnt": 0}}},
         "agent": {"idle": {"cpu_pct": 0.4, "window_s": 10, "rss_mb": 50, "peak_rss_mb": 51},
                   "flood": {"cpu_pct": 120.0, "window_s": 10, "rss_mb": 60, "peak_rss_mb": 70,
-                            "attempts": 100000, "seconds": 10, "attempts_per_s": 10000, "events": 900}},
+                            "attempts": 100000, "seconds": 10, "attempts_per_s": 10000, "events": 900},
+                  "startup_phases": {"import_bcc_s": 7.2, "headers_cold_s": 3.3, "headers_warm_s": 0.1,
+                                     "compile_s": 46.6, "verify_s": {"file_open": 2.0}, "verify_total_s": 12.0}},
         "reload_ms": [40.0, 60.0, 50.0],
         "startup_s": {"cold": 90.0, "warm": 70.0},
     }
@@ -115,6 +117,7 @@ def test_document_has_every_table_and_says_quick():
     for heading in ("## Targets", "## Cost per operation", "## Cost per program run", "## The agent"):
         assert heading in text
     assert "| open_read | 1000 [995–1005] | 1100 (1.100x) [1095–1105] |" in text
+    assert "clang compile 46.6 s, verifier 12.0 s over 1 programs" in text
     assert "did not finish" not in text
     assert "did not finish" in report.render_document(_doc(), errors=["Traceback: boom"])
 
