@@ -147,3 +147,15 @@ def test_the_bench_is_not_part_of_the_test_run():
     assert not list((REPO / "tests/bench").glob("test_*.py"))
     assert not list((REPO / "tests/bench").glob("*_test.py"))
     assert "tests/bench" not in (REPO / ".ci/run").read_text()
+
+
+def test_empty_programs_cover_exactly_enforcers_hooks_with_their_arity():
+    from bench import emptylsm
+    from enforcer import registry
+
+    lines = emptylsm.source().strip().splitlines()
+    assert len(lines) == len(registry.HOOKS)
+    for spec, line in zip(registry.HOOKS, lines):
+        assert line.startswith(f"LSM_PROBE({spec.name}, ")
+        assert line.count("unsigned long long") == len(spec.params)
+        assert line.endswith("{ return 0; }")
