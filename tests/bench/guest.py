@@ -190,7 +190,8 @@ def reload_timed(agent: Agent, text: str) -> float:
     return took
 
 
-def agent_phases(plan: Plan, raw: Dict) -> Dict[str, ProgramSet]:
+def agent_phases(plan: Plan, raw: Dict, sets: Dict[str, ProgramSet]) -> None:
+    """Fills `sets` with enforcer_default, then enforcer_large, as each is taken."""
     default_text = (REPO / "policies/default.toml").read_text()
     policy = AGENT_DIR / "policy.toml"
     policy.write_text(default_text)
@@ -236,7 +237,7 @@ def agent_phases(plan: Plan, raw: Dict) -> Dict[str, ProgramSet]:
     raw["reload_ms"] = [round(x, 1) for x in each]
     raw["agent"]["reload_ms_each"] = raw["reload_ms"]
     log(f"reloads: {each}")
-    enforcer_default = take_programs(agent, "enforcer_default")
+    sets["enforcer_default"] = take_programs(agent, "enforcer_default")
 
     agent, warm, phases = start_agent(policy, "warm")
     raw["startup_s"]["warm"] = round(warm, 2)
@@ -245,8 +246,7 @@ def agent_phases(plan: Plan, raw: Dict) -> Dict[str, ProgramSet]:
     raw["agent"]["reload_large_ms"] = round(reload_timed(agent, large.text), 1)
     # In force, not only announced: the large policy denies its own directories.
     raw["agent"]["large_in_force_after_reload"] = exec_denied(LARGE_TRUE)
-    enforcer_large = take_programs(agent, "enforcer_large")
-    return {"enforcer_default": enforcer_default, "enforcer_large": enforcer_large}
+    sets["enforcer_large"] = take_programs(agent, "enforcer_large")
 
 
 # ---------------------------------------------------------------- rounds --
@@ -287,13 +287,22 @@ def rounds(configs: Configs, plan: Plan, raw: Dict) -> None:
     for r in range(plan.rounds):
         order = names[r % len(names):] + names[:r % len(names)]  # rotate: no configuration always first
         for config in order:
-            configs.enable(config)
             try:
-                configs.check(config)
-                for w in WORKLOADS:
-                    samples.setdefault(w, {}).setdefault(config, []).append(measure(w, plan))
-            finally:
-                configs.disable(config)
+                configs.enable(config)
+                try:
+                    configs.check(config)
+                    for w in WORKLOADS:
+                        samples.setdefault(w, {}).setdefault(config, []).append(measure(w, plan))
+                finally:
+                    configs.disable(config)
+            except (OSError, RuntimeError, subprocess.CalledProcessError) as error:
+                # One configuration failing must not cost the others their rounds:
+                # it is dropped, with what it measured so far, and the error kept.
+                raw["errors"].append(f"round {r + 1}, {config}: {error!r}")
+                log(f"dropping {config}: {error!r}")
+                names.remove(config)
+                for w in samples:
+                    samples[w].pop(config, None)
         log(f"round {r + 1}/{plan.rounds} done: " +
             ", ".join(f"{c} open_read {samples['open_read'][c][-1]:.0f}" for c in order))
 
@@ -355,38 +364,53 @@ def main(argv: Optional[List[str]] = None) -> int:
         out.write_text(json.dumps(raw, indent=1))
 
     keep_alive = []
-    try:
-        setup()
-        log("setup done")
-        sets: Dict[str, ProgramSet] = {}
-        if not skip & {"enforcer_default", "enforcer_large"}:
-            sets.update(agent_phases(plan, raw))
+
+    def step(what: str, fn: Callable[[], object]) -> object:
+        """Run one step; a failure is recorded and the run goes on without
+        what the step would have provided (partial results beat none: a
+        guest run is minutes of emulated time)."""
+        try:
+            return fn()
+        except Exception as error:  # any failure of a step: recorded in raw.json, reported by the host
+            raw["errors"].append(f"{what}: " + "".join(traceback.format_exception(error)))
+            log(f"FAILED {what}: {error}")
+            return None
+        finally:
             save()
-        if "empty_lsm" not in skip:
+
+    step("setup", setup)
+    if raw["errors"]:
+        return 1
+    log("setup done")
+    sets: Dict[str, ProgramSet] = {}
+    if not skip & {"enforcer_default", "enforcer_large"}:
+        step("agent", lambda: agent_phases(plan, raw, sets))
+    if "empty_lsm" not in skip:
+        def empty() -> None:
             t = time.monotonic()
             bpf, programs = emptylsm.load(AGENT_DIR / "cache")
             keep_alive.append(bpf)
             sets["empty_lsm"] = ProgramSet("empty_lsm", programs)
             log(f"empty programs loaded in {time.monotonic() - t:.1f} s")
-        fapo = None
-        if "fapolicyd" not in skip:
+        step("empty_lsm", empty)
+    fapo: List[fapolicyd.Daemon] = []
+    if "fapolicyd" not in skip:
+        def fapo_setup() -> None:
             watch = fs_types([str(WORK), str(BIN), str(LIBRARY), "/tmp", "/proc"])
             fapolicyd.configure(watch)
             raw["fapolicyd_watch_fs"] = watch
-            fapo = fapolicyd.Daemon(AGENT_DIR / "fapolicyd.log")
-        configs = Configs(sets, fapo)
-        rounds(configs, plan, raw)
-        save()
-        bpf_stats(configs, plan, raw)
-        save()
+            fapo.append(fapolicyd.Daemon(AGENT_DIR / "fapolicyd.log"))
+        step("fapolicyd setup", fapo_setup)
+    configs = Configs(sets, fapo[0] if fapo else None)
+    step("rounds", lambda: rounds(configs, plan, raw))
+    step("bpf_stats", lambda: bpf_stats(configs, plan, raw))
+
+    def phases() -> None:
         log("start-up phases (a fresh interpreter repeating the loader's steps)")
-        phases = sh(sys.executable, "-m", "tests.bench.startup_phases")
-        raw["agent"]["startup_phases"] = json.loads(phases.strip().splitlines()[-1])
+        out = sh(sys.executable, "-m", "tests.bench.startup_phases")
+        raw["agent"]["startup_phases"] = json.loads(out.strip().splitlines()[-1])
         log(f"start-up phases: {raw['agent']['startup_phases']}")
-    except Exception as error:  # record and hand the partial results back; the host reports the failure
-        raw["errors"].append("".join(traceback.format_exception(error)))
-        log(f"FAILED: {error}")
-    save()
+    step("startup phases", phases)
     return 1 if raw["errors"] else 0
 
 
