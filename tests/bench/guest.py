@@ -304,7 +304,7 @@ def rounds(configs: Configs, plan: Plan, raw: Dict) -> None:
                 for w in samples:
                     samples[w].pop(config, None)
         log(f"round {r + 1}/{plan.rounds} done: " +
-            ", ".join(f"{c} open_read {samples['open_read'][c][-1]:.0f}" for c in order))
+            ", ".join(f"{c} open_read {samples['open_read'][c][-1]:.0f}" for c in names))
 
 
 def bpf_stats(configs: Configs, plan: Plan, raw: Dict) -> None:
