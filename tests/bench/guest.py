@@ -396,7 +396,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     fapo: List[fapolicyd.Daemon] = []
     if "fapolicyd" not in skip:
         def fapo_setup() -> None:
-            watch = fs_types([str(WORK), str(BIN), str(LIBRARY), "/tmp", "/proc"])
+            # Not /proc: fapolicyd does not watch procfs by default (Debian: ext*, tmpfs, xfs, ...),
+            # so open_proc under fapolicyd is the kernel alone, as on a real fapolicyd host.
+            watch = fs_types([str(WORK), str(BIN), str(LIBRARY), "/tmp"])
             fapolicyd.configure(watch)
             raw["fapolicyd_watch_fs"] = watch
             fapo.append(fapolicyd.Daemon(AGENT_DIR / "fapolicyd.log"))
