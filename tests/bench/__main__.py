@@ -138,7 +138,7 @@ def write_outputs(raw: dict, wall_s: float, out_json: Path, doc_path: Path) -> r
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="3 rounds, fewer iterations, 10 s idle/flood (about 10 min)")
+    ap.add_argument("--quick", action="store_true", help="5 rounds, fewer iterations, 10 s idle and flood (about 10 min)")
     ap.add_argument("--kernel", default="6.1", choices=("6.1", "6.12"), help="Debian stock kernel series to boot")
     ap.add_argument("--skip", default="", help="configurations to leave out, comma-separated (development only)")
     ap.add_argument("--render", type=Path, help="only write the JSON and the document from this raw.json")

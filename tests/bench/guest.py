@@ -61,9 +61,9 @@ class Plan:
     reloads: int
 
 
-QUICK = Plan(rounds=3, iterations={"exec": 150, "rename": 4000, "mmap_exec": 4000, "default": 8000},
+QUICK = Plan(rounds=5, iterations={"exec": 150, "rename": 4000, "mmap_exec": 4000, "default": 10000},
              idle_s=10, flood_s=10, flood_rate=10_000, reloads=3)
-FULL = Plan(rounds=7, iterations={"exec": 600, "rename": 20000, "mmap_exec": 20000, "default": 40000},
+FULL = Plan(rounds=11, iterations={"exec": 1000, "rename": 20000, "mmap_exec": 20000, "default": 50000},
             idle_s=60, flood_s=30, flood_rate=10_000, reloads=7)
 
 
@@ -220,7 +220,8 @@ def agent_phases(plan: Plan, raw: Dict, sets: Dict[str, ProgramSet]) -> None:
             time.sleep(0.5)
         events = [r for r in agent.since(mark) if r.get("type") == "event"]
         attempts, seconds = int(counts["attempts"]), float(counts["seconds"])
-        return {"attempts": attempts, "denied": int(counts["denied"]), "seconds": seconds,
+        return {"attempts": attempts, "denied": int(counts["denied"]), "other_errors": int(counts["other"]),
+                "seconds": seconds,
                 "attempts_per_s": round(attempts / seconds), "events": len(events),
                 "records": len(agent.since(mark))}
 

@@ -82,7 +82,7 @@ static int flood(double rate, double seconds) {
      * deny, paced in 1 ms ticks (rate/1000 attempts per tick) so the agent
      * sees a steady stream rather than bursts. One process: the rate is the
      * point, and forking 10,000 processes a second is beyond an emulated CPU. */
-    long per_tick = (long)(rate / 1000.0 + 0.5), attempts = 0, denied = 0, opened = 0;
+    long per_tick = (long)(rate / 1000.0 + 0.5), attempts = 0, denied = 0, opened = 0, other = 0;
     long long start = now_ns(), end = start + (long long)(seconds * 1e9), tick = start;
     while (now_ns() < end) {
         for (long k = 0; k < per_tick; k++) {
@@ -90,13 +90,14 @@ static int flood(double rate, double seconds) {
             attempts++;
             if (fd >= 0) { opened++; close(fd); }
             else if (errno == EPERM || errno == EACCES) denied++;
+            else other++;
         }
         tick += 1000000;
         struct timespec t = {tick / 1000000000LL, tick % 1000000000LL};
         clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &t, NULL);
     }
     double took = (now_ns() - start) / 1e9;
-    printf("flood attempts=%ld denied=%ld opened=%ld seconds=%.3f\n", attempts, denied, opened, took);
+    printf("flood attempts=%ld denied=%ld opened=%ld other=%ld seconds=%.3f\n", attempts, denied, opened, other, took);
     return 0;
 }
 
