@@ -108,8 +108,10 @@ def run_guest(kernel: Path, out: Path, quick: bool, skip: str) -> int:
         fcntl.flock(lock, fcntl.LOCK_EX)
         print(f"bench: booting {kernel.name}; console: {out / 'console.log'}", flush=True)
         with open(out / "console.log", "w") as console:
+            # vng runs virtme-run by name: it must be on PATH (it is beside vng), as in vm.GuestRun.
+            env = {**os.environ, "PATH": str(Path(vng).parent) + os.pathsep + os.environ.get("PATH", "")}
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                    start_new_session=True)
+                                    start_new_session=True, env=env)
             deadline = time.monotonic() + timeout
             assert proc.stdout is not None
             for line in proc.stdout:
