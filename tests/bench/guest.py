@@ -17,6 +17,7 @@ Order, chosen so that each expensive thing happens once:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -364,8 +365,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--skip", default="", help="comma-separated configurations to leave out (development)")
+    ap.add_argument("--rounds", type=int, default=0, help="override the plan's number of rounds")
     args = ap.parse_args(argv)
     plan = QUICK if args.quick else FULL
+    if args.rounds:
+        plan = dataclasses.replace(plan, rounds=args.rounds)
     skip = set(filter(None, args.skip.split(",")))
     t0 = time.monotonic()
     raw: Dict = {"kernel": os.uname().release, "quick": args.quick, "rounds": plan.rounds,
