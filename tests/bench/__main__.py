@@ -129,13 +129,16 @@ def run_guest(kernel: Path, out: Path, quick: bool, skip: str, rounds: int) -> i
     return int(code.read_text()) if code.exists() else 99
 
 
-def write_outputs(raw: dict, wall_s: float, out_json: Path, doc_path: Path) -> results.Results:
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+def write_outputs(raw: dict, wall_s: float, out_json: Path, doc_path: Path, measured_at: float) -> results.Results:
+    """`measured_at`: when the guest wrote its record (the date the document gives is the measurement's)."""
+    date = raw.get("date") or datetime.datetime.fromtimestamp(measured_at, datetime.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M UTC")
     res = results.from_raw(raw, date=date, machine=machine(), wall_s=wall_s)
     doc = res.to_json()
     results.validate(doc)
     out_json.write_text(json.dumps(doc, indent=2) + "\n")
-    doc_path.write_text(report.render_document(doc, errors=raw.get("errors", [])))
+    existing = doc_path.read_text() if doc_path.exists() else None
+    doc_path.write_text(report.merge_document(existing, report.render_document(doc, errors=raw.get("errors", []))))
     return res
 
 
@@ -154,7 +157,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     if args.render:
         raw = json.loads(args.render.read_text())
-        write_outputs(raw, raw.get("guest_wall_s", 0.0), args.json, args.doc)
+        write_outputs(raw, raw.get("guest_wall_s", 0.0), args.json, args.doc, args.render.stat().st_mtime)
         print(f"bench: wrote {args.json} and {args.doc}")
         return 0
 
@@ -172,7 +175,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     raw = json.loads(raw_path.read_text())
     shutil.copy(raw_path, args.raw)
     # The run's length without the wait for the VM lock: the guest's own wall time.
-    write_outputs(raw, raw.get("guest_wall_s", 0.0), args.json, args.doc)
+    write_outputs(raw, raw.get("guest_wall_s", 0.0), args.json, args.doc, raw_path.stat().st_mtime)
     print(f"bench: wrote {args.json}, {args.doc} and bench-raw.json in {time.monotonic() - t0:.0f} s "
           f"(guest exit {rc}; guest files in {out})")
     for error in raw.get("errors", []):

@@ -372,7 +372,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         plan = dataclasses.replace(plan, rounds=args.rounds)
     skip = set(filter(None, args.skip.split(",")))
     t0 = time.monotonic()
-    raw: Dict = {"kernel": os.uname().release, "quick": args.quick, "rounds": plan.rounds,
+    raw: Dict = {"kernel": os.uname().release, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                 "quick": args.quick, "rounds": plan.rounds,
                  "iterations": plan.iterations, "samples": {}, "bpf_stats": {}, "agent": {},
                  "reload_ms": [], "startup_s": {}, "notes": [], "errors": []}
     out = args.out / "raw.json"

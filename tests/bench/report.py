@@ -15,6 +15,14 @@ from typing import Any, List, Mapping, Optional, Sequence, Tuple
 from .results import CONFIGURATIONS, WORKLOADS
 
 MET, NOT_MET, NOT_MEASURED = "met", "not met", "not measured"
+#: The difference is smaller than the rounds' own disagreement: this run
+#: cannot tell met from not met (more rounds, or a quieter machine, can).
+WITHIN_NOISE = "within noise"
+
+#: The enforcer hook a workload's operation runs, for the per-program
+#: comparison; stat runs none of the hooks enforcer attaches (no inode_getattr).
+WORKLOAD_HOOK = {"open_read": "file_open", "open_write": "file_open", "open_proc": "file_open",
+                 "stat": None, "mmap_exec": "mmap_file", "exec": "bprm_check_security", "rename": "inode_rename"}
 
 
 @dataclass(frozen=True)
@@ -52,12 +60,45 @@ def _floor_target(doc: Mapping[str, Any], workload: str, limit: float) -> Verdic
         return Verdict(name, NOT_MEASURED, "a configuration was not measured")
     noise = _noise(doc, workload, "empty_lsm")
     if empty <= noise:
-        return Verdict(name, NOT_MEASURED,
+        return Verdict(name, WITHIN_NOISE,
                        f"the empty program's added cost ({empty:+.0f} ns) is within the rounds' spread "
-                       f"({noise:.0f} ns): no floor to compare with (enforcer added {enf:+.0f} ns)")
+                       f"({noise:.0f} ns): no floor to compare with (enforcer added {enf:+.0f} ns)"
+                       + _per_run(doc, workload))
     ratio = enf / empty
     return Verdict(name, MET if ratio <= limit else NOT_MET,
                    f"enforcer +{enf:.0f} ns, empty +{empty:.0f} ns: {ratio:.2f} x")
+
+
+def _per_run(doc: Mapping[str, Any], workload: str) -> str:
+    """The kernel's own per-program figures for the workload's hook: these
+    are precise where ns/op differences drown in the emulator's noise."""
+    hook = WORKLOAD_HOOK.get(workload)
+    if hook is None:
+        return "; stat runs none of the hooks enforcer attaches"
+    per = doc.get("bpf_ns", {}).get(hook, {})
+    enf, empty = per.get("enforcer_default"), per.get("empty_lsm")
+    if enf is None or empty is None:
+        return ""
+    return f"; per program run ({hook}): enforcer {enf:.0f} ns, empty {empty:.0f} ns ({enf / empty:.1f} x)"
+
+
+def _relative_noise_pct(doc: Mapping[str, Any], workload: str, config: str, reference: str) -> float:
+    """Half the rounds' range of both, summed, as a percentage of the reference."""
+    ref = _ns(doc, workload, reference)
+    total = 0.0
+    for c in (config, reference):
+        s = doc.get("ops_spread", {}).get(workload, {}).get(c)
+        if s:
+            total += (s["high"] - s["low"]) / 2
+    return 100.0 * total / ref if ref else 0.0
+
+
+def _judge_pct(pct: float, noise: float, limit: float) -> str:
+    if pct + noise <= limit:
+        return MET
+    if pct - noise > limit:
+        return NOT_MET
+    return WITHIN_NOISE
 
 
 def _relative(doc: Mapping[str, Any], workload: str, config: str, reference: str, limit_pct: float) -> Optional[float]:
@@ -71,8 +112,12 @@ def verdicts(doc: Mapping[str, Any]) -> List[Verdict]:
 
     pct = _relative(doc, "exec", "enforcer_default", "baseline", 2.0)
     name = "exec: enforcer_default within 2% of baseline"
-    out.append(Verdict(name, NOT_MEASURED, "not measured") if pct is None else
-               Verdict(name, MET if pct <= 2.0 else NOT_MET, f"{pct:+.1f}%"))
+    if pct is None:
+        out.append(Verdict(name, NOT_MEASURED, "not measured"))
+    else:
+        noise = _relative_noise_pct(doc, "exec", "enforcer_default", "baseline")
+        out.append(Verdict(name, _judge_pct(pct, noise, 2.0),
+                           f"{pct:+.1f}% (rounds' noise ±{noise:.0f}%)" + _per_run(doc, "exec")))
 
     name = "enforcer_large within 10% of enforcer_default on every workload"
     diffs = {w: _relative(doc, w, "enforcer_large", "enforcer_default", 10.0) for w in WORKLOADS}
@@ -80,10 +125,20 @@ def verdicts(doc: Mapping[str, Any]) -> List[Verdict]:
     if not measured:
         out.append(Verdict(name, NOT_MEASURED, "not measured"))
     else:
-        worst = max(measured, key=lambda w: measured[w])
         missing = sorted(set(WORKLOADS) - set(measured))
-        status = NOT_MET if measured[worst] > 10.0 else (NOT_MEASURED if missing else MET)
-        detail = ", ".join(f"{w} {d:+.1f}%" for w, d in measured.items())
+        noise = {w: _relative_noise_pct(doc, w, "enforcer_large", "enforcer_default") for w in measured}
+        each = {w: _judge_pct(d, noise[w], 10.0) for w, d in measured.items()}
+        if NOT_MET in each.values():
+            status = NOT_MET
+        elif WITHIN_NOISE in each.values():
+            status = WITHIN_NOISE
+        else:
+            status = NOT_MEASURED if missing else MET
+        detail = ", ".join(f"{w} {d:+.1f}% (±{noise[w]:.0f}%)" for w, d in measured.items())
+        per = [(h, v["enforcer_large"] / v["enforcer_default"]) for h, v in sorted(doc.get("bpf_ns", {}).items())
+               if v.get("enforcer_large") and v.get("enforcer_default")]
+        if per:
+            detail += "; per program run, large / default: " + ", ".join(f"{h} {r:.2f}" for h, r in per)
         out.append(Verdict(name, status, detail + (f"; not measured: {', '.join(missing)}" if missing else "")))
 
     for w in ("exec", "open_read"):
@@ -94,8 +149,9 @@ def verdicts(doc: Mapping[str, Any]) -> List[Verdict]:
         elif fapo <= enf:
             out.append(Verdict(name, NOT_MET, f"enforcer +{enf:.0f} ns, fapolicyd +{fapo:.0f} ns"))
         elif enf <= _noise(doc, w, "enforcer_default"):
-            out.append(Verdict(name, MET, f"fapolicyd +{fapo:.0f} ns; enforcer +{enf:.0f} ns, within the "
-                                          f"rounds' spread: no finite factor"))
+            ratio = f"{fapo / enf:.1f} x by medians" if enf > 0 else "enforcer's median at or below baseline"
+            out.append(Verdict(name, MET, f"fapolicyd +{fapo:.0f} ns, enforcer +{enf:.0f} ns (within the "
+                                          f"rounds' spread, so the factor is rough): {ratio}"))
         else:
             out.append(Verdict(name, MET, f"fapolicyd +{fapo:.0f} ns, enforcer +{enf:.0f} ns: "
                                           f"{fapo / enf:.1f} x lower"))
@@ -256,6 +312,21 @@ It boots Debian's stock kernel once in QEMU (the kernel tier's harness,
   one exec rule; start-up: wall time from launch to `READY=1` on the notify
   socket.
 """
+
+
+BEGIN, END = "<!-- generated by tests/bench: begin -->", "<!-- generated by tests/bench: end -->"
+
+
+def merge_document(existing: Optional[str], generated: str) -> str:
+    """Put the generated part between the markers of `existing`, keeping the
+    hand-written text around it (the reading of the numbers); the whole
+    document is the generated part when there are no markers."""
+    block = f"{BEGIN}\n{generated.rstrip()}\n{END}"
+    if existing and BEGIN in existing and END in existing:
+        head, rest = existing.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        return head + block + tail
+    return block + "\n"
 
 
 def render_document(doc: Mapping[str, Any], errors: Sequence[str] = ()) -> str:
