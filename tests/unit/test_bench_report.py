@@ -115,7 +115,8 @@ def test_large_policy_slower_is_not_met():
 def test_document_has_every_table_and_says_quick():
     text = report.render_document(_doc())
     assert "a **quick** run: 3 rounds" in text
-    for heading in ("## Targets", "## Cost per operation", "## Cost per program run", "## The agent"):
+    for heading in ("## Results (generated)", "### Targets", "### Cost per operation", "### Cost per program run",
+                    "### The agent", "### How it is measured"):
         assert heading in text
     assert "| open_read | 1000 [995–1005] | 1100 (1.100x) [1095–1105] |" in text
     assert "clang compile 46.6 s, verifier 12.0 s over 1 programs" in text
