@@ -8,5 +8,6 @@ run it with ``.venv/bin/python -m tests.bench`` from the repository root
 Modules: ``results`` (the JSON shape, pure), ``report`` (targets and the
 markdown tables, pure), ``policygen`` (the large policy, pure), ``stats``
 (medians and spread, pure), ``guest`` (runs inside the VM), ``bpfctl``,
-``emptylsm`` and ``fapolicyd`` (used by ``guest``), ``__main__`` (the host side).
+``emptylsm``, ``fapolicyd`` and ``startup_phases`` (used by ``guest``),
+``__main__`` (the host side).
 """

@@ -18,7 +18,7 @@ the guest where the workloads run.
 
 from __future__ import annotations
 
-import os
+import shutil
 import signal
 import subprocess
 import time
@@ -47,8 +47,10 @@ def configure(watch_fs: str) -> None:
     (rules_d / "10-bench.rules").write_text(RULES)
     # fagenrules concatenates rules.d into compiled.rules, which the daemon reads.
     subprocess.run(["/usr/sbin/fagenrules"], check=True, capture_output=True, text=True)
-    Path("/run/fapolicyd").mkdir(exist_ok=True)
-    os.system("chown fapolicyd:fapolicyd /run/fapolicyd /var/lib/fapolicyd 2>/dev/null")
+    # The daemon drops to its own user and writes its fifo and trust database there.
+    for directory in (Path("/run/fapolicyd"), Path("/var/lib/fapolicyd")):
+        directory.mkdir(exist_ok=True)
+        shutil.chown(directory, "fapolicyd", "fapolicyd")
 
 
 class Daemon:
