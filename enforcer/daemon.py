@@ -10,6 +10,7 @@ Exit codes: 0 clean stop, 1 enforcement impossible, 2 invalid policy.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -172,6 +173,8 @@ class Agent:
         self._reopen = False
         self._lost_seen = 0
         self._status_line = ""
+        #: where this agent's start went, for the state file and the started record
+        self.startup: Optional[dict] = None
         self.enforcement = None
         self.loaded: Optional[Loaded] = None
         self.mount_watch: Optional[MountWatch] = None
@@ -220,7 +223,9 @@ class Agent:
         from enforcer.kernel.loader import LoadError, load  # noqa: PLC0415 - touches the kernel
         from enforcer.kernel.probe import run_probe  # noqa: PLC0415
 
+        probe_began = time.monotonic()
         report = run_probe()
+        probe_s = time.monotonic() - probe_began
         if not report.usable:
             print(report.explain(), file=sys.stderr)
             print("refusing to start: enforcer never falls back to audit on its own", file=sys.stderr)
@@ -239,6 +244,8 @@ class Agent:
             self.enforcement.close()
             return ExitCode.UNAVAILABLE
         self.loaded = loaded
+        startup = self.enforcement.startup
+        self.startup = dataclasses.replace(startup, phases=(("probe", probe_s),) + startup.phases).to_json()
         self._watch_mounts()
         self._publish_state(loaded)
         if self.metrics_options.wanted:
@@ -260,7 +267,7 @@ class Agent:
             rules=loaded.plan.mode_summary(),
             generation=self.enforcement.generations.current_generation,
             instance=self.enforcement.instance_dir.name,
-            startup=self.enforcement.startup.to_json(),
+            startup=self.startup,
         )
         # READY only now: every program attached, every map filled.
         self._status_line = self._service_status()
@@ -327,6 +334,7 @@ class Agent:
             rules=loaded.plan.rules,
             updated=AgentState.now(),
             reload=self.reload_status,
+            startup=self.startup,
         )
         write_state(state, self.state_dir)
 

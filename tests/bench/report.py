@@ -247,9 +247,10 @@ def agent_table(doc: Mapping[str, Any]) -> str:
             rows.append((f"start-up to READY=1, {k}", f"{st[k]:.1f} s"))
     ph = agent.get("startup_phases")
     if ph:
-        rows.append(("where start-up goes (loader steps, fresh interpreter)",
+        read = f", reading the cached object {ph['object_read_s']:.1f} s" if "object_read_s" in ph else ""
+        rows.append(("where a compiling start goes (loader steps, fresh interpreter)",
                      f"import bcc {ph['import_bcc_s']:.1f} s, BTF headers {ph['headers_cold_s']:.1f} s cold / "
-                     f"{ph['headers_warm_s']:.1f} s warm, clang compile {ph['compile_s']:.1f} s, "
+                     f"{ph['headers_warm_s']:.1f} s warm, clang compile {ph['compile_s']:.1f} s{read}, "
                      f"verifier {ph['verify_total_s']:.1f} s over {len(ph['verify_s'])} programs"))
     return _table(["agent", "measured"], rows)
 
