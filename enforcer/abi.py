@@ -403,6 +403,11 @@ def key_namespace(slot: int, scope: int = 0) -> int:
     return (slot << 1) | scope
 
 
+def slot_of_namespace(ns: int) -> int:
+    """The policy slot of a key_namespace() value."""
+    return (ns >> 1) & 1
+
+
 def location_namespace(scope: int, fs_index: int) -> int:
     """Scope bits of an exec_places key that places a file by location: the
     scope, and the index of its filesystem in place_devs (1..MAX_PLACE_DEVS)."""

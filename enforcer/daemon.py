@@ -10,6 +10,7 @@ Exit codes: 0 clean stop, 1 enforcement impossible, 2 invalid policy.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -29,6 +30,7 @@ from enforcer.events import BootClock
 from enforcer.exitcodes import ExitCode
 from enforcer.generations import DRAIN_BUDGET
 from enforcer.parse import PolicyError, ignored_allow_d_files
+from enforcer.policydigest import policy_digest
 from enforcer.policyfile.problems import PolicyProblem
 from enforcer.periodic import Scheduler
 from enforcer.ancestry import AncestryEnricher, ProcessDescriber
@@ -88,6 +90,10 @@ class Notifier:
 class Loaded:
     policy: Policy
     plan: MapPlan
+
+    @property
+    def digest(self) -> str:
+        return policy_digest(self.policy)
 
 
 def host_mounts() -> Optional[MountTable]:
@@ -174,6 +180,9 @@ class Agent:
         self._reload = False
         self._reopen = False
         self._lost_seen = 0
+        self._status_line = ""
+        #: where this agent's start went, for the state file and the started record
+        self.startup: Optional[dict] = None
         self.enforcement = None
         self.loaded: Optional[Loaded] = None
         self.mount_watch: Optional[MountWatch] = None
@@ -222,7 +231,9 @@ class Agent:
         from enforcer.kernel.loader import LoadError, load  # noqa: PLC0415 - touches the kernel
         from enforcer.kernel.probe import run_probe  # noqa: PLC0415
 
+        probe_began = time.monotonic()
         report = run_probe()
+        probe_s = time.monotonic() - probe_began
         if not report.usable:
             print(report.explain(), file=sys.stderr)
             print("refusing to start: enforcer never falls back to audit on its own", file=sys.stderr)
@@ -241,6 +252,8 @@ class Agent:
             self.enforcement.close()
             return ExitCode.UNAVAILABLE
         self.loaded = loaded
+        startup = self.enforcement.startup
+        self.startup = dataclasses.replace(startup, phases=(("probe", probe_s),) + startup.phases).to_json()
         self._watch_mounts()
         self._watch_processes()
         self._publish_state(loaded)
@@ -257,15 +270,17 @@ class Agent:
         self.reporter.notice(
             "started",
             cgroup_layout=layout.value,
+            policy_digest=loaded.digest,
             policy=str(self.policy_path),
             mode=self.override.value if self.override else loaded.policy.mode.value,
             rules=loaded.plan.mode_summary(),
             generation=self.enforcement.generations.current_generation,
             instance=self.enforcement.instance_dir.name,
-            startup=self.enforcement.startup.to_json(),
+            startup=self.startup,
         )
         # READY only now: every program attached, every map filled.
-        self.notifier.send("READY=1\nSTATUS=enforcing " + loaded.plan.mode_summary())
+        self._status_line = self._service_status()
+        self.notifier.send(f"READY=1\nSTATUS={self._status_line}")
         return ExitCode.OK
 
     def _watch_processes(self) -> None:
@@ -325,6 +340,7 @@ class Agent:
             kernel=self.enforcement.stats,
             rules_by_mode=rules_by_mode,
             info=lambda: {"policy": str(self.policy_path),
+                          "policy_digest": self.loaded.digest if self.loaded else "",
                           "mode": self.override.value if self.override else "policy",
                           "version": __version__},
         )
@@ -344,6 +360,7 @@ class Agent:
             rules=loaded.plan.rules,
             updated=AgentState.now(),
             reload=self.reload_status,
+            startup=self.startup,
         )
         write_state(state, self.state_dir)
 
@@ -394,10 +411,12 @@ class Agent:
             self.reporter.notice(
                 "reloaded",
                 rules=loaded.plan.mode_summary(),
+                policy_digest=loaded.digest,
                 generation=generation,
                 map_entries_changed=changed,
             )
-        self.notifier.send("READY=1")
+        self._status_line = self._service_status()
+        self.notifier.send(f"READY=1\nSTATUS={self._status_line}")
 
     def _reopen_sinks(self) -> None:
         try:
@@ -407,10 +426,27 @@ class Agent:
             log.error("reopening the event file failed, still writing the old one: %s", error)
 
     def _report_lost(self) -> None:
-        lost = self.enforcement.stats()["events_lost"]
+        stats = self.enforcement.stats()
+        lost = stats["events_lost"]
         if lost > self._lost_seen:
             self.reporter.lost(lost - self._lost_seen)
             self._lost_seen = lost
+        self._update_service_status(stats)
+
+    def _service_status(self, stats: Optional[dict] = None) -> str:
+        """systemd's STATUS= (`systemctl status` shows it): the rules in force and
+        their modes, the policy digest, and the kernel's decision counters."""
+        stats = stats if stats is not None else self.enforcement.stats()
+        return (f"{self.loaded.plan.mode_summary()}; policy {self.loaded.digest}; "
+                f"blocked {stats['blocked']}, audited {stats['audited']}, allowlisted {stats['allowlisted']}")
+
+    def _update_service_status(self, stats: dict) -> None:
+        if self.loaded is None:
+            return
+        line = self._service_status(stats)
+        if line != self._status_line:
+            self._status_line = line
+            self.notifier.send(f"STATUS={line}")
 
     def loop(self) -> int:
         signal.signal(signal.SIGTERM, self._on_stop)

@@ -2,7 +2,7 @@
 
 The C declares each map and program; this registry says what Python may
 assume about them: a map's kind, key and value layouts (the ctypes mirrors in
-enforcer.abi), its size, whether it is pinned and whether a MapPlan fills it;
+enforcer.abi), its size and whether a MapPlan fills it (every map is pinned with its instance);
 a hook's BTF parameter names and its program's name. plan.py, kernel/maps.py
 and kernel/loader.py read these facts from here, and `cflags()` hands the
 sizes to the C as named constants, so no size is spelled on both sides.
@@ -53,7 +53,6 @@ class MapSpec:
     key: Optional[type]  # ctypes type; None for the ring buffer, which has no keys
     value: Optional[type]  # ctypes type; None when the layout is private to the C (scratch space)
     capacity: int  # entries (of one policy, for policy maps); bytes for the ring buffer
-    pinned: bool = False  # pinned with each instance, for `enforcer status` and inspection
     policy: bool = False  # filled from a MapPlan, one complete policy per slot (abi.POLICY_SLOTS)
 
     @property
@@ -108,16 +107,16 @@ _U64 = ctypes.c_uint64
 #: Policy maps are filled and diffed in this order (on a reload `rules` goes
 #: first, see kernel/maps.py); pins are made in this order.
 MAPS: Tuple[MapSpec, ...] = (
-    MapSpec("settings", MapKind.ARRAY, _U32, abi.Settings, 1, pinned=True),
-    MapSpec("rules", MapKind.ARRAY, _U32, abi.RuleConfig, abi.MAX_RULES + 1, pinned=True, policy=True),
-    MapSpec("targets", MapKind.ARRAY, _U32, _U32, abi.TARGET_SLOTS, pinned=True, policy=True),
-    MapSpec("exec_places", MapKind.LPM_TRIE, abi.LpmKey, abi.ExecPlace, abi.MAX_PLACES, pinned=True, policy=True),
-    MapSpec("exec_fstypes", MapKind.HASH, abi.FsTypeKey, _U32, abi.MAX_FSTYPES, pinned=True, policy=True),
-    MapSpec("allow_exe", MapKind.LPM_TRIE, abi.LpmKey, _U64, abi.MAX_ALLOW, pinned=True, policy=True),
-    MapSpec("allow_uid", MapKind.HASH, abi.UidKey, _U64, abi.MAX_ALLOW, pinned=True, policy=True),
-    MapSpec("allow_cgroup", MapKind.LPM_TRIE, abi.LpmKey, _U64, abi.MAX_ALLOW, pinned=True, policy=True),
-    MapSpec("place_devs", MapKind.HASH, abi.DevKey, _U32, abi.MAX_PLACE_DEVS, pinned=True, policy=True),
-    MapSpec("stats", MapKind.PERCPU_ARRAY, _U32, _U64, abi.STAT_COUNT, pinned=True),
+    MapSpec("settings", MapKind.ARRAY, _U32, abi.Settings, 1),
+    MapSpec("rules", MapKind.ARRAY, _U32, abi.RuleConfig, abi.MAX_RULES + 1, policy=True),
+    MapSpec("targets", MapKind.ARRAY, _U32, _U32, abi.TARGET_SLOTS, policy=True),
+    MapSpec("exec_places", MapKind.LPM_TRIE, abi.LpmKey, abi.ExecPlace, abi.MAX_PLACES, policy=True),
+    MapSpec("exec_fstypes", MapKind.HASH, abi.FsTypeKey, _U32, abi.MAX_FSTYPES, policy=True),
+    MapSpec("allow_exe", MapKind.LPM_TRIE, abi.LpmKey, _U64, abi.MAX_ALLOW, policy=True),
+    MapSpec("allow_uid", MapKind.HASH, abi.UidKey, _U64, abi.MAX_ALLOW, policy=True),
+    MapSpec("allow_cgroup", MapKind.LPM_TRIE, abi.LpmKey, _U64, abi.MAX_ALLOW, policy=True),
+    MapSpec("place_devs", MapKind.HASH, abi.DevKey, _U32, abi.MAX_PLACE_DEVS, policy=True),
+    MapSpec("stats", MapKind.PERCPU_ARRAY, _U32, _U64, abi.STAT_COUNT),
     MapSpec("truncating_opens", MapKind.LRU_HASH, _U64, _U64, TRUNCATING_OPENS_MAX),
     MapSpec("scratch_map", MapKind.PERCPU_ARRAY, _U32, None, 1),
     MapSpec("events", MapKind.RINGBUF, None, abi.EventRecord, abi.RINGBUF_BYTES),

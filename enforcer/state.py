@@ -73,6 +73,8 @@ class AgentState:
     updated: str  # RFC 3339, UTC, seconds
     #: None only in a file written by an agent that predates reload results
     reload: Optional[ReloadStatus] = None
+    #: where this agent's start went (enforcer.kernel.loader.Startup.to_json): object, seconds, phases
+    startup: Optional[Dict[str, Any]] = None
 
     @staticmethod
     def now() -> str:
@@ -112,6 +114,7 @@ class AgentState:
             rules=rules,
             updated=str(data["updated"]),
             reload=ReloadStatus.from_json(data["reload"]) if data.get("reload") is not None else None,
+            startup=dict(data["startup"]) if data.get("startup") is not None else None,
         )
 
 

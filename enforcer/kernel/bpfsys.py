@@ -16,6 +16,7 @@ import ctypes
 import errno
 import os
 import platform
+from typing import List
 
 # bpf(2) syscall numbers per architecture (arch/*/entry/syscalls).
 _SYSCALL_BPF = {"x86_64": 321, "aarch64": 280, "ppc64le": 361, "s390x": 351, "riscv64": 280}
@@ -24,6 +25,7 @@ BPF_MAP_CREATE = 0
 BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_DELETE_ELEM = 3
+BPF_MAP_GET_NEXT_KEY = 4
 BPF_PROG_LOAD = 5
 BPF_OBJ_PIN = 6
 BPF_OBJ_GET = 7
@@ -237,6 +239,24 @@ def map_lookup(fd: int, key: ctypes.Structure, value: ctypes.Structure, what: st
             return False
         raise
     return True
+
+
+def map_keys(fd: int, key_type: type, what: str = "map") -> List[ctypes.Structure]:
+    """Every key of a hash or LPM map (BPF_MAP_GET_NEXT_KEY from no key on)."""
+    keys: List[ctypes.Structure] = []
+    previous = None
+    while True:
+        following = key_type()
+        attr = _MapElemAttr(map_fd=fd, key=ctypes.addressof(previous) if previous is not None else 0,
+                            value=ctypes.addressof(following))
+        try:
+            _bpf(BPF_MAP_GET_NEXT_KEY, attr, f"list the keys of {what}")
+        except BpfSyscallError as error:
+            if error.errno == errno.ENOENT:
+                return keys
+            raise
+        keys.append(following)
+        previous = following
 
 
 def mount(fstype: str, target: str) -> None:

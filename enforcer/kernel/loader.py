@@ -32,7 +32,7 @@ from enforcer.kernel.bpfobject import CompiledObject
 from enforcer.kernel.btf import BtfError, BtfInfo, forget_parsed, load_btf
 from enforcer.kernel.features import feature_cflags
 from enforcer.generations import GenerationTable
-from enforcer.kernel.maps import CapacityError, PolicyMaps, check_capacity
+from enforcer.kernel.maps import CapacityError, PolicyMaps, ReloadError, check_capacity
 from enforcer.kernel.objload import LoadedObject, ObjectLoadError
 from enforcer.kernel.ringbuf import RingBuffer, RingBufferError
 from enforcer.plan import MapPlan, PlanDiff
@@ -43,8 +43,9 @@ PIN_ROOT = Path("/sys/fs/bpf/enforcer")
 BPFFS_ROOT = Path("/sys/fs/bpf")
 DEFAULT_BTF = Path("/sys/kernel/btf/vmlinux")
 
-#: Maps pinned with each instance, for `enforcer status` and for inspection.
-PINNED_MAPS = tuple(spec.name for spec in registry.MAPS if spec.pinned)
+#: Hex digits of the compiled object's key in an instance's name: a later
+#: agent adopts an instance only if it runs the very same programs.
+INSTANCE_KEY_CHARS = 16
 
 
 class LoadError(RuntimeError):
@@ -215,8 +216,9 @@ class Enforcement:
         self._loaded.close()
 
 
-def _compiled_object(btf_path: Path, bpf_dir: Path, cache_root: Path) -> Tuple[CompiledObject, str]:
-    """The object for this kernel and these sources: cached, or compiled now (and cached)."""
+def _compiled_object(btf_path: Path, bpf_dir: Path, cache_root: Path) -> Tuple[CompiledObject, str, str]:
+    """The object for this kernel and these sources, cached or compiled now
+    (and cached); how it was obtained; its key."""
     programs = {spec.program: spec.name for spec in registry.HOOKS}
     inputs = objcache.ObjectInputs(
         btf_sha256=headers.file_sha256(btf_path),
@@ -232,7 +234,7 @@ def _compiled_object(btf_path: Path, bpf_dir: Path, cache_root: Path) -> Tuple[C
     found = objcache.lookup(objects_dir, key)
     if found.obj is not None:
         log.info("compiled object %s from the cache", found.path.name)
-        return found.obj, "cached"
+        return found.obj, "cached", key
     log.info("compiling enforcer's BPF programs with bcc: cached object %s: %s", found.path, found.why_not)
     from enforcer.kernel.bcc_compat import BccError, compile_object  # noqa: PLC0415 - bcc only when compiling
 
@@ -244,11 +246,60 @@ def _compiled_object(btf_path: Path, bpf_dir: Path, cache_root: Path) -> Tuple[C
     why_not = objcache.store(objects_dir, key, obj)
     if why_not:
         log.warning("the compiled object is not cached, the next start compiles again: %s", why_not)
-    return obj, "compiled"
+    return obj, "compiled", key
 
 
 def _program_source(bpf_dir: Path) -> str:
     return (bpf_dir / "enforcer.bpf.c").read_text()
+
+
+def adoptable_instance(pin_root: Path, key: str, obj: CompiledObject) -> Optional[Path]:
+    """The newest pinned instance running exactly `obj` (same object key), with
+    every link and map pinned; None if there is none."""
+    tag = key[:INSTANCE_KEY_CHARS]
+    for instance in reversed(instance_dirs(pin_root)):
+        if not instance.name.endswith(f"-{tag}"):
+            continue
+        wanted = [f"link_{p.hook}" for p in obj.programs] + [f"map_{m.name}" for m in obj.maps]
+        if all((instance / name).exists() for name in wanted):
+            return instance
+    return None
+
+
+def _adopt(instance: Path, obj: CompiledObject, plan: MapPlan) -> Enforcement:
+    """Take over a pinned instance: its programs stay attached (no second set
+    is loaded, no window), its maps are brought to `plan` by the reload
+    transaction. Raises LoadError with everything this opened closed again."""
+    try:
+        loaded = LoadedObject.from_pins(instance, obj)
+    except ObjectLoadError as error:
+        raise LoadError(f"opening the pinned maps of {instance.name} failed: {error}") from error
+    try:
+        for spec in obj.maps:
+            info = bpfsys.map_info(loaded.map_fd(spec.name), what=f"pinned map {spec.name}")
+            found = (info.type, info.key_size, info.value_size, info.max_entries)
+            if found != (spec.map_type, spec.key_size, spec.value_size, spec.max_entries):
+                raise LoadError(f"pinned map {spec.name} of {instance.name} is not the map the programs were "
+                                f"compiled with: {found}")
+        barrier = RcuBarrier()
+    except (OSError, LoadError) as error:
+        loaded.close()
+        raise LoadError(str(error)) from error
+    enforcement = Enforcement(loaded, plan, instance, host_mount_namespace(), barrier)
+    try:
+        enforcement.maps.adopt(plan)
+    except (OSError, ReloadError) as error:
+        enforcement.close()
+        raise LoadError(f"bringing {instance.name} to this policy failed: {error}") from error
+    enforcement.generations.add(enforcement.maps.generation, plan)
+    return enforcement
+
+
+def _retire_others(pin_root: Path, keep: Path) -> None:
+    for older in instance_dirs(pin_root):
+        if older != keep:
+            log.info("retiring previous instance %s", older.name)
+            remove_instance(older)
 
 
 def load(
@@ -277,8 +328,23 @@ def load(
     hook_ids = {spec.name: btf.lsm_hook_id(spec.name) for spec in registry.HOOKS}
     del btf  # no reference kept: see _return_compiler_heap
     watch.lap("btf")
-    obj, origin = _compiled_object(btf_path, bpf_dir, cache_root)
+    obj, origin, key = _compiled_object(btf_path, bpf_dir, cache_root)
     watch.lap("compile" if origin == "compiled" else "cache")
+
+    instance = adoptable_instance(pin_root, key, obj) if pin else None
+    if instance is not None:
+        try:
+            enforcement = _adopt(instance, obj, plan)
+        except LoadError as error:
+            log.warning("not adopting the pinned instance %s, loading a new one beside it: %s", instance.name, error)
+        else:
+            watch.lap("adopt")
+            _retire_others(pin_root, instance)
+            _return_compiler_heap()
+            enforcement.startup = Startup("adopted", tuple(watch.phases))
+            log.info("adopted the pinned instance %s in %.1f s: its programs stayed attached, its maps now hold "
+                     "this policy", instance.name, enforcement.startup.seconds)
+            return enforcement
 
     try:
         loaded = LoadedObject(obj, hook_ids)
@@ -311,7 +377,7 @@ def load(
 
     if pin:
         try:
-            enforcement.instance_dir = _pin(loaded, links, pin_root)
+            enforcement.instance_dir = _pin(loaded, links, pin_root, key)
         except OSError as error:
             enforcement.close()
             raise LoadError(f"pinning under {pin_root} failed: {error}") from error
@@ -337,23 +403,22 @@ def _return_compiler_heap() -> None:
     libc.malloc_trim(0)
 
 
-def _pin(loaded: LoadedObject, links: Dict[str, int], pin_root: Path) -> Path:
+def _pin(loaded: LoadedObject, links: Dict[str, int], pin_root: Path, key: str) -> Path:
+    """Pin every link and every map (a later agent adopts them all) under a new
+    instance directory named <ns timestamp>-<pid>-<object key prefix>; retire older ones."""
     ensure_bpffs()
     pin_root.mkdir(parents=True, exist_ok=True)
-    instance = pin_root / f"{time.time_ns()}-{os.getpid()}"
+    instance = pin_root / f"{time.time_ns()}-{os.getpid()}-{key[:INSTANCE_KEY_CHARS]}"
     instance.mkdir()
     try:
         for hook, fd in links.items():
             bpfsys.obj_pin(fd, str(instance / f"link_{hook}"))
-        for name in PINNED_MAPS:
+        for name in loaded.map_fds:
             bpfsys.obj_pin(loaded.map_fd(name), str(instance / f"map_{name}"))
     except OSError:
         remove_instance(instance)
         raise
-    for older in instance_dirs(pin_root):
-        if older != instance:
-            log.info("retiring previous instance %s", older.name)
-            remove_instance(older)
+    _retire_others(pin_root, instance)
     return instance
 
 

@@ -60,6 +60,17 @@ def _entries(plan: MapPlan) -> List[_Entry]:
     return [(name, key) for name in POLICY_MAPS for key in plan.maps.get(name, {})]
 
 
+def key_slot(key: ctypes.Structure) -> int:
+    """The policy slot of a raw hash or LPM map key."""
+    if isinstance(key, abi.LpmKey):
+        return abi.slot_of_namespace(key.data[0])
+    if isinstance(key, abi.FsTypeKey):
+        return abi.slot_of_namespace(key.ns)
+    if isinstance(key, (abi.UidKey, abi.DevKey)):
+        return int(key.slot)
+    raise TypeError(f"no policy slot in a {type(key).__name__} key")
+
+
 class PolicyMaps:
     def __init__(
         self,
@@ -131,6 +142,60 @@ class PolicyMaps:
                 f"policy slot {slot} still holds entries of an old policy that could not be removed; "
                 "previous policy kept (restart the agent to start from clean maps)"
             )
+
+    # --- a slot as the kernel holds it (adoption) -----------------------------------------
+
+    def _clear_slot_in_kernel(self, slot: int) -> None:
+        """Empty `slot` of every policy map, whatever wrote it: read from the
+        kernel, not from a plan (an adopted instance's plan is not known, and
+        its agent may have died halfway through a reload)."""
+        for name in POLICY_MAPS:
+            spec = MAPS_BY_NAME[name]
+            fd = self._fd_of(name)
+            if spec.is_array:
+                per_slot = spec.size_value // abi.POLICY_SLOTS
+                for index in range(slot * per_slot, (slot + 1) * per_slot):
+                    self._sys.map_update(fd, ctypes.c_uint32(index), spec.removed_value(), what=f"map {name}")
+                continue
+            for key in self._sys.map_keys(fd, spec.key, what=f"map {name}"):
+                if key_slot(key) == slot:
+                    self._sys.map_delete(fd, key, what=f"map {name}")
+
+    def adopt(self, plan: MapPlan) -> None:
+        """Bring maps a previous agent filled (its pinned instance) to `plan`,
+        through the reload transaction: the previous policy stays in force
+        until the flip, `plan` is in force from it; no window either way.
+
+        Raises ReloadError (the previous policy still in force) or OSError.
+        """
+        try:
+            check_capacity(plan)
+        except CapacityError as error:
+            raise ReloadError(str(error)) from error
+        settings = abi.Settings()
+        if not self._sys.map_lookup(self._fd_of("settings"), ctypes.c_uint32(0), settings, what="map settings"):
+            raise ReloadError("the pinned settings map is empty")
+        previous = int(settings.active)
+        if previous not in range(abi.POLICY_SLOTS):
+            raise ReloadError(f"the pinned settings name policy slot {previous}")
+        self.active = previous
+        self.generations = [int(g) for g in settings.generation]
+        self._watch = [int(w) for w in settings.watch]
+        target = 1 - previous
+        try:
+            self._clear_slot_in_kernel(target)  # what a reload cut short may have left there
+            self._write_plan(plan, target)
+        except (OSError, ValueError) as error:
+            raise ReloadError(f"writing the policy into the adopted maps failed: {error}") from error
+        self.generations[target] = max(self.generations) + 1
+        self._watch[target] = plan.watch
+        self._write_settings()  # stage
+        self.active = target
+        self._write_settings()  # the flip
+        self._barrier()
+        self._clear_slot_in_kernel(previous)
+        self.generations[previous] = 0
+        self._watch[previous] = 0
 
     # --- whole plans ------------------------------------------------------------------
 

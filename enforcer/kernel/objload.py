@@ -62,6 +62,22 @@ class LoadedObject:
             self.close()
             raise ObjectLoadError(str(error)) from error
 
+    @classmethod
+    def from_pins(cls, instance_dir: "os.PathLike[str]", obj: CompiledObject, syscalls=bpfsys) -> "LoadedObject":
+        """The maps of an instance pinned earlier (`map_<name>` under
+        `instance_dir`), for adoption: its programs stay attached through
+        their pinned links and nothing is loaded. Raises ObjectLoadError."""
+        adopted = cls.__new__(cls)
+        adopted._sys = syscalls
+        adopted.map_fds, adopted.program_fds, adopted.link_fds = {}, {}, {}
+        try:
+            for spec in obj.maps:
+                adopted.map_fds[spec.name] = syscalls.obj_get(os.path.join(os.fspath(instance_dir), f"map_{spec.name}"))
+        except OSError as error:
+            adopted.close()
+            raise ObjectLoadError(str(error)) from error
+        return adopted
+
     def _load_program(self, name: str, insns: bytes, license: str, hook_id: int) -> int:
         try:
             return self._sys.prog_load_lsm(name, insns, license, hook_id)

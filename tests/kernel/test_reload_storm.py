@@ -13,6 +13,7 @@ attempt that got through is reported (written or counted in a summary).
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import time
@@ -23,7 +24,7 @@ from typing import Dict, Iterator, List, NamedTuple, Tuple
 import pytest
 
 from battery import own_agent
-from harness.agent import Agent
+from harness.agent import REPO, Agent
 from scenarios import ACTIONS, PY
 
 pytestmark = pytest.mark.kernel
@@ -62,7 +63,22 @@ VARIANTS: Dict[str, Variant] = {
 BROKEN = {
     "unknown-kind": 'version = 1\n[[rule]]\nid = "x"\nkind = "nonsense"\n',
     "syntax": "version = 1\n[[rule\n",
+    # a writer caught halfway through: the file ends in the middle of a rule
+    "half-written": VARIANTS["Q"].text[: VARIANTS["Q"].text.index("[rule.allow]") + 8],
 }
+
+
+def _reload_command(agent: Agent, workdir: Path, text: str, name: str) -> dict:
+    """Replace the policy file, run `enforcer reload`, check its exit status
+    against the verdict, and return the agent's verdict record."""
+    mark = agent.mark()
+    agent.policy.write_text(text)
+    proc = subprocess.run([PY, "-m", "enforcer", "reload"], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, ENFORCER_STATE_DIR=str(workdir / "state")))
+    expected = 2 if name in BROKEN else 0
+    assert proc.returncode == expected, (name, proc.returncode, proc.stdout, proc.stderr)
+    return agent.wait_for(
+        mark, lambda r: r.get("type") == "agent" and str(r.get("message", "")).startswith(("reloaded", "reload rejected")))
 
 
 class StormResult(NamedTuple):
@@ -86,9 +102,11 @@ def _storm(agent: Agent, workdir: Path, sequence: List[str], pause_s: float) -> 
     reload_s = []
     try:
         time.sleep(1.0)  # the loop is running before the first reload
-        for name in sequence:
+        for number, name in enumerate(sequence):
+            text = BROKEN[name] if name in BROKEN else VARIANTS[name].text
             begin = time.monotonic()
-            verdict = agent.reload(BROKEN[name] if name in BROKEN else VARIANTS[name].text)
+            # every other reload the way an operator does it: `enforcer reload`, which waits for the verdict
+            verdict = agent.reload(text) if number % 2 == 0 else _reload_command(agent, workdir, text, name)
             reload_s.append(time.monotonic() - begin)
             assert worker.poll() is None, "the attacking loop ended early"
             if name in BROKEN:
@@ -134,7 +152,7 @@ def _summary(storm: StormResult) -> str:
 
 
 def test_100_reloads_under_a_flood_let_nothing_through_and_label_every_event(storm_agent, tmp_path) -> None:
-    names = ["Q", "R", "unknown-kind", "P", "R", "Q", "syntax", "P"]
+    names = ["Q", "R", "unknown-kind", "P", "R", "Q", "syntax", "P", "half-written", "R"]
     storm = _storm(storm_agent, tmp_path, list(islice(cycle(names), 100)), pause_s=0)
     print(_summary(storm))
     assert storm.counts["successes"] == 0, _summary(storm)

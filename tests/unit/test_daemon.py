@@ -388,3 +388,32 @@ def test_events_are_described_only_when_written(agent, monkeypatch) -> None:
     for _ in range(3):
         agent.reporter.event(decode(record(rule=1, pid=7, action=1), PLAN, BootClock(0)))
     assert calls == [7] and agent.reporter.counts["events"] == 1
+
+
+class RecordingNotifier:
+    def __init__(self) -> None:
+        self.sent: List[str] = []
+
+    def send(self, message: str) -> None:
+        self.sent.append(message)
+
+    def ping(self) -> None:
+        pass
+
+
+def test_service_status_carries_rules_digest_and_counts_and_follows_them(agent) -> None:
+    agent.notifier = RecordingNotifier()
+    agent._report_lost()
+    counts = {"events_lost": 0, "blocked": 4, "audited": 1, "allowlisted": 2}
+    agent.enforcement.stats = lambda: counts
+    agent._report_lost()
+    agent._report_lost()  # nothing changed: nothing sent
+    assert agent.notifier.sent == [
+        f"STATUS=1 rule (1 enforce, 0 audit); policy {agent.loaded.digest}; blocked 0, audited 0, allowlisted 0",
+        f"STATUS=1 rule (1 enforce, 0 audit); policy {agent.loaded.digest}; blocked 4, audited 1, allowlisted 2",
+    ]
+    agent.policy_path.write_text(POLICY.replace('kind = "sysrq"', 'kind = "sysrq"\nmode = "audit"'))
+    agent.reload()
+    assert agent.notifier.sent[-1].startswith("READY=1\nSTATUS=1 rule (0 enforce, 1 audit); policy ")
+    assert agent.loaded.digest not in agent.notifier.sent[1]  # another policy, another digest
+    assert records(agent)[-1]["policy_digest"] == agent.loaded.digest

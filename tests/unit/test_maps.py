@@ -65,6 +65,16 @@ class FakeBpf:
             self.observer()
         return found
 
+    def map_lookup(self, fd: int, key: ctypes.Structure, value: ctypes.Structure, what: str = "") -> bool:
+        raw = self.maps[NAMES[fd]].get(bytes(key))
+        if raw is None:
+            return False
+        ctypes.memmove(ctypes.addressof(value), raw, len(raw))
+        return True
+
+    def map_keys(self, fd: int, key_type: type, what: str = "") -> List[ctypes.Structure]:
+        return [key_type.from_buffer_copy(raw) for raw in self.maps[NAMES[fd]]]
+
     def settings(self) -> abi.Settings:
         return abi.Settings.from_buffer_copy(self.maps["settings"][SETTINGS_KEY])
 
@@ -267,3 +277,93 @@ def test_plan_larger_than_a_map_is_refused_before_any_write() -> None:
     with pytest.raises(ReloadError, match="map rules"):
         maps.apply(plan(BASE), huge)
     assert fake.log == []
+
+
+# --- adoption: a new agent takes over the maps of a dead one's pinned instance ---------
+
+THIRD = """
+version = 1
+[[rule]]
+id = "tmp"
+kind = "exec"
+dirs = ["/dev/shm"]
+[rule.allow]
+uid = [2000]
+"""
+
+
+def adopter(fake: FakeBpf) -> PolicyMaps:
+    return PolicyMaps(FDS.__getitem__, host_mntns=4026531841, barrier=Barrier(fake), syscalls=fake)
+
+
+@pytest.mark.parametrize("reloads", [0, 1])
+def test_adoption_brings_the_pinned_maps_to_the_new_policy_through_a_flip(reloads: int) -> None:
+    fake = FakeBpf()
+    dead = loaded(fake, BASE)
+    if reloads:
+        dead.apply(plan(BASE), plan(CHANGED))
+    before = fake.settings()
+    maps = adopter(fake)
+    maps.adopt(plan(THIRD))
+    settings = fake.settings()
+    assert settings.active == 1 - before.active
+    assert maps.generation == max(before.generation) + 1 == settings.generation[settings.active]
+    assert fake.slot_contents(settings.active) == expected_contents(plan(THIRD), settings.active)
+    assert fake.slot_contents(before.active) == expected_contents(MapPlan(maps={}, watch=0), before.active)
+    # and the adopter reloads normally afterwards
+    maps.apply(plan(THIRD), plan(BASE))
+    assert fake.slot_contents(fake.settings().active) == expected_contents(plan(BASE), fake.settings().active)
+
+
+def test_adoption_clears_what_a_reload_cut_short_left_in_the_inactive_slot() -> None:
+    fake = FakeBpf()
+    loaded(fake, BASE)  # slot 0 in force
+    # the dead agent had written half of a reload into slot 1, then died before the flip
+    half = plan(CHANGED)
+    for name in ("exec_places", "exec_fstypes"):
+        for key, value in half.maps.get(name, {}).items():
+            fake.maps[name][bytes(encode_key(key, 1))] = bytes(encode_value(value))
+    stale_uid = next(iter(plan(BASE).maps["allow_uid"]))
+    fake.maps["allow_uid"][bytes(encode_key(stale_uid, 1))] = bytes(8)
+    maps = adopter(fake)
+    maps.adopt(plan(THIRD))
+    assert fake.settings().active == 1
+    assert fake.slot_contents(1) == expected_contents(plan(THIRD), 1)  # nothing stale beside it
+    assert fake.slot_contents(0) == expected_contents(MapPlan(maps={}, watch=0), 0)
+
+
+def test_a_hook_sees_one_whole_policy_at_every_step_of_an_adoption() -> None:
+    fake = FakeBpf()
+    loaded(fake, BASE)
+    old, new = plan(BASE), plan(THIRD)
+    seen = []
+
+    def observe() -> None:
+        settings = fake.settings()
+        slot = settings.active
+        contents = fake.slot_contents(slot)
+        if contents == expected_contents(old, slot) and settings.watch[slot] == old.watch:
+            seen.append("old")
+        elif contents == expected_contents(new, slot) and settings.watch[slot] == new.watch:
+            seen.append("new")
+        else:
+            seen.append("MIXED")
+
+    fake.observer = observe
+    adopter(fake).adopt(new)
+    assert "MIXED" not in seen
+    assert seen[0] == "old" and seen[-1] == "new"
+    assert seen.index("new") > len(seen) - seen[::-1].index("old") - 1  # old..., then new... only
+
+
+@pytest.mark.parametrize("when", ["clearing", "writing"])
+def test_a_failed_adoption_leaves_the_dead_agents_policy_in_force(when: str) -> None:
+    fake = FakeBpf()
+    loaded(fake, BASE)
+    snapshot = fake.slot_contents(0)
+    clearing_updates = abi.MAX_RULES + 1 + abi.TARGET_SLOTS  # the inactive slot's array entries zeroed
+    fake.fail_on_update = fake.updates + (3 if when == "clearing" else clearing_updates + 3)
+    with pytest.raises(ReloadError):
+        adopter(fake).adopt(plan(THIRD))
+    assert fake.settings().active == 0
+    assert fake.slot_contents(0) == snapshot

@@ -33,11 +33,6 @@ def test_policy_maps_keep_their_order() -> None:
     assert POLICY_MAPS == ("rules", "targets", "exec_places", "exec_fstypes", "allow_exe", "allow_uid", "allow_cgroup", "place_devs")
 
 
-def test_pinned_maps_are_the_policy_maps_settings_and_stats() -> None:
-    pinned = {spec.name for spec in registry.MAPS if spec.pinned}
-    assert pinned == set(POLICY_MAPS) | {"settings", "stats"}
-
-
 def test_policy_map_capacities() -> None:
     capacity = {name: registry.MAPS_BY_NAME[name].capacity for name in POLICY_MAPS}
     assert capacity == {
