@@ -512,6 +512,91 @@ static __always_inline void copy_str(char *dst, struct path_buf *src)
 	dst[ENFORCER_EVENT_STR_LEN - 1] = 0;
 }
 
+/* The start time of a task (ns since boot, the clock /proc/PID/stat's
+ * starttime counts in ticks): with the pid it names one process for good. */
+static __always_inline __u64 task_start_ns(struct task_struct *task)
+{
+	__u64 start = 0;
+
+#ifdef ENFORCER_TASK_START
+	READ_KERNEL(start, task->ENFORCER_TASK_START);
+#endif
+	return start;
+}
+
+/*
+ * Who did it: the acting process's start time and audit login, and the chain
+ * of processes above it (real_parent of each thread group leader) up to init
+ * or ENFORCER_ANCESTRY_MAX of them. Runs only on the event path, after a rule
+ * matched and an event was reserved: the allow path never pays for it. The
+ * chain is read here, in the kernel, because by the time the agent reads the
+ * event the processes may be gone and their pids reused. Written straight
+ * into the reserved record: no stack, no scratch space.
+ */
+static __always_inline void capture_ancestry(struct enforcer_event *ev, struct task_struct *task)
+{
+	struct task_struct *leader = NULL;
+	struct task_struct *parent = NULL;
+	__u32 n = 0;
+
+	ev->loginuid = 0;
+	ev->sessionid = 0;
+#ifdef ENFORCER_HAS_LOGINUID
+	READ_KERNEL(ev->loginuid, task->loginuid.val);
+	READ_KERNEL(ev->sessionid, task->sessionid);
+	ev->flags |= ENFORCER_EVENT_LOGIN_KNOWN;
+#endif
+#ifdef ENFORCER_TASK_START
+	ev->flags |= ENFORCER_EVENT_START_KNOWN;
+#endif
+	READ_KERNEL(leader, task->group_leader);
+	ev->start_ns = leader ? task_start_ns(leader) : 0;
+	ev->reserved = 0;
+	for (int i = 0; i < ENFORCER_ANCESTRY_MAX; i++) {
+		struct enforcer_ancestor *a = &ev->ancestors[i & (ENFORCER_ANCESTRY_MAX - 1)];
+
+		a->pid = 0;
+		a->reserved = 0;
+		a->start_ns = 0;
+		a->comm[0] = 0;
+	}
+	for (int i = 0; i < ENFORCER_ANCESTRY_MAX; i++) {
+		struct enforcer_ancestor *a;
+		__u32 tgid = 0;
+
+		if (!leader)
+			break;
+		parent = NULL;
+		READ_KERNEL(parent, leader->real_parent);
+		leader = NULL;
+		if (parent)
+			READ_KERNEL(leader, parent->group_leader);
+		if (leader)
+			READ_KERNEL(tgid, leader->tgid);
+		if (tgid == 0) {
+			leader = NULL;	/* above init (the idle task, pid 0): the chain is complete */
+			break;
+		}
+		a = &ev->ancestors[i & (ENFORCER_ANCESTRY_MAX - 1)];
+		a->pid = tgid;
+		a->start_ns = task_start_ns(leader);
+		bpf_probe_read_kernel_str(a->comm, sizeof(a->comm), leader->comm);
+		n = i + 1;
+	}
+	ev->ancestry_len = n;
+	if (leader && n == ENFORCER_ANCESTRY_MAX) {
+		/* is there anyone above the last one recorded? */
+		__u32 tgid = 0;
+
+		parent = NULL;
+		READ_KERNEL(parent, leader->real_parent);
+		if (parent)
+			READ_KERNEL(tgid, parent->tgid);
+		if (tgid != 0)
+			ev->flags |= ENFORCER_EVENT_ANCESTRY_TRUNCATED;
+	}
+}
+
 static __always_inline void emit(struct scratch *s, struct verdict_ctx *v, __u8 action,
 				 __u64 mntns, __u32 scope)
 {
@@ -570,6 +655,7 @@ static __always_inline void emit(struct scratch *s, struct verdict_ctx *v, __u8 
 		copy_str(ev->new_path, &s->aux);
 	copy_str(ev->exe, &s->exe);
 	copy_str(ev->cgroup, &s->cgroup);
+	capture_ancestry(ev, task);
 	events.ringbuf_submit(ev, 0);
 }
 

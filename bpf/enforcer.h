@@ -17,7 +17,7 @@
     !defined(ENFORCER_EVENT_STR_LEN) || !defined(ENFORCER_TARGET_COUNT) ||  \
     !defined(ENFORCER_STAT_COUNT) || !defined(ENFORCER_PATH_WALK_STEPS) || \
     !defined(ENFORCER_SCOPE_COUNT) || !defined(ENFORCER_POLICY_SLOTS) || \
-    !defined(ENFORCER_LOCATION_SHIFT)
+    !defined(ENFORCER_LOCATION_SHIFT) || !defined(ENFORCER_ANCESTRY_MAX)
 #error "enforcer.h needs the -D flags from enforcer.abi.cflags()"
 #endif
 
@@ -100,6 +100,19 @@ struct enforcer_uid_key {
 	__u32 slot;
 };
 
+/* A process above the acting one: its thread group leader's identity. pid
+ * and start_ns together name one process (a pid alone may have been reused). */
+struct enforcer_ancestor {
+	__u64 start_ns;		/* task->start_boottime: ns since boot */
+	__u32 pid;		/* tgid, initial pid namespace */
+	__u32 reserved;
+	char comm[ENFORCER_COMM_LEN];
+};
+
+#if ENFORCER_ANCESTRY_MAX & (ENFORCER_ANCESTRY_MAX - 1)
+#error "ENFORCER_ANCESTRY_MAX must be a power of two: it masks the ancestor index"
+#endif
+
 struct enforcer_event {
 	__u64 boot_ns;
 	__u64 cgroup_id;
@@ -122,6 +135,12 @@ struct enforcer_event {
 	char new_path[ENFORCER_EVENT_STR_LEN];
 	char exe[ENFORCER_EVENT_STR_LEN];
 	char cgroup[ENFORCER_EVENT_STR_LEN];
+	__u64 start_ns;		/* acting process's start_boottime (ENFORCER_EVENT_START_KNOWN) */
+	__u32 loginuid;		/* audit login uid (ENFORCER_EVENT_LOGIN_KNOWN) */
+	__u32 sessionid;	/* audit session id (ENFORCER_EVENT_LOGIN_KNOWN) */
+	__u32 ancestry_len;	/* ancestors[] filled: [0] the parent, then its parent ... */
+	__u32 reserved;
+	struct enforcer_ancestor ancestors[ENFORCER_ANCESTRY_MAX];
 };
 
 #endif /* ENFORCER_H */

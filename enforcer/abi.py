@@ -52,6 +52,14 @@ FSTYPE_NAME_LEN = 16
 #: Task command name length (TASK_COMM_LEN).
 COMM_LEN = 16
 
+#: Ancestors of the acting process an event names, from its parent up
+#: (real_parent, thread group leaders). The kernel captures them on the event
+#: path only; a chain longer than this sets EventFlag.ANCESTRY_TRUNCATED. Eight
+#: covers service -> shell -> loop -> payload under systemd or a container
+#: runtime with room to spare, at 32 bytes each. A power of two: the C indexes
+#: with `i & (ANCESTRY_MAX - 1)`.
+ANCESTRY_MAX = 8
+
 #: Ring buffer size in bytes (power of two, multiple of the page size).
 RINGBUF_BYTES = 1 << 22
 
@@ -184,6 +192,13 @@ class EventFlag(enum.IntFlag):
     CONTAINER = 2  # task outside the initial mount namespace
     EXE_TRUNCATED = 4
     CGROUP_TRUNCATED = 8
+    #: the kernel has task_struct.loginuid/sessionid (CONFIG_AUDIT): the
+    #: record's loginuid and sessionid are real; without it they are unknown
+    LOGIN_KNOWN = 16
+    #: the process chain goes on above the last of ANCESTRY_MAX ancestors
+    ANCESTRY_TRUNCATED = 32
+    #: the kernel has task_struct.start_boottime: start_ns fields are real
+    START_KNOWN = 64
 
 
 class Stat(enum.IntEnum):
@@ -278,6 +293,17 @@ class UidKey(ctypes.Structure):
     ]
 
 
+class Ancestor(ctypes.Structure):
+    """One process above the acting one in an event record (its thread group leader)."""
+
+    _fields_ = [
+        ("start_ns", ctypes.c_uint64),  # task start_boottime, ns since boot (what /proc/PID/stat field 22 counts in ticks)
+        ("pid", ctypes.c_uint32),  # thread group id, in the initial pid namespace
+        ("reserved", ctypes.c_uint32),
+        ("comm", ctypes.c_char * COMM_LEN),
+    ]
+
+
 class EventRecord(ctypes.Structure):
     """One ring-buffer record."""
 
@@ -303,6 +329,12 @@ class EventRecord(ctypes.Structure):
         ("new_path", ctypes.c_char * EVENT_STR_LEN),  # rename destination
         ("exe", ctypes.c_char * EVENT_STR_LEN),
         ("cgroup", ctypes.c_char * EVENT_STR_LEN),
+        ("start_ns", ctypes.c_uint64),  # the acting process's start_boottime (EventFlag.START_KNOWN)
+        ("loginuid", ctypes.c_uint32),  # audit login uid (EventFlag.LOGIN_KNOWN); 4294967295: unset
+        ("sessionid", ctypes.c_uint32),  # audit session id (EventFlag.LOGIN_KNOWN); 4294967295: unset
+        ("ancestry_len", ctypes.c_uint32),  # entries of `ancestors` filled, parent first
+        ("reserved", ctypes.c_uint32),
+        ("ancestors", Ancestor * ANCESTRY_MAX),
     ]
 
 
@@ -315,6 +347,7 @@ SHARED_STRUCTS: Dict[str, type] = {
     "fstype_key": FsTypeKey,
     "uid_key": UidKey,
     "dev_key": DevKey,
+    "ancestor": Ancestor,
     "event": EventRecord,
 }
 
@@ -333,6 +366,7 @@ def cflags() -> List[str]:
         f"-DENFORCER_EVENT_STR_LEN={EVENT_STR_LEN}",
         f"-DENFORCER_FSTYPE_NAME_LEN={FSTYPE_NAME_LEN}",
         f"-DENFORCER_COMM_LEN={COMM_LEN}",
+        f"-DENFORCER_ANCESTRY_MAX={ANCESTRY_MAX}",
         f"-DENFORCER_SCOPE_COUNT={SCOPE_COUNT}",
         f"-DENFORCER_POLICY_SLOTS={POLICY_SLOTS}",
         f"-DENFORCER_TARGET_COUNT={TARGET_COUNT}",

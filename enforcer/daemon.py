@@ -33,7 +33,10 @@ from enforcer.parse import PolicyError, ignored_allow_d_files
 from enforcer.policydigest import policy_digest
 from enforcer.policyfile.problems import PolicyProblem
 from enforcer.periodic import Scheduler
+from enforcer.ancestry import AncestryEnricher, ProcessDescriber
+from enforcer.cnproc import ConnectorUnavailable, ProcessEventListener, unavailable_reason
 from enforcer.pipeline import EventPipeline, LetThroughMarker
+from enforcer.proccache import ProcessCache
 from enforcer.plan import MapPlan
 from enforcer.policy import Mode, Policy
 from enforcer.mountinfo import MountInfoError, MountTable, read_mount_table
@@ -163,6 +166,11 @@ class Agent:
             reporter,
             enrichers=[LetThroughMarker(lambda: self.enforcement.plan)],
         )
+        # who did it, user-space half: exe and command lines, only for events
+        # that are written; the connector's cache is attached once running
+        self.describer = ProcessDescriber()
+        self.reporter.enrichers.append(AncestryEnricher(self.describer).enrich)
+        self.process_events: Optional[ProcessEventListener] = None
         self.scheduler = Scheduler()
         self.scheduler.every(STATS_EVERY_S, "report-lost-events", self._report_lost)
         self.scheduler.every(SUMMARY_EVERY_S, "report-suppressed", self.reporter.tick)
@@ -247,6 +255,7 @@ class Agent:
         startup = self.enforcement.startup
         self.startup = dataclasses.replace(startup, phases=(("probe", probe_s),) + startup.phases).to_json()
         self._watch_mounts()
+        self._watch_processes()
         self._publish_state(loaded)
         if self.metrics_options.wanted:
             try:
@@ -273,6 +282,23 @@ class Agent:
         self._status_line = self._service_status()
         self.notifier.send(f"READY=1\nSTATUS={self._status_line}")
         return ExitCode.OK
+
+    def _watch_processes(self) -> None:
+        """The process-events connector keeps a cache of exe and command lines,
+        so that a process gone by the time its event is read is still
+        described; without it (said once) /proc is read when the event is."""
+        reason = unavailable_reason()
+        if reason is None:
+            cache = ProcessCache()
+            try:
+                self.process_events = ProcessEventListener(cache)
+            except ConnectorUnavailable as error:
+                reason = str(error)
+            else:
+                self.describer.cache = cache
+                return
+        log.warning("process events connector unavailable (%s): exe and command lines are read from /proc "
+                    "when an event is read; a process that has exited by then is reported unknown", reason)
 
     def _watch_mounts(self) -> None:
         try:
@@ -453,6 +479,8 @@ class Agent:
         self._stop_metrics()
         if self.mount_watch is not None:
             self.mount_watch.close()
+        if self.process_events is not None:
+            self.process_events.close()
         self.enforcement.close()
         if self.lock is not None:
             self.lock.release()

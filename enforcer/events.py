@@ -7,14 +7,53 @@ arguments so that it can be tested.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from enforcer import abi
 from enforcer.containers import ContainerInfo, identify
 from enforcer.kinds import KINDS
 from enforcer.plan import MapPlan, RuleInfo
+
+
+#: Where an ancestor's or the acting process's exe and cmdline came from:
+#: "connector": the agent's cache, filled when the process executed (the
+#: kernel's process-events connector told it), so it holds even for a process
+#: gone before the event was read; "proc": /proc read when the event was
+#: read, the process matched by pid and start time; None: not known (the
+#: process was gone, or its pid now belongs to another process).
+DETAILS_SOURCES = ("connector", "proc")
+
+
+@dataclass(frozen=True)
+class ProcessFacts:
+    """exe and command line of one process, as user space could learn them."""
+
+    exe: Optional[str] = None  # None: not known
+    cmdline: Optional[Tuple[str, ...]] = None  # arguments; None: not known
+    cmdline_truncated: bool = False  # the command line was longer than the agent keeps
+    source: Optional[str] = None  # one of DETAILS_SOURCES, None when nothing is known
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"exe": self.exe, "cmdline": list(self.cmdline) if self.cmdline is not None else None,
+                "cmdline_truncated": self.cmdline_truncated, "details": self.source}
+
+
+UNKNOWN = ProcessFacts()
+
+
+@dataclass(frozen=True)
+class Ancestor:
+    """A process above the acting one, as the kernel saw it at the decision."""
+
+    pid: int
+    comm: str
+    start_ns: Optional[int]  # start time, ns since boot (None: the kernel lacks start_boottime)
+    facts: ProcessFacts = UNKNOWN
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"pid": self.pid, "comm": self.comm, "start_ns": self.start_ns, **self.facts.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -58,9 +97,27 @@ class Event:
     #: decided in audit mode before a switch to enforce, or cannot be attributed.
     #: Set by the pipeline; such events are never folded away by rate limiting.
     let_through_enforce_rule: bool = False
+    #: who did it (kernel): the acting process's start time, audit login, and
+    #: the processes above it, parent first (abi.ANCESTRY_MAX at most)
+    start_ns: Optional[int] = None
+    loginuid: Optional[int] = None  # None: the kernel has no audit login; 4294967295: unset
+    sessionid: Optional[int] = None
+    ancestry: Tuple[Ancestor, ...] = ()
+    ancestry_truncated: bool = False  # more processes above the last one named
+    #: who did it (user space): the acting process's exe and command line
+    facts: ProcessFacts = field(default=UNKNOWN)
 
     def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        facts = out.pop("facts")
+        del facts  # flattened below, in the record's own words
+        out.update({
+            "cmdline": self.facts.to_dict()["cmdline"],
+            "cmdline_truncated": self.facts.cmdline_truncated,
+            "details": self.facts.source,
+            "ancestry": [a.to_dict() for a in self.ancestry],
+        })
+        return out
 
 
 @dataclass(frozen=True)
@@ -107,6 +164,13 @@ def _text(raw: bytes) -> str:
 def _setting(info: Optional[RuleInfo], path: str, fstype: str) -> Optional[str]:
     setting_of = KINDS[info.kind].setting_of if info else None
     return setting_of(path, fstype) if setting_of else None
+
+
+def _ancestry(record: abi.EventRecord, start_known: bool) -> Tuple[Ancestor, ...]:
+    count = min(record.ancestry_len, abi.ANCESTRY_MAX)
+    return tuple(
+        Ancestor(pid=a.pid, comm=_text(a.comm), start_ns=a.start_ns if start_known else None)
+        for a in record.ancestors[:count])
 
 
 def decode(record: abi.EventRecord, plan: Optional[MapPlan], clock: BootClock) -> Event:
@@ -161,4 +225,9 @@ def decode(record: abi.EventRecord, plan: Optional[MapPlan], clock: BootClock) -
         exe_truncated=bool(flags & abi.EventFlag.EXE_TRUNCATED),
         cgroup_truncated=bool(flags & abi.EventFlag.CGROUP_TRUNCATED),
         description=info.description if info else "",
+        start_ns=record.start_ns if flags & abi.EventFlag.START_KNOWN else None,
+        loginuid=record.loginuid if flags & abi.EventFlag.LOGIN_KNOWN else None,
+        sessionid=record.sessionid if flags & abi.EventFlag.LOGIN_KNOWN else None,
+        ancestry=_ancestry(record, bool(flags & abi.EventFlag.START_KNOWN)),
+        ancestry_truncated=bool(flags & abi.EventFlag.ANCESTRY_TRUNCATED),
     )

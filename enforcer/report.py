@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Hashable, Optional, Sequence, TextIO, Tuple
+from typing import Callable, Dict, Hashable, List, Optional, Sequence, TextIO, Tuple
 
 from enforcer.events import Event, rfc3339_ns
 from enforcer.ratelimit import RepeatLimiter, Suppressed
@@ -70,6 +70,9 @@ class Reporter:
         self.counts: Dict[str, int] = {"events": 0, "suppressed": 0, "lost": 0, "let_through_enforce_rule": 0}
         #: every event reported by the kernel, written or not, per (rule, action): for metrics
         self.events_by_rule: Dict[Tuple[str, str], int] = {}
+        #: applied to an event only once it is going to be written: enrichment
+        #: that reads /proc (enforcer.ancestry) costs nothing for a suppressed repeat
+        self.enrichers: List[Callable[[Event], Event]] = []
 
     @classmethod
     def json_lines(
@@ -106,6 +109,8 @@ class Reporter:
         elif not self.limiter.admit(tuple(getattr(event, name) for name in REPEAT_KEY_FIELDS)):
             return  # a suppressed repeat is not even turned into a record: floods stay cheap
         self.counts["events"] += 1
+        for enrich in self.enrichers:
+            event = enrich(event)
         self._write({"type": "event", **event.to_dict()})
 
     def tick(self) -> None:

@@ -158,7 +158,8 @@ def human_message(record: Record) -> str:
             target = f"{target} (which lives at {record.get('new_path')} in its filesystem)"
         elif record.get("new_path"):
             target = f"{target} -> {record.get('new_path')}"
-        return f"{record.get('action')} {record.get('access')} of {target} by {who}: rule {record.get('rule')}"
+        return f"{record.get('action')} {record.get('access')} of {target} by {who}" \
+               f"{_lineage(record.get('ancestry'))}: rule {record.get('rule')}"
     if kind == "suppressed":
         what = f"rule {record.get('rule')}, {record.get('action')}"
         if not record.get("coarse"):
@@ -168,6 +169,19 @@ def human_message(record: Record) -> str:
     if kind == "lost":
         return f"{record.get('count')} events lost: {record.get('reason')}"
     return str(record.get("message", kind))
+
+
+#: Ancestors named in a human message; the record has them all (ENFORCER_ANCESTRY).
+MESSAGE_ANCESTORS = 4
+
+
+def _lineage(ancestry: object) -> str:
+    """ ", under loop[41] < sh[40] < service[39] < ...": the first parents, for people."""
+    if not isinstance(ancestry, list) or not ancestry:
+        return ""
+    names = [f"{a.get('comm')}[{a.get('pid')}]" for a in ancestry[:MESSAGE_ANCESTORS] if isinstance(a, dict)]
+    more = " < ..." if len(ancestry) > MESSAGE_ANCESTORS else ""
+    return ", under " + " < ".join(names) + more
 
 
 def encode_journal_entry(fields: Mapping[str, str]) -> bytes:

@@ -26,7 +26,23 @@ def feature_cflags(btf: BtfSource) -> tuple[str, ...]:
     else:
         flags.append("-DENFORCER_KERNFS_PARENT=parent")
     flags.extend(_execve_check_cflags(info))
+    flags.extend(_process_identity_cflags(info))
     return tuple(flags)
+
+
+def _process_identity_cflags(info: BtfInfo) -> list[str]:
+    """What the event's "who did it" part can read on this kernel.
+
+    start_boottime (Linux 5.5+) is the clock /proc/PID/stat's starttime
+    counts, so the agent can match a pid it reads later to the process the
+    kernel saw. loginuid and sessionid exist only with CONFIG_AUDIT; without
+    a member the C reads nothing and the event says "unknown", never 0."""
+    flags = []
+    if info.struct_has_member("task_struct", "start_boottime"):
+        flags.append("-DENFORCER_TASK_START=start_boottime")
+    if info.struct_has_member("task_struct", "loginuid") and info.struct_has_member("task_struct", "sessionid"):
+        flags.append("-DENFORCER_HAS_LOGINUID=1")
+    return flags
 
 
 def execve_check_supported(btf: BtfSource) -> bool:

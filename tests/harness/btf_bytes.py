@@ -77,12 +77,14 @@ class BtfBuilder:
         return header + types + strings
 
 
-def small_kernel(kernfs_parent: str = "__parent", is_check_width: int = -1) -> bytes:
+def small_kernel(kernfs_parent: str = "__parent", is_check_width: int = -1,
+                 task_members: tuple = ()) -> bytes:
     """A few types shaped like the kernel's, with the quirks the agent meets:
     members inside anonymous unions/structs, a const member, a char array,
     an LSM hook, bpf_func_id, and kernfs_node's parent under either name.
     With is_check_width >= 0, linux_binprm has Linux 6.14's is_check (bit 325,
-    as on 6.18) of that width (0: a whole member at byte 41)."""
+    as on 6.18) of that width (0: a whole member at byte 41). task_members:
+    further task_struct members (start_boottime, loginuid, sessionid)."""
     b = BtfBuilder()
     int_t = b.int_type("int", 4)
     char_t = b.int_type("char", 1)
@@ -93,7 +95,8 @@ def small_kernel(kernfs_parent: str = "__parent", is_check_width: int = -1) -> b
     hash_struct = b.struct_type("", [("hash", int_t), ("len", int_t)])
     hash_union = b.struct_type("", [("", hash_struct), ("hash_len", int_t)], union=True)
     b.struct_type("qstr", [("", hash_union), ("name", b.ptr(char_t))])
-    b.struct_type("task_struct", [("pid", int_t), ("comm", b.array(char_t, int_t, 16))])
+    b.struct_type("task_struct", [("pid", int_t), ("comm", b.array(char_t, int_t, 16)),
+                                  *((name, int_t) for name in task_members)])
     b.struct_type("kernfs_node", [(kernfs_parent, int_t), ("name", b.ptr(char_t))])
     b.enum("bpf_func_id", [("BPF_FUNC_unspec", 0), ("BPF_FUNC_map_lookup_elem", 1)])
     b.func("bpf_lsm_path_truncate", [("path", b.ptr(const_path))], int_t)

@@ -50,7 +50,7 @@ def test_enum_values(info: btf.BtfInfo) -> None:
 def test_kernfs_parent_flag_follows_btf(member: str) -> None:
     info = btf.BtfInfo(small_kernel(kernfs_parent=member))
     assert btf.struct_has_member(info, "kernfs_node", member)
-    assert features.feature_cflags(info) == (f"-DENFORCER_KERNFS_PARENT={member}",)
+    assert features.feature_cflags(info) == (f"-DENFORCER_KERNFS_PARENT={member}",)  # no task_struct identity members here
 
 
 def test_bitfield_members_have_bit_offsets() -> None:
@@ -72,6 +72,18 @@ def test_execve_check_flags_follow_btf(width: int, flags: tuple) -> None:
     info = btf.BtfInfo(small_kernel(is_check_width=width))
     assert features.feature_cflags(info)[1:] == flags
     assert features.execve_check_supported(info) is (width >= 0)
+
+
+@pytest.mark.parametrize("members, flags", [
+    ((), ()),  # neither: the C reads no start time and no login; events say unknown
+    (("start_boottime",), ("-DENFORCER_TASK_START=start_boottime",)),
+    (("loginuid",), ()),  # both audit members or neither
+    (("start_boottime", "loginuid", "sessionid"),
+     ("-DENFORCER_TASK_START=start_boottime", "-DENFORCER_HAS_LOGINUID=1")),
+])
+def test_process_identity_flags_follow_btf(members: tuple, flags: tuple) -> None:
+    info = btf.BtfInfo(small_kernel(task_members=members))
+    assert features.feature_cflags(info)[1:] == flags
 
 
 def test_execve_check_refuses_a_wider_bitfield() -> None:

@@ -19,6 +19,8 @@ from enforcer.generations import GenerationTable
 from enforcer.kernel.maps import ReloadError
 from enforcer.parse import load_policy
 from enforcer.plan import MapPlan, diff
+from enforcer.events import BootClock, ProcessFacts, decode
+from test_events import PLAN, record
 from enforcer.report import Reporter
 
 POLICY = """
@@ -355,6 +357,37 @@ def test_the_reload_handler_is_in_place_before_the_lock_is_taken(tmp_path, monke
     monkeypatch.setattr(daemon, "acquire", acquire)
     agent.start()
     assert at_lock == [agent._on_reload]
+
+
+def test_without_the_connector_process_details_come_from_proc_and_it_is_said_once(agent, monkeypatch, caplog) -> None:
+    monkeypatch.setattr(daemon, "unavailable_reason", lambda: "not root (test)")
+    with caplog.at_level("WARNING"):
+        agent._watch_processes()
+    warnings = [r.getMessage() for r in caplog.records if "connector unavailable" in r.getMessage()]
+    assert len(warnings) == 1 and "not root (test)" in warnings[0] and "from /proc" in warnings[0]
+    assert agent.describer.cache is None and agent.process_events is None
+
+
+def test_a_connector_that_refuses_falls_back_too(agent, monkeypatch, caplog) -> None:
+    def refuse(cache):
+        raise daemon.ConnectorUnavailable(93, "process events connector: Protocol not supported")
+
+    monkeypatch.setattr(daemon, "unavailable_reason", lambda: None)
+    monkeypatch.setattr(daemon, "ProcessEventListener", refuse)
+    with caplog.at_level("WARNING"):
+        agent._watch_processes()
+    assert any("Protocol not supported" in r.getMessage() for r in caplog.records)
+    assert agent.describer.cache is None
+
+
+def test_events_are_described_only_when_written(agent, monkeypatch) -> None:
+    """A suppressed repeat costs no /proc read: the describer runs after the limiter."""
+    calls = []
+    monkeypatch.setattr(agent.describer, "describe", lambda pid, start: calls.append(pid) or ProcessFacts())
+    agent.reporter.limiter.burst = 1
+    for _ in range(3):
+        agent.reporter.event(decode(record(rule=1, pid=7, action=1), PLAN, BootClock(0)))
+    assert calls == [7] and agent.reporter.counts["events"] == 1
 
 
 class RecordingNotifier:

@@ -1,0 +1,219 @@
+"""The kernel's process-events connector (cn_proc): fork, exec, comm, exit.
+
+Linux reports process events to netlink sockets of family NETLINK_CONNECTOR
+that joined multicast group CN_IDX_PROC and sent PROC_CN_MCAST_LISTEN
+(include/uapi/linux/cn_proc.h, connector.h). Root only (CAP_NET_ADMIN), and
+only with CONFIG_PROC_EVENTS.
+
+pyroute2 is the project's netlink library. Debian's 0.7.2 has no connector
+module (pyroute2.netlink.connector.cn_proc came later), so this module
+speaks the protocol itself over pyroute2's NetlinkSocket: the socket, its
+bind to the group and its receive are pyroute2's; the two small structs
+inside each message (cn_msg, proc_event) are unpacked here with `struct`,
+which keeps the parsing pure and testable with byte layouts built by hand.
+
+Layout of one message (all native-endian, x86-64 little):
+
+    nlmsghdr   len u32, type u16, flags u16, seq u32, pid u32       16 bytes
+    cn_msg     idx u32, val u32, seq u32, ack u32, len u16, flags u16  20 bytes
+    proc_event what u32, cpu u32, timestamp_ns u64, event_data union
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import struct
+import threading
+from dataclasses import dataclass
+from typing import Iterator, List, Optional, Union
+
+log = logging.getLogger(__name__)
+
+NETLINK_CONNECTOR = 11
+CN_IDX_PROC = 1
+CN_VAL_PROC = 1
+PROC_CN_MCAST_LISTEN = 1
+PROC_CN_MCAST_IGNORE = 2
+NLMSG_DONE = 3
+NLMSG_ERROR = 2
+
+# enum what (proc_event.what)
+PROC_EVENT_NONE = 0x00000000
+PROC_EVENT_FORK = 0x00000001
+PROC_EVENT_EXEC = 0x00000002
+PROC_EVENT_COMM = 0x00000200
+PROC_EVENT_EXIT = 0x80000000
+
+_NLMSGHDR = struct.Struct("=IHHII")
+_CN_MSG = struct.Struct("=IIIIHH")
+_PROC_EVENT_HEAD = struct.Struct("=IIQ")
+_TWO_IDS = struct.Struct("=II")
+_FORK = struct.Struct("=IIII")
+_COMM = struct.Struct("=II16s")
+
+
+@dataclass(frozen=True)
+class Fork:
+    parent_pid: int
+    parent_tgid: int
+    child_pid: int
+    child_tgid: int
+
+    @property
+    def new_process(self) -> bool:
+        """A new process, not a new thread of its parent's process."""
+        return self.child_pid == self.child_tgid
+
+
+@dataclass(frozen=True)
+class Exec:
+    pid: int
+    tgid: int
+
+
+@dataclass(frozen=True)
+class Comm:
+    pid: int
+    tgid: int
+    comm: str
+
+
+@dataclass(frozen=True)
+class Exit:
+    pid: int
+    tgid: int
+
+    @property
+    def process_ended(self) -> bool:
+        """The thread group leader's exit (a thread's exit ends nothing)."""
+        return self.pid == self.tgid
+
+
+ProcEvent = Union[Fork, Exec, Comm, Exit]
+
+
+def listen_message(port: int, op: int = PROC_CN_MCAST_LISTEN) -> bytes:
+    """The request that starts (or stops) the kernel sending process events."""
+    payload = struct.pack("=I", op)
+    cn = _CN_MSG.pack(CN_IDX_PROC, CN_VAL_PROC, 0, 0, len(payload), 0) + payload
+    return _NLMSGHDR.pack(_NLMSGHDR.size + len(cn), NLMSG_DONE, 0, 0, port) + cn
+
+
+def parse(data: bytes) -> List[ProcEvent]:
+    """Every fork, exec, comm and exit in one datagram (others are skipped)."""
+    return list(_parse(data))
+
+
+def _parse(data: bytes) -> Iterator[ProcEvent]:
+    offset = 0
+    while offset + _NLMSGHDR.size <= len(data):
+        length, kind, _flags, _seq, _port = _NLMSGHDR.unpack_from(data, offset)
+        if length < _NLMSGHDR.size or offset + length > len(data):
+            return  # malformed: stop rather than guess
+        body = data[offset + _NLMSGHDR.size: offset + length]
+        offset += (length + 3) & ~3  # NLMSG_ALIGN
+        if kind != NLMSG_DONE or len(body) < _CN_MSG.size:
+            continue
+        idx, val, _seq, _ack, cn_len, _cn_flags = _CN_MSG.unpack_from(body)
+        if (idx, val) != (CN_IDX_PROC, CN_VAL_PROC):
+            continue
+        event = body[_CN_MSG.size: _CN_MSG.size + cn_len]
+        parsed = _proc_event(event)
+        if parsed is not None:
+            yield parsed
+
+
+def _proc_event(event: bytes) -> Optional[ProcEvent]:
+    if len(event) < _PROC_EVENT_HEAD.size:
+        return None
+    what, _cpu, _timestamp = _PROC_EVENT_HEAD.unpack_from(event)
+    data = event[_PROC_EVENT_HEAD.size:]
+    if what == PROC_EVENT_FORK and len(data) >= _FORK.size:
+        return Fork(*_FORK.unpack_from(data))
+    if what == PROC_EVENT_EXEC and len(data) >= _TWO_IDS.size:
+        return Exec(*_TWO_IDS.unpack_from(data))
+    if what == PROC_EVENT_EXIT and len(data) >= _TWO_IDS.size:
+        return Exit(*_TWO_IDS.unpack_from(data))
+    if what == PROC_EVENT_COMM and len(data) >= _COMM.size:
+        pid, tgid, comm = _COMM.unpack_from(data)
+        return Comm(pid, tgid, comm.split(b"\0", 1)[0].decode("utf-8", "backslashreplace"))
+    return None
+
+
+class ConnectorUnavailable(OSError):
+    pass
+
+
+class ProcessEventListener:
+    """Reads process events on a thread of its own and hands each to `cache`
+    (enforcer.proccache.ProcessCache): a short-lived process is read from
+    /proc while it still exists, whatever the agent's main loop is doing."""
+
+    def __init__(self, cache, rcvbuf: int = 4 << 20) -> None:
+        from pyroute2.netlink.nlsocket import NetlinkSocket  # noqa: PLC0415 - only where it runs
+
+        self.cache = cache
+        try:
+            self._socket = NetlinkSocket(family=NETLINK_CONNECTOR, rcvbuf=rcvbuf)
+        except OSError as error:
+            raise ConnectorUnavailable(error.errno, f"netlink connector socket: {error.strerror}") from None
+        try:
+            self._socket.bind(groups=CN_IDX_PROC)
+            port = self._socket.getsockname()[0]
+            self._socket.sendto(listen_message(port), (0, 0))
+        except OSError as error:
+            self._socket.close()
+            raise ConnectorUnavailable(error.errno, f"process events connector: {error.strerror}") from None
+        self.overruns = 0  # the socket's buffer overflowed (ENOBUFS): events were missed
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="cn_proc", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop:
+            try:
+                data = self._socket.recv(65536)
+            except OSError as error:
+                if self._stop:
+                    return
+                if error.errno == errno.ENOBUFS:
+                    # the kernel dropped events: processes it told nobody
+                    # about are read from /proc when their event is read
+                    if self.overruns == 0:
+                        log.warning("process events were lost (socket buffer full): some processes will be "
+                                    "described from /proc at event time, or not at all if gone by then")
+                    self.overruns += 1
+                    continue
+                log.warning("process events connector stopped: %s; process details now come from /proc", error)
+                return
+            for event in parse(data):
+                self._apply(event)
+
+    def _apply(self, event: ProcEvent) -> None:
+        if isinstance(event, Exec):
+            self.cache.on_exec(event.tgid)
+        elif isinstance(event, Fork):
+            if event.new_process:
+                self.cache.on_fork(event.parent_tgid, event.child_tgid)
+        elif isinstance(event, Exit):
+            if event.process_ended:
+                self.cache.on_exit(event.tgid)
+        # Comm: the kernel's event carries the comm it saw; nothing cached depends on it
+
+    def close(self) -> None:
+        self._stop = True
+        try:
+            self._socket.sendto(listen_message(self._socket.getsockname()[0], PROC_CN_MCAST_IGNORE), (0, 0))
+        except OSError as error:
+            # closing anyway: the kernel stops sending to a closed socket
+            log.debug("process events connector: unsubscribing failed: %s", error)
+        self._socket.close()
+
+
+def unavailable_reason() -> Optional[str]:
+    """Why the connector cannot be used here, before trying (None: try it)."""
+    if os.geteuid() != 0:
+        return "not root (the process events connector needs CAP_NET_ADMIN)"
+    return None
