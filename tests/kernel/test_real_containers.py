@@ -37,6 +37,11 @@ EPERM_TEXT = "Operation not permitted"
 #: when the kernel runs it as release agent it leaves ESCAPED behind.
 PAYLOAD_HOST = ROOTFS / "payload.sh"
 ESCAPED = WORK / "escaped"
+#: busybox mount says this for EPERM and EACCES alike; the event (blocked, from
+#: this container) and `control` (the same mount succeeds with no agent) say whose.
+BUSYBOX_MOUNT_DENIED = "mount: permission denied"
+#: The kernel runs a release agent as soon as the cgroup empties (under a second in `control`).
+ESCAPE_WAIT_S = 5
 CG1 = "/tmp/enfctr-cg"  # where the attacker mounts a cgroup v1 hierarchy, in the container
 
 Event = Dict[str, object]
@@ -54,9 +59,9 @@ def podman() -> PodmanDriver:
 
 
 @pytest.fixture(scope="module")
-def timings() -> Iterator[Dict[str, float]]:
+def timings() -> Iterator[Dict[str, object]]:
     """Figures measured on the way, written to the artifacts for the notes."""
-    figures: Dict[str, float] = {}
+    figures: Dict[str, object] = {}
     yield figures
     out = artifacts_root(WORK) / "container-timings.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -64,7 +69,39 @@ def timings() -> Iterator[Dict[str, float]]:
 
 
 @pytest.fixture(scope="module")
-def agent(podman, tmp_path_factory, timings) -> Iterator[Agent]:
+def control(podman, timings) -> None:
+    """Before any agent runs: from the same kind of container the attacks work
+    (the payload really runs as root on the host, SysRq is pressed, the mount
+    option is taken), so the denials below are enforcer's and not the
+    runtime's or the kernel's own."""
+    container = podman.start(ContainerSpec(privileged=True, cgroupns_host=True))
+    mnt = f"{CG1}-control"
+    try:
+        podman.setup(container, "echo h > /proc/sysrq-trigger")
+        podman.setup(container, f"mkdir -p {mnt}-opt && mount -t cgroup -o "
+                                f"none,name=enfctrl2,release_agent={PAYLOAD_HOST} cgroup {mnt}-opt && umount {mnt}-opt")
+        _arm(podman, container, "enfctrl", mnt)
+        try:
+            started = time.monotonic()
+            podman.setup(container, f"echo {PAYLOAD_HOST} > {mnt}/release_agent")
+            _trigger(podman, container, mnt)
+            while not ESCAPED.exists() and time.monotonic() - started < ESCAPE_WAIT_S * 3:
+                time.sleep(0.2)
+            assert ESCAPED.exists(), (
+                "control: with no agent the release_agent escape did not run its payload; "
+                "the escape test would prove nothing")
+            timings["control_escape_s"] = round(time.monotonic() - started, 1)
+            timings["control_payload_ran_as"] = ESCAPED.read_text().strip()
+        finally:
+            _disarm(podman, container, mnt)
+    finally:
+        podman.remove(container)
+        if ESCAPED.exists():
+            ESCAPED.unlink()
+
+
+@pytest.fixture(scope="module")
+def agent(podman, control, tmp_path_factory, timings) -> Iterator[Agent]:
     workdir = tmp_path_factory.mktemp("containers")
     started = time.monotonic()
     with agent_running(POLICY, "enforce", workdir, "agent-containers.log") as running:
@@ -72,7 +109,7 @@ def agent(podman, tmp_path_factory, timings) -> Iterator[Agent]:
         yield running
 
 
-def _container(podman: PodmanDriver, agent: Agent, timings: Dict[str, float], spec: ContainerSpec,
+def _container(podman: PodmanDriver, agent: Agent, timings: Dict[str, object], spec: ContainerSpec,
                label: str) -> Iterator[Container]:
     """A container started under the agent (its start must raise no event)."""
     mark = agent.mark()
@@ -122,8 +159,23 @@ def _container_events(agent: Agent, mark: int, container: Container, rule: str) 
     return [e for e in events if from_it(e)]
 
 
-def _assert_denied(outcome: Outcome, what: str) -> None:
-    assert outcome.returncode != 0 and EPERM_TEXT in outcome.stderr, (
+def _arm(podman: PodmanDriver, container: Container, name: str, mnt: str) -> None:
+    """The escape's preparation: a cgroup v1 hierarchy, a child cgroup with notify_on_release."""
+    podman.setup(container, f"mkdir -p {mnt} && mount -t cgroup -o none,name={name} cgroup {mnt} && "
+                            f"mkdir -p {mnt}/x && echo 1 > {mnt}/x/notify_on_release")
+
+
+def _trigger(podman: PodmanDriver, container: Container, mnt: str) -> None:
+    """A process joins the child cgroup and exits: the cgroup empties."""
+    podman.setup(container, f"sh -c 'echo $$ > {mnt}/x/cgroup.procs'")
+
+
+def _disarm(podman: PodmanDriver, container: Container, mnt: str) -> None:
+    podman.sh(container, f"rmdir {mnt}/x; umount {mnt}")
+
+
+def _assert_denied(outcome: Outcome, what: str, denied_text: str = EPERM_TEXT) -> None:
+    assert outcome.returncode != 0 and denied_text in outcome.stderr, (
         f"{what} was not denied with EPERM: exit {outcome.returncode}, stdout {outcome.stdout!r}, "
         f"stderr {outcome.stderr!r}")
 
@@ -141,10 +193,10 @@ def _assert_one_event(events: List[Event], container: Container, **expected: obj
 
 
 def _attack(podman: PodmanDriver, agent: Agent, container: Container, script: str, rule: str,
-            **expected: object) -> Event:
+            denied_text: str = EPERM_TEXT, **expected: object) -> Event:
     mark = agent.mark()
     outcome = podman.sh(container, script)
-    _assert_denied(outcome, script)
+    _assert_denied(outcome, script, denied_text)
     return _assert_one_event(_container_events(agent, mark, container, rule), container, rule=rule, **expected)
 
 
@@ -175,23 +227,24 @@ def test_sysrq_from_a_privileged_container(podman, agent, privileged, target: st
 def test_release_agent_escape_from_a_privileged_container(podman, agent, privileged) -> None:
     """The whole escape (MITRE T1611): mount a cgroup v1 hierarchy, arm
     notify_on_release, write release_agent, empty the cgroup. The write is
-    denied and reported, and the kernel never runs the payload."""
-    podman.setup(privileged, f"mkdir -p {CG1} && mount -t cgroup -o none,name=enfctr cgroup {CG1} && "
-                             f"mkdir -p {CG1}/x && echo 1 > {CG1}/x/notify_on_release")
+    denied and reported, and the kernel never runs the payload (which it
+    did in `control`, with no agent)."""
+    _arm(podman, privileged, "enfctr", CG1)
     try:
         _attack(podman, agent, privileged, f"echo {PAYLOAD_HOST} > {CG1}/release_agent", "release-agent",
                 path=f"{CG1}/release_agent", access="write")
-        podman.setup(privileged, f"sh -c 'echo $$ > {CG1}/x/cgroup.procs'")
-        time.sleep(3)  # the kernel runs a release agent at once when the cgroup empties
+        _trigger(podman, privileged, CG1)
+        time.sleep(ESCAPE_WAIT_S)
         assert not ESCAPED.exists(), f"the payload ran on the host: {ESCAPED.read_text()}"
     finally:
-        podman.sh(privileged, f"rmdir {CG1}/x; umount {CG1}")
+        _disarm(podman, privileged, CG1)
 
 
 def test_release_agent_mount_option_from_a_privileged_container(podman, agent, privileged) -> None:
     _attack(podman, agent, privileged,
             f"mkdir -p {CG1}-opt && mount -t cgroup -o none,name=enfctr2,release_agent={PAYLOAD_HOST} cgroup {CG1}-opt",
-            "release-agent", access="mount", path="release_agent", new_path=str(PAYLOAD_HOST))
+            "release-agent", denied_text=BUSYBOX_MOUNT_DENIED, access="mount", path="release_agent",
+            new_path=str(PAYLOAD_HOST))
 
 
 def test_payload_in_tmp_of_a_privileged_container(podman, agent, privileged) -> None:
