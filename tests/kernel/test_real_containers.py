@@ -26,7 +26,7 @@ import pytest
 from battery import agent_running, artifacts_root
 from harness.agent import REPO, Agent
 from harness.containers import (
-    ROOTFS, WORK, Container, ContainerSpec, Outcome, PodmanDriver, build_busybox_rootfs,
+    ROOTFS, WORK, Container, ContainerSpec, Outcome, Podman, PodmanDriver, build_busybox_rootfs,
 )
 
 pytestmark = pytest.mark.kernel
@@ -320,6 +320,29 @@ def test_container_lifecycle_raises_no_event(podman, agent, timings) -> None:
         podman.remove(container)
     timings["lifecycle_exec_rm_s"] = round(time.monotonic() - started, 1)
     assert _all_events(agent, mark) == []
+
+
+def test_runc_container_under_enforcement(agent, timings) -> None:
+    """The same runtime with runc 1.1.5 instead of crun: runc re-executes
+    itself from a memfd copy of its binary (the CVE-2019-5736 fix), which
+    the default policy's exec-memfd rule allows for /usr/sbin/runc only.
+    Its lifecycle raises nothing; a payload in its /tmp is denied and
+    reported with its id."""
+    runc = PodmanDriver(Podman(runtime="runc"))
+    mark = agent.mark()
+    container = runc.start(ContainerSpec(name="enforcer-runc"))
+    timings["runc_run_s"] = round(container.start_s, 1)
+    try:
+        assert runc.inspect(container.id, "{{.OCIRuntime}}") == "runc"
+        assert runc.inspect(container.id, "{{.Id}}") == container.id
+        assert runc.exec_in(container, ["/bin/true"]).returncode == 0
+        runc.setup(container, "cp /bin/busybox /tmp/payload-runc")
+        assert _all_events(agent, mark) == [], "starting or exec'ing into a runc container raised events"
+        attack = _attack(runc, agent, container, "/tmp/payload-runc true", "exec-unusual-dir",
+                         path="/tmp/payload-runc", access="exec")
+    finally:
+        runc.remove(container)
+    assert _all_events(agent, mark) == [attack]
 
 
 def test_the_agent_reported_only_what_the_tests_caused(agent) -> None:
