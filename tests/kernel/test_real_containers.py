@@ -41,7 +41,9 @@ ESCAPED_PART = WORK / "escaped.part"
 #: busybox mount says this for EPERM and EACCES alike; the event (blocked, from
 #: this container) and `control` (the same mount succeeds with no agent) say whose.
 BUSYBOX_MOUNT_DENIED = "mount: permission denied"
-#: The kernel runs a release agent as soon as the cgroup empties (under a second in `control`).
+#: The kernel runs a release agent as soon as the cgroup empties: in `control` the
+#: payload's file was there 4-6 s after the release_agent write, two `podman exec`
+#: calls (1-2 s each) included.
 ESCAPE_WAIT_S = 5
 CG1 = "/tmp/enfctr-cg"  # where the attacker mounts a cgroup v1 hierarchy, in the container
 
