@@ -174,7 +174,15 @@ def test_a_hook_sees_one_whole_policy_at_every_step_of_a_reload() -> None:
     fake = FakeBpf()
     maps = loaded(fake, BASE)
     old, new = plan(BASE), plan(CHANGED)
-    seen = []
+    seen = observe_policy_in_force(fake, old, new)
+    maps.apply(old, new)
+    assert_old_then_new(seen)
+
+
+def observe_policy_in_force(fake: FakeBpf, old: MapPlan, new: MapPlan) -> List[str]:
+    """After each bpf(2) call on `fake`, note whether the slot in force holds
+    exactly `old` or exactly `new` (with its watch flags), or a mixture."""
+    seen: List[str] = []
 
     def observe() -> None:
         settings = fake.settings()
@@ -188,7 +196,10 @@ def test_a_hook_sees_one_whole_policy_at_every_step_of_a_reload() -> None:
             seen.append(f"MIXED after {fake.log[-1]}")
 
     fake.observer = observe
-    maps.apply(old, new)
+    return seen
+
+
+def assert_old_then_new(seen: List[str]) -> None:
     assert seen and all(state in ("old", "new") for state in seen), seen
     flip = seen.index("new")
     assert set(seen[:flip]) == {"old"} and set(seen[flip:]) == {"new"}
@@ -336,24 +347,9 @@ def test_a_hook_sees_one_whole_policy_at_every_step_of_an_adoption() -> None:
     fake = FakeBpf()
     loaded(fake, BASE)
     old, new = plan(BASE), plan(THIRD)
-    seen = []
-
-    def observe() -> None:
-        settings = fake.settings()
-        slot = settings.active
-        contents = fake.slot_contents(slot)
-        if contents == expected_contents(old, slot) and settings.watch[slot] == old.watch:
-            seen.append("old")
-        elif contents == expected_contents(new, slot) and settings.watch[slot] == new.watch:
-            seen.append("new")
-        else:
-            seen.append("MIXED")
-
-    fake.observer = observe
+    seen = observe_policy_in_force(fake, old, new)
     adopter(fake).adopt(new)
-    assert "MIXED" not in seen
-    assert seen[0] == "old" and seen[-1] == "new"
-    assert seen.index("new") > len(seen) - seen[::-1].index("old") - 1  # old..., then new... only
+    assert_old_then_new(seen)
 
 
 @pytest.mark.parametrize("when", ["clearing", "writing"])
