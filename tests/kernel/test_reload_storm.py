@@ -85,7 +85,8 @@ class StormResult(NamedTuple):
     counts: Dict[str, int]  # from the attacking loop: attempts, successes, denied, other
     pid: int
     policy_of_generation: Dict[int, str]
-    reload_s: List[float]  # SIGHUP to the agent's verdict, each reload
+    reload_s: List[float]  # SIGHUP to the agent's verdict, each reload by signal
+    command_s: List[float]  # each `enforcer reload`, launch to exit (a new interpreter under the flood)
     records: List[dict]
 
 
@@ -99,7 +100,8 @@ def _storm(agent: Agent, workdir: Path, sequence: List[str], pause_s: float) -> 
     policy_of_generation = {int(started["generation"]): "P"}
     stop, result = workdir / "stop-loop", workdir / "loop.json"
     worker = subprocess.Popen([PY, ACTIONS, "open-loop", SYSRQ, "w", str(stop), str(result), str(pause_s)])
-    reload_s = []
+    reload_s: List[float] = []
+    command_s: List[float] = []
     try:
         time.sleep(1.0)  # the loop is running before the first reload
         for number, name in enumerate(sequence):
@@ -107,7 +109,7 @@ def _storm(agent: Agent, workdir: Path, sequence: List[str], pause_s: float) -> 
             begin = time.monotonic()
             # every other reload the way an operator does it: `enforcer reload`, which waits for the verdict
             verdict = agent.reload(text) if number % 2 == 0 else _reload_command(agent, workdir, text, name)
-            reload_s.append(time.monotonic() - begin)
+            (reload_s if number % 2 == 0 else command_s).append(time.monotonic() - begin)
             assert worker.poll() is None, "the attacking loop ended early"
             if name in BROKEN:
                 assert verdict["message"] == "reload rejected, previous policy still in force", verdict
@@ -121,7 +123,8 @@ def _storm(agent: Agent, workdir: Path, sequence: List[str], pause_s: float) -> 
         stop.touch()
         worker.wait(120)
     agent.stop()  # flushes the suppressed-repeat summaries
-    return StormResult(json.loads(result.read_text()), worker.pid, policy_of_generation, reload_s, agent.since(0))
+    return StormResult(json.loads(result.read_text()), worker.pid, policy_of_generation, reload_s, command_s,
+                       agent.since(0))
 
 
 def _worker_events(storm: StormResult) -> List[dict]:
@@ -146,9 +149,11 @@ def _check_labels(storm: StormResult) -> None:
 
 
 def _summary(storm: StormResult) -> str:
-    times = sorted(storm.reload_s)
+    times, commands = sorted(storm.reload_s), sorted(storm.command_s)
     return (f"attempts {storm.counts['attempts']}, successes {storm.counts['successes']}, "
-            f"reloads {len(times)}, reload verdict median {statistics.median(times):.3f}s max {times[-1]:.3f}s")
+            f"reloads {len(times) + len(commands)}: {len(times)} by SIGHUP, verdict median "
+            f"{statistics.median(times):.3f}s max {times[-1]:.3f}s; {len(commands)} by `enforcer reload`, "
+            f"launch to exit median {statistics.median(commands):.1f}s max {commands[-1]:.1f}s")
 
 
 def test_100_reloads_under_a_flood_let_nothing_through_and_label_every_event(storm_agent, tmp_path) -> None:
@@ -161,8 +166,11 @@ def test_100_reloads_under_a_flood_let_nothing_through_and_label_every_event(sto
     assert len(set(storm.policy_of_generation.values())) == 3
     _check_labels(storm)
     # control is never starved: each verdict came while the loop was still flooding
-    # (checked in _storm); the bound here is generous for an emulated guest
+    # (checked in _storm); the bound here is generous for an emulated guest. A
+    # command's time is mostly a new interpreter starting on 2 emulated CPUs that
+    # the loop keeps busy (5-15 s seen on 6.1); it only has to answer, in time.
     assert max(storm.reload_s) < 10.0, _summary(storm)
+    assert max(storm.command_s) < 60.0, _summary(storm)
 
 
 def test_reloads_between_enforce_and_audit_report_every_attempt_let_through(storm_agent, tmp_path) -> None:
