@@ -108,7 +108,9 @@ def _json_objects(lines: Iterable[str]) -> Iterator[Mapping[str, object]]:
 
 
 def journalctl_command(follow: bool, since: str) -> list:
-    command = ["journalctl", "--no-pager", "-o", "json", "SYSLOG_IDENTIFIER=enforcer"]
+    # --all: journalctl prints fields over 4096 bytes as null without it, and
+    # an event's ENFORCER_RECORD (ancestry, command lines) can be that long
+    command = ["journalctl", "--no-pager", "--all", "-o", "json", "SYSLOG_IDENTIFIER=enforcer"]
     if since:
         # systemd.time(7): "2026-11-24 10:00:00.000000 UTC"; the records' own
         # time is compared again afterwards, so this only narrows the read

@@ -107,7 +107,8 @@ def journal_agent(tmp_path, agent_log_path) -> Iterator[Agent]:
 
 def _journal(message_id: str, since_s: float) -> List[Dict[str, str]]:
     out = subprocess.run(
-        ["journalctl", "--no-pager", "-o", "json", f"MESSAGE_ID={message_id}", "--since", f"@{since_s:.0f}"],
+        # --all, as `enforcer events` does: without it fields over 4096 bytes read as null
+        ["journalctl", "--no-pager", "--all", "-o", "json", f"MESSAGE_ID={message_id}", "--since", f"@{since_s:.0f}"],
         capture_output=True, text=True, check=True,
     ).stdout
     return [json.loads(line) for line in out.splitlines() if line.strip()]

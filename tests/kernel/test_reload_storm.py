@@ -107,9 +107,10 @@ def _storm(agent: Agent, workdir: Path, sequence: List[str], pause_s: float) -> 
         for number, name in enumerate(sequence):
             text = BROKEN[name] if name in BROKEN else VARIANTS[name].text
             begin = time.monotonic()
-            # every fifth reload the way an operator does it: `enforcer reload`, which waits for the
-            # verdict (not more: each starts an interpreter, seconds under emulation beside the flood)
-            by_command = number % 5 == 4
+            # one reload in ten the way an operator does it: `enforcer reload`, which waits for the
+            # verdict (not more: each starts an interpreter, seconds under emulation beside the
+            # flood); the 5th of one ten, the 10th of the next, and so on
+            by_command = number % 10 == (4 if number // 10 % 2 == 0 else 9)
             verdict = _reload_command(agent, workdir, text, name) if by_command else agent.reload(text)
             (command_s if by_command else reload_s).append(time.monotonic() - begin)
             assert worker.poll() is None, "the attacking loop ended early"
@@ -159,7 +160,7 @@ def _summary(storm: StormResult) -> str:
 
 
 def test_100_reloads_under_a_flood_let_nothing_through_and_label_every_event(storm_agent, tmp_path) -> None:
-    # by `enforcer reload` (every fifth): "R" (applied) and "half-written" (rejected) in turn
+    # by `enforcer reload`: "R" (applied) and "half-written" (rejected) in turn
     names = ["Q", "R", "unknown-kind", "P", "R", "Q", "syntax", "P", "R", "half-written"]
     storm = _storm(storm_agent, tmp_path, list(islice(cycle(names), 100)), pause_s=0)
     print(_summary(storm))

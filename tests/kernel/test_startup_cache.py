@@ -64,7 +64,8 @@ def _run(workdir: Path, cache: Path, log_path: Path, name: str) -> Dict[str, obj
         unload(workdir)
 
 
-def test_a_second_start_loads_the_cached_object_and_enforces(tmp_path: Path, agent_log_path: Path) -> None:
+def test_a_second_start_loads_the_cached_object_and_one_others_could_write_is_compiled_anew(
+        tmp_path: Path, agent_log_path: Path) -> None:
     cache = tmp_path / "cache"
     cache.mkdir(mode=0o700)
     first = _run(tmp_path, cache, agent_log_path, "cold")
@@ -74,14 +75,8 @@ def test_a_second_start_loads_the_cached_object_and_enforces(tmp_path: Path, age
     second = _run(tmp_path, cache, agent_log_path, "warm")
     assert second["object"] == "cached" and "compile" not in second["phases"], second
     print(f"start-up: compiled {first['seconds']} s, from the cache {second['seconds']} s")
-
-
-def test_an_object_others_could_write_is_compiled_anew(tmp_path: Path, agent_log_path: Path) -> None:
-    cache = tmp_path / "cache"
-    cache.mkdir(mode=0o700)
-    _run(tmp_path, cache, agent_log_path, "first")
-    (cached,) = (cache / "objects").glob("*.json")
-    os.chmod(cached, 0o666)
+    # the same object, now writable by anyone: not used, compiled again, and said why
+    os.chmod(objects[0], 0o666)
     again = _run(tmp_path, cache, agent_log_path, "distrusted")
     assert again["object"] == "compiled", again
     log = agent_log_path.with_name(f"{agent_log_path.stem}-distrusted.log").read_text()

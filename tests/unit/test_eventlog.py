@@ -74,9 +74,9 @@ def test_journal_entries_give_back_the_exact_records() -> None:
     assert list(journal_records(lines)) == RECORDS
 
 
-def test_journalctl_command_follows_and_narrows_by_time() -> None:
+def test_journalctl_command_follows_narrows_by_time_and_keeps_long_fields() -> None:
     assert journalctl_command(True, "2026-11-24T01:00:00.000000Z") == [
-        "journalctl", "--no-pager", "-o", "json", "SYSLOG_IDENTIFIER=enforcer",
+        "journalctl", "--no-pager", "--all", "-o", "json", "SYSLOG_IDENTIFIER=enforcer",
         "--since", "2026-11-24 01:00:00.000000 UTC", "--follow"]
 
 
