@@ -68,8 +68,13 @@ class KernelHeaders:
         return {"BCC_KERNEL_SOURCE": str(self.source_dir)}
 
 
+def enforcer_cache_root() -> Path:
+    """Where enforcer keeps what it derives per kernel: header trees (btf/) and compiled objects (objects/)."""
+    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE_ROOT)
+
+
 def default_cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE_ROOT) / "btf"
+    return enforcer_cache_root() / "btf"
 
 
 def file_sha256(path: str | os.PathLike) -> str:

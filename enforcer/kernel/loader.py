@@ -322,7 +322,7 @@ def load(
         raise LoadError(str(error)) from error
     watch = _Stopwatch()
     bpf_dir = bpf_dir or default_bpf_dir()
-    cache_root = cache_root or Path(os.environ.get(headers.CACHE_ENV) or headers.DEFAULT_CACHE_ROOT)
+    cache_root = cache_root or headers.enforcer_cache_root()
     btf = load_btf(btf_path)
     check_hook_signatures(btf)
     hook_ids = {spec.name: btf.lsm_hook_id(spec.name) for spec in registry.HOOKS}

@@ -45,10 +45,6 @@ log = logging.getLogger(__name__)
 OBJECTS_SUBDIR = "objects"
 
 
-def default_objects_dir() -> Path:
-    return Path(os.environ.get(headers.CACHE_ENV) or headers.DEFAULT_CACHE_ROOT) / OBJECTS_SUBDIR
-
-
 @dataclass(frozen=True)
 class ObjectInputs:
     """Everything the compiled bytecode depends on (see the module docstring)."""
