@@ -137,6 +137,10 @@ HOOKS: Tuple[HookSpec, ...] = (
 )
 
 
+#: C function -> LSM hook of every program: what a compiled object holds and loads.
+PROGRAM_HOOKS: Dict[str, str] = {spec.program: spec.name for spec in HOOKS}
+
+
 def cflags() -> List[str]:
     """Every -D flag bpf/enforcer.bpf.c needs: the header's (abi.cflags()) and each map's size."""
     return [*abi.cflags(), *(f"-D{spec.size_macro}={spec.size_value}" for spec in MAPS)]

@@ -219,7 +219,7 @@ class Enforcement:
 def _compiled_object(btf_path: Path, bpf_dir: Path, cache_root: Path) -> Tuple[CompiledObject, str, str]:
     """The object for this kernel and these sources, cached or compiled now
     (and cached); how it was obtained; its key."""
-    programs = {spec.program: spec.name for spec in registry.HOOKS}
+    programs = registry.PROGRAM_HOOKS
     inputs = objcache.ObjectInputs(
         btf_sha256=headers.file_sha256(btf_path),
         kernel_release=os.uname().release,

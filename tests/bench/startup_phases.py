@@ -49,7 +49,7 @@ def main() -> int:
         bpf_dir = loader.default_bpf_dir()
         t = time.monotonic()
         obj = compile_object((bpf_dir / "enforcer.bpf.c").read_text(), headers,
-                             {spec.program: spec.name for spec in registry.HOOKS},
+                             registry.PROGRAM_HOOKS,
                              [*registry.cflags(), f"-I{bpf_dir}"])
         out["compile_s"] = time.monotonic() - t
         t = time.monotonic()

@@ -60,7 +60,7 @@ def test_the_compiled_object_keeps_every_program_and_map_reference(kernels, whic
     headers = kernel_headers.generate_headers(path, cache_root=tmp_path,
                                               kernel_release=None if which == "host" else release)
     obj = compile_object((BPF_DIR / "enforcer.bpf.c").read_text(), headers,
-                         {spec.program: spec.name for spec in registry.HOOKS}, [*registry.cflags(), f"-I{BPF_DIR}"])
+                         registry.PROGRAM_HOOKS, [*registry.cflags(), f"-I{BPF_DIR}"])
     assert {p.hook for p in obj.programs} == {spec.name for spec in registry.HOOKS}
     assert {m.name for m in obj.maps} == {spec.name for spec in registry.MAPS}
     for spec in registry.MAPS:
