@@ -995,6 +995,99 @@ static __always_inline struct enforcer_exec_place *located_place(struct path_buf
 	return exec_places.lookup((struct enforcer_lpm_key *)p);
 }
 
+/* place_devs' value for the filesystem of `sb` in policy slot `slot`: its
+ * index (ENFORCER_PLACE_DEV_INDEX_MASK bits; 0: holds no place) and flags. */
+static __always_inline __u32 place_dev_flags(struct super_block *sb, __u32 slot)
+{
+	struct enforcer_dev_key devkey = { .slot = slot & 1 };
+	dev_t dev = 0;
+	__u32 *value;
+
+	READ_KERNEL(dev, sb->s_dev);
+	devkey.dev = dev;
+	value = place_devs.lookup(&devkey);
+	return value ? *value : 0;
+}
+
+/* The dentry of a file's real inode. Since 6.6 an overlay's real file has
+ * the real path; before (6.1) it carries the overlay's path ("fake path")
+ * and only f_inode is real: then the inode's first alias. */
+static __always_inline struct dentry *real_dentry_of(struct file *real)
+{
+	struct hlist_node *alias = NULL;
+	struct dentry *dentry = NULL;
+	struct inode *inode = NULL, *dentry_inode = NULL;
+
+	READ_KERNEL(inode, real->f_inode);
+	READ_KERNEL(dentry, real->f_path.dentry);
+	if (dentry)
+		READ_KERNEL(dentry_inode, dentry->d_inode);
+	if (!inode || dentry_inode == inode)
+		return dentry;
+	READ_KERNEL(alias, inode->i_dentry.first);
+	if (!alias)
+		return NULL;
+	return (struct dentry *)((char *)alias - offsetof(struct dentry, d_u.d_alias));
+}
+
+/*
+ * An overlayfs file's layers (judge_exec_file, 2c): overlayfs keeps the file
+ * it opened on the layer that serves the file (upper, or lower until a copy
+ * up) in the overlay file's private_data, on every kernel from 4.19 to at
+ * least 6.12. Follows up to ENFORCER_OVERLAY_DEPTH stacked overlays (a layer
+ * that is itself a directory of an overlay, as /var of the test VM is) and
+ * looks each real file up by location. Sets v->rule and friends and returns
+ * 1 when a place's rule matches.
+ */
+static __always_inline int judge_overlay_layers(struct scratch *s, struct verdict_ctx *v,
+						struct file *file, __u32 scope)
+{
+	struct enforcer_exec_place *place;
+	struct file *real = file;
+
+#pragma unroll
+	for (int depth = 0; depth < ENFORCER_OVERLAY_DEPTH; depth++) {
+		struct super_block *real_sb = NULL;
+		struct dentry *real_dentry;
+		struct inode *real_inode = NULL;
+		struct file *next = NULL;
+		unsigned long real_magic = 0;
+		__u32 flags, fs_index;
+
+		READ_KERNEL(next, real->private_data);
+		if (!next)
+			return 0;
+		READ_KERNEL(real_inode, next->f_inode);
+		if (!real_inode)
+			return 0;
+		READ_KERNEL(real_sb, real_inode->i_sb);
+		if (!real_sb)
+			return 0;
+		flags = place_dev_flags(real_sb, v->slot);
+		fs_index = flags & ENFORCER_PLACE_DEV_INDEX_MASK;
+		if (fs_index) {
+			real_dentry = real_dentry_of(next);
+			if (real_dentry && resolve_path(s, &s->aux, real_dentry, NULL)) {
+				place = located_place(&s->aux, v->slot, scope, fs_index);
+				if (place) {
+					v->rule = place->node_len == s->aux.dir_len ? place->rule_direct
+										    : place->rule_below;
+					if (v->rule) {
+						v->match = ENFORCER_MATCH_LOCATION;
+						v->has_new_path = 1;	/* the event says where it lives */
+						return 1;
+					}
+				}
+			}
+		}
+		READ_KERNEL(real_magic, real_sb->s_magic);
+		if (real_magic != OVERLAYFS_SUPER_MAGIC || (flags & ENFORCER_PLACE_DEV_SYSTEM_OVERLAY))
+			return 0;
+		real = next;
+	}
+	return 0;
+}
+
 static __always_inline int judge_exec_file(struct enforcer_settings *cfg, struct scratch *s,
 					   struct verdict_ctx *v, struct file *file)
 {
@@ -1010,7 +1103,7 @@ static __always_inline int judge_exec_file(struct enforcer_settings *cfg, struct
 	unsigned int nlink = 0;
 	__u64 excluded = 0;
 	__u64 mntns = 0;
-	__u32 scope, *fs_rule;
+	__u32 scope, *fs_rule, dev_flags = 0;
 	int resolved;
 
 	READ_KERNEL(dentry, file->f_path.dentry);
@@ -1062,21 +1155,18 @@ static __always_inline int judge_exec_file(struct enforcer_settings *cfg, struct
 	 * file of the root filesystem, no chroot), the name is the location:
 	 * no second walk. */
 	{
-		struct enforcer_dev_key devkey = { .slot = v->slot & 1 };
 		struct dentry *fs_root = NULL;
-		__u32 *fs_index;
-		dev_t dev = 0;
+		__u32 fs_index;
 
-		READ_KERNEL(dev, sb->s_dev);
-		devkey.dev = dev;
-		fs_index = place_devs.lookup(&devkey);
+		dev_flags = place_dev_flags(sb, v->slot);
+		fs_index = dev_flags & ENFORCER_PLACE_DEV_INDEX_MASK;
 		if (fs_index) {
 			READ_KERNEL(fs_root, sb->s_root);
 			place = NULL;
 			if (resolved && !s->crossed && s->top == fs_root) {
-				place = located_place(&s->obj, v->slot, scope, *fs_index);
+				place = located_place(&s->obj, v->slot, scope, fs_index);
 			} else if (resolve_path(s, &s->aux, dentry, NULL)) {
-				place = located_place(&s->aux, v->slot, scope, *fs_index);
+				place = located_place(&s->aux, v->slot, scope, fs_index);
 				v->has_new_path = 1;	/* the event says where it lives */
 			}
 			if (place) {
@@ -1091,6 +1181,14 @@ static __always_inline int judge_exec_file(struct enforcer_settings *cfg, struct
 			v->has_new_path = 0;
 		}
 	}
+
+	/* 2c. a file an overlayfs serves (not one of the host's system
+	 * overlays): judged again where the layer that serves it lives, so that
+	 * an overlay whose lower (or upper) layer is a directory in /var/tmp,
+	 * mounted anywhere, in any namespace, does not launder its files. */
+	if (magic == OVERLAYFS_SUPER_MAGIC && !(dev_flags & ENFORCER_PLACE_DEV_SYSTEM_OVERLAY) &&
+	    judge_overlay_layers(s, v, file, scope))
+		return apply_rule(s, v, mntns, scope);
 
 	/* 3. the filesystem type the file lives on */
 	READ_KERNEL(type, sb->s_type);

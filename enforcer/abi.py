@@ -74,6 +74,18 @@ MAX_PLACES = 8192  # exec_places nodes (both scopes; each place by name and by l
 #: travels in an LPM key's namespace byte above the slot and scope bits.
 LOCATION_SHIFT = 2
 MAX_PLACE_DEVS = (1 << (8 - LOCATION_SHIFT)) - 1
+#: place_devs also names the host's system overlays (an overlayfs mounted at /
+#: or at a top-level directory in the agent's mount namespace: live systems,
+#: systemd-sysext, image-based hosts). Their files are judged by name, never
+#: by the layer that serves them: a live system's layers lie in /run. The
+#: value's bit PLACE_DEV_SYSTEM_OVERLAY says so; its low bits keep the index
+#: (0 when the overlay holds no place).
+MAX_SYSTEM_OVERLAYS = 32
+PLACE_DEV_SYSTEM_OVERLAY = 1 << 16
+PLACE_DEV_INDEX_MASK = MAX_PLACE_DEVS
+#: Overlays stacked on overlays whose layers the kernel follows to the file
+#: that really serves an executed or mapped overlay file.
+OVERLAY_DEPTH = 2
 MAX_FSTYPES = 256  # exec_fstypes entries (both scopes)
 MAX_ALLOW = 4096  # entries in each allowlist map
 
@@ -372,6 +384,9 @@ def cflags() -> List[str]:
         f"-DENFORCER_TARGET_COUNT={TARGET_COUNT}",
         f"-DENFORCER_STAT_COUNT={STAT_COUNT}",
         f"-DENFORCER_LOCATION_SHIFT={LOCATION_SHIFT}",
+        f"-DENFORCER_PLACE_DEV_SYSTEM_OVERLAY={PLACE_DEV_SYSTEM_OVERLAY}",
+        f"-DENFORCER_PLACE_DEV_INDEX_MASK={PLACE_DEV_INDEX_MASK}",
+        f"-DENFORCER_OVERLAY_DEPTH={OVERLAY_DEPTH}",
     ]
     flags += _enum_defines("SCOPE", KernelScope)
     flags += _enum_defines("TARGET", Target)

@@ -29,6 +29,7 @@ from enforcer.fileperms import load_trusted_policy
 from enforcer.events import BootClock
 from enforcer.exitcodes import ExitCode
 from enforcer.generations import DRAIN_BUDGET
+from enforcer.kinds.exec_places import indexed_filesystems
 from enforcer.parse import PolicyError, ignored_allow_d_files
 from enforcer.policydigest import policy_digest
 from enforcer.policyfile.problems import PolicyProblem
@@ -113,7 +114,7 @@ def host_cgroup_layout() -> CgroupLayout:
 
 def compile_for_host(policy: Policy, override: Optional[Mode]) -> MapPlan:
     plan = compile_policy(policy, override, host_mounts())
-    if len(plan.maps.get("place_devs", {})) >= abi.MAX_PLACE_DEVS:
+    if indexed_filesystems(plan.maps.get("place_devs", {})) >= abi.MAX_PLACE_DEVS:
         log.warning("exec places use all %d filesystem indexes: places on any further filesystem are matched "
                     "by name only", abi.MAX_PLACE_DEVS)
     return plan
@@ -327,7 +328,7 @@ class Agent:
         self.loaded = Loaded(self.loaded.policy, plan)
         self.reporter.notice("mount table changed: exec places relocated",
                              generation=self.enforcement.generations.current_generation,
-                             filesystems=len(plan.maps.get("place_devs", {})))
+                             filesystems=indexed_filesystems(plan.maps.get("place_devs", {})))
 
     def _start_metrics(self, loaded: Loaded) -> None:
         def rules_by_mode() -> dict:

@@ -97,9 +97,12 @@ class RuleNumber:
 
 @dataclass(frozen=True)
 class FsIndex:
-    """The number exec_places location keys give a PlaceDev (abi.location_namespace)."""
+    """A PlaceDev's value: the number exec_places location keys give it
+    (abi.location_namespace; 0: it holds no place), and whether it is a
+    system overlay whose files are judged by name only (abi.PLACE_DEV_SYSTEM_OVERLAY)."""
 
     index: int
+    system_overlay: bool = False
 
 
 @dataclass(frozen=True)
@@ -214,7 +217,8 @@ def encode_value(value: Hashable) -> ctypes.Structure:
     if isinstance(value, RuleNumber):
         return ctypes.c_uint32(value.rule)  # type: ignore[return-value]
     if isinstance(value, FsIndex):
-        return ctypes.c_uint32(value.index)  # type: ignore[return-value]
+        flag = abi.PLACE_DEV_SYSTEM_OVERLAY if value.system_overlay else 0
+        return ctypes.c_uint32(value.index | flag)  # type: ignore[return-value]
     if isinstance(value, ExecPlaceValue):
         return abi.ExecPlace(
             node_len=value.node_len,

@@ -115,7 +115,7 @@ MAPS: Tuple[MapSpec, ...] = (
     MapSpec("allow_exe", MapKind.LPM_TRIE, abi.LpmKey, _U64, abi.MAX_ALLOW, policy=True),
     MapSpec("allow_uid", MapKind.HASH, abi.UidKey, _U64, abi.MAX_ALLOW, policy=True),
     MapSpec("allow_cgroup", MapKind.LPM_TRIE, abi.LpmKey, _U64, abi.MAX_ALLOW, policy=True),
-    MapSpec("place_devs", MapKind.HASH, abi.DevKey, _U32, abi.MAX_PLACE_DEVS, policy=True),
+    MapSpec("place_devs", MapKind.HASH, abi.DevKey, _U32, abi.MAX_PLACE_DEVS + abi.MAX_SYSTEM_OVERLAYS, policy=True),
     MapSpec("stats", MapKind.PERCPU_ARRAY, _U32, _U64, abi.STAT_COUNT),
     MapSpec("truncating_opens", MapKind.LRU_HASH, _U64, _U64, TRUNCATING_OPENS_MAX),
     MapSpec("scratch_map", MapKind.PERCPU_ARRAY, _U32, None, 1),

@@ -18,11 +18,11 @@ from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from enforcer import abi
 from enforcer.matching import dir_node, kernel_scopes
-from enforcer.mountinfo import MountTable
+from enforcer.mountinfo import MountEntry, MountTable
 from enforcer.plan import ExecPlaceValue, FsIndex, PlaceDev, Prefix, RuleNumber, TargetSlot
 from enforcer.policy import ExecRule, Mode, Policy, Rule
 
-__all__ = ["exec_places", "located_places", "unresolved_rule", "policy_plan", "policy_notes"]
+__all__ = ["exec_places", "located_places", "indexed_filesystems", "is_system_overlay", "unresolved_rule", "policy_plan", "policy_notes"]
 
 
 def _exec_rules_in(rules: Sequence[Rule], scope: abi.KernelScope) -> List[Tuple[int, ExecRule]]:
@@ -98,6 +98,24 @@ PSEUDO_FILESYSTEMS = frozenset({
     "configfs", "fusectl", "mqueue", "devpts", "binfmt_misc", "nsfs", "efivarfs", "autofs",
     "rpc_pipefs", "selinuxfs", "smackfs",
 })
+#: Filesystems whose files live on other filesystems (an overlay's layers):
+#: one mounted below a listed place gets no location of its own (a Kubernetes
+#: node mounts every container's root under /run/containerd); the kernel
+#: judges its files where their layers put them (judge_exec_file, 2c).
+LAYERED_FILESYSTEMS = frozenset({"overlay"})
+
+
+def is_system_overlay(mount: MountEntry) -> bool:
+    """An overlay that is part of the host's own tree: mounted at / or at a
+    top-level directory (/usr, /var, /opt) of the agent's mount namespace.
+    Live systems, systemd-sysext and image-based hosts (and this project's
+    test VM) build their system from overlays whose writable layer lies in
+    /run: judged by their layers, every program of such a host would be an
+    exec from /run. Their files are judged by name. Making one needs mount
+    rights in the host's namespace, which can as well mount a fresh
+    filesystem anywhere outside the places."""
+    return mount.fstype in LAYERED_FILESYSTEMS and (
+        mount.mount_point == "/" or mount.mount_point.count("/") == 1)
 
 
 @dataclass(frozen=True)
@@ -115,7 +133,7 @@ def _location_nodes(covering: List[Tuple[int, ExecRule]], mounts: MountTable) ->
                     | {dir_node(e) for _, r in covering for e in r.exclude})
     below = sorted(
         {dir_node(m.mount_point) for m in mounts.entries
-         if m.fstype not in PSEUDO_FILESYSTEMS
+         if m.fstype not in PSEUDO_FILESYSTEMS and m.fstype not in LAYERED_FILESYSTEMS
          and any(dir_node(m.mount_point).startswith(node) for node in listed)} - set(listed),
         key=lambda node: (node.count("/"), node))
     return listed + below
@@ -130,7 +148,8 @@ def located_places(rules: Sequence[Rule], mounts: MountTable) -> LocatedPlaces:
     names lead to one location (a bind mount of one listed directory onto
     another), the first in `_location_nodes` order keeps it. Past
     abi.MAX_PLACE_DEVS filesystems, the remaining directories are only
-    matched by name (the agent warns when place_devs is full).
+    matched by name (the agent warns when place_devs is full). The host's
+    system overlays (is_system_overlay) are flagged in place_devs as well.
     """
     entries: Dict[Prefix, ExecPlaceValue] = {}
     index: Dict[int, FsIndex] = {}
@@ -155,7 +174,16 @@ def located_places(rules: Sequence[Rule], mounts: MountTable) -> LocatedPlaces:
                 rule_below=value.rule_below,
                 excluded=value.excluded,
             ))
-    return LocatedPlaces(entries, {PlaceDev(dev): fs for dev, fs in index.items()})
+    devs = {PlaceDev(dev): fs for dev, fs in index.items()}
+    system = sorted({m.dev for m in mounts.entries if is_system_overlay(m)})
+    for dev in system[:abi.MAX_SYSTEM_OVERLAYS]:
+        devs[PlaceDev(dev)] = FsIndex(index[dev].index if dev in index else 0, system_overlay=True)
+    return LocatedPlaces(entries, devs)
+
+
+def indexed_filesystems(devs: Mapping[PlaceDev, FsIndex]) -> int:
+    """How many filesystem indexes of abi.MAX_PLACE_DEVS a place_devs plan uses."""
+    return sum(1 for value in devs.values() if value.index)
 
 
 def policy_plan(policy: Policy, mode_override: Optional[Mode], mounts: Optional[MountTable]) -> Mapping[str, Mapping]:

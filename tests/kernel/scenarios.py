@@ -43,6 +43,14 @@ CG2 = Path("/sys/fs/cgroup")
 CHROOT = NORMAL / "chroot"  # a tmpfs root with its own /tmp and /usr/bin
 JAIL = TMP / "jail"  # a root inside /tmp: its /bin/busybox lives in /tmp
 OVERLAY = NORMAL / "ovl"  # an overlayfs whose lower layer is in /var/tmp
+OVERLAY_SHM = NORMAL / "ovl-shm"  # an overlayfs whose upper layer is in /dev/shm
+#: An overlay that nobody mounts in a user and mount namespace of its own (at
+#: /mnt there), its lower layer in /var/tmp, its upper on a tmpfs of its own.
+USERNS_OVERLAY = (
+    "mount -t tmpfs tmpfs /mnt && mkdir /mnt/up /mnt/work /mnt/merged && "
+    f"mount -t overlay overlay -o lowerdir={VARTMP / 'ovl-lower'},upperdir=/mnt/up,workdir=/mnt/work /mnt/merged && "
+    "exec /mnt/merged/true"
+)
 BUSYBOX = "/bin/busybox"  # static (busybox-static): runs inside the chroot
 DEEP_LEVELS = 70  # > abi.PATH_WALK_STEPS (64): the walk cannot reach the root
 #: a shared object every Debian host has, loaded by nothing the tests run
@@ -94,6 +102,8 @@ class Stage:
     deep_file: Path
     tmp_fstype: str
     tmp_inside: str = str(TMP)  # TMP's path inside its filesystem (enforcer.mountinfo)
+    overlay_lower_inside: str = str(VARTMP / "ovl-lower")  # the same for the overlays' layers
+    overlay_upper_inside: str = str(SHM / "ovl-shm/upper")
 
 
 def stage_environment() -> Stage:
@@ -151,6 +161,17 @@ def stage_environment() -> Stage:
         (NORMAL / "ovl-rw" / layer).mkdir(exist_ok=True)
     _mount(["-t", "overlay", "overlay", "-o", f"lowerdir={VARTMP / 'ovl-lower'},upperdir={NORMAL / 'ovl-rw/upper'},"
             f"workdir={NORMAL / 'ovl-rw/work'}"], OVERLAY)
+    # a file written through the overlay lands in its upper layer (a tmpfs
+    # at an ordinary place): served from there, it is an ordinary file
+    _copy_exec(true, OVERLAY / "upper-true")
+    # an overlay whose upper layer is a directory in /dev/shm (a tmpfs), its
+    # lower an ordinary directory; what is written through it lives in /dev/shm
+    for layer in ("upper", "work"):
+        (SHM / "ovl-shm" / layer).mkdir(parents=True, exist_ok=True)
+    (NORMAL / "ovl-shm-lower").mkdir(exist_ok=True)
+    _mount(["-t", "overlay", "overlay", "-o", f"lowerdir={NORMAL / 'ovl-shm-lower'},upperdir={SHM / 'ovl-shm/upper'},"
+            f"workdir={SHM / 'ovl-shm/work'}"], OVERLAY_SHM)
+    _copy_exec(true, OVERLAY_SHM / "true")
     # cgroup v1 named hierarchy and a second procfs, both at unusual places
     _mount(["-t", "cgroup", "-o", "none,name=enftest", "cgroup"], CG1)
     _mount(["-t", "proc", "proc"], PROC2)
@@ -164,9 +185,13 @@ def stage_environment() -> Stage:
     if CG2.joinpath("cgroup.procs").exists() and _mounted().get(str(CG2)) == "cgroup2":
         for name in ("enftest-allowed", "enftest-other"):
             (CG2 / name).mkdir(exist_ok=True)
-    tmp_location = read_mount_table().locate(str(TMP))
-    assert tmp_location is not None, "mountinfo places nothing at /tmp"
-    return Stage(deep_file=deep_file, tmp_fstype=fstype_of(TMP), tmp_inside=tmp_location.path)
+    mounts = read_mount_table()
+    tmp_location = mounts.locate(str(TMP))
+    lower_location = mounts.locate(str(VARTMP / "ovl-lower"))
+    shm_location = mounts.locate(str(SHM / "ovl-shm/upper"))
+    assert tmp_location and lower_location and shm_location, "mountinfo places nothing at /tmp, /var/tmp or /dev/shm"
+    return Stage(deep_file=deep_file, tmp_fstype=fstype_of(TMP), tmp_inside=tmp_location.path,
+                 overlay_lower_inside=lower_location.path, overlay_upper_inside=shm_location.path)
 
 
 def refresh_rename_files() -> None:
@@ -392,9 +417,40 @@ def exec_scenarios(stage: Stage) -> List[Scenario]:
         Scenario(
             "exec-overlay-with-lower-layer-in-var-tmp",
             _act("exec", str(OVERLAY / "true")),
+            path=str(OVERLAY / "true"),
+            new_path=f"{stage.overlay_lower_inside}/true",
+            match="location",
+            note="an overlayfs mounted at an ordinary place serves the file from its lower layer in /var/tmp",
+            **unusual,
+        ),
+        Scenario(
+            "exec-overlay-with-upper-layer-in-dev-shm",
+            _act("exec", str(OVERLAY_SHM / "true")),
+            path=str(OVERLAY_SHM / "true"),
+            new_path=f"{stage.overlay_upper_inside}/true",
+            match="location",
+            note="written through an overlay whose upper layer is a directory of /dev/shm",
+            **unusual,
+        ),
+        Scenario(
+            "exec-unprivileged-overlay-in-user-namespace",
+            ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+             "unshare", "--user", "--map-root-user", "--mount", "sh", "-c", USERNS_OVERLAY),
+            path="/mnt/merged/true",
+            new_path=f"{stage.overlay_lower_inside}/true",
+            match="location",
+            comm="sh",
+            same_pid=False,
+            container=True,
+            note="nobody mounts the overlay in namespaces of its own, which the agent's mount table never shows",
+            **unusual,
+        ),
+        Scenario(
+            "exec-overlay-file-from-an-ordinary-upper-layer",
+            _act("exec", str(OVERLAY / "upper-true")),
             rule=None,
             blocks=False,
-            note="documented limit: the executed file is the overlay's; its lower layer is not looked at",
+            note="the same overlay serves this file from its upper layer, a tmpfs at an ordinary place",
         ),
         Scenario(
             "exec-tmp-inside-chroot",

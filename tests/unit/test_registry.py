@@ -43,7 +43,7 @@ def test_policy_map_capacities() -> None:
         "allow_exe": abi.MAX_ALLOW,
         "allow_uid": abi.MAX_ALLOW,
         "allow_cgroup": abi.MAX_ALLOW,
-        "place_devs": abi.MAX_PLACE_DEVS,
+        "place_devs": abi.MAX_PLACE_DEVS + abi.MAX_SYSTEM_OVERLAYS,
     }
 
 
