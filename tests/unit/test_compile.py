@@ -8,6 +8,7 @@ import pytest
 
 from enforcer import abi
 from enforcer.compile import compile_policy
+from enforcer.kinds.exec_places import indexed_filesystems
 from enforcer.parse import load_policy, loads_policy
 from enforcer.plan import (
     POLICY_MAPS,
@@ -312,6 +313,45 @@ def test_real_filesystems_mounted_below_a_place_are_located_too():
         Prefix(loc(0, 1), "/"): _place(1, 1, 1),
         Prefix(loc(0, 2), "/"): _place(1, 1, 1),
     }
+
+
+def test_overlays_below_a_place_get_no_location_and_system_overlays_are_flagged():
+    # a live system: / is an overlay whose layers lie in /run; /usr an
+    # overlay of systemd-sysext; containerd mounts a container's root under
+    # /run; an attacker's overlay at /srv/x. Only / and /usr are the host's.
+    mounts = parse_mountinfo("\n".join([
+        "22 1 0:30 / / rw - overlay overlay rw,lowerdir=/run/live/rootfs/fs.squashfs,upperdir=/run/live/overlay/rw",
+        "26 22 0:26 / /run rw - tmpfs tmpfs rw",
+        "27 26 7:0 / /run/live/rootfs/fs.squashfs ro - squashfs /dev/loop0 ro",
+        "28 26 0:40 / /run/containerd/io.containerd.runtime.v2.task/k8s.io/abc/rootfs rw - overlay overlay rw",
+        "29 22 0:41 / /usr ro - overlay overlay ro",
+        "30 22 0:42 / /srv/x rw - overlay overlay rw",
+    ]))
+    plan = compile_policy(loads_policy(
+        'version = 1\n[[rule]]\nid = "r1"\nkind = "exec"\nscope = "host"\ndirs = ["/run", "/tmp"]\n'), mounts=mounts)
+    assert dict(plan.maps["place_devs"]) == {
+        PlaceDev(kernel_dev(0, 26)): FsIndex(1),  # /run
+        PlaceDev(kernel_dev(0, 30)): FsIndex(2, system_overlay=True),  # / holds /tmp, and is the system
+        PlaceDev(kernel_dev(7, 0)): FsIndex(3),  # a real filesystem below /run
+        PlaceDev(kernel_dev(0, 41)): FsIndex(0, system_overlay=True),  # /usr: no place, judged by name
+    }  # not containerd's root (an overlay below /run), not the overlay at /srv/x
+    assert indexed_filesystems(plan.maps["place_devs"]) == 3
+    flags = {key.dev: encode_value(value).value for key, value in plan.maps["place_devs"].items()}
+    assert flags[kernel_dev(0, 30)] == 2 | abi.PLACE_DEV_SYSTEM_OVERLAY
+    assert flags[kernel_dev(0, 41)] == abi.PLACE_DEV_SYSTEM_OVERLAY
+    assert flags[kernel_dev(0, 26)] == 1
+    assert abi.PLACE_DEV_SYSTEM_OVERLAY & abi.PLACE_DEV_INDEX_MASK == 0
+
+
+def test_system_overlays_beyond_the_bound_are_left_out():
+    lines = ["22 1 254:1 / / rw - ext4 /dev/vda1 rw"]
+    lines += [f"{100 + n} 22 0:{100 + n} / /o{n:02} rw - overlay overlay rw" for n in range(abi.MAX_SYSTEM_OVERLAYS + 3)]
+    plan = compile_policy(loads_policy(
+        'version = 1\n[[rule]]\nid = "r1"\nkind = "exec"\nscope = "host"\ndirs = ["/tmp"]\n'),
+        mounts=parse_mountinfo("\n".join(lines)))
+    system = [value for value in plan.maps["place_devs"].values() if value.system_overlay]
+    assert len(system) == abi.MAX_SYSTEM_OVERLAYS
+    assert len(plan.maps["place_devs"]) <= abi.MAX_PLACE_DEVS + abi.MAX_SYSTEM_OVERLAYS
 
 
 def test_exec_place_node_len_counts_utf8_bytes():
