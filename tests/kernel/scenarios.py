@@ -490,6 +490,16 @@ def exec_scenarios(stage: Stage) -> List[Scenario]:
             **mapping,
         ),
         Scenario(
+            "exec-ld-so-with-overlay-binary-from-var-tmp",
+            (ld_so, str(OVERLAY / "true")),
+            path=str(OVERLAY / "true"),
+            new_path=f"{stage.overlay_lower_inside}/true",
+            match="location",
+            comm=os.path.basename(ld_so)[:15],
+            note="the mapping of an overlay file is placed by its layer too",
+            **mapping,
+        ),
+        Scenario(
             "map-ld-preload-from-tmp",
             _act("preload", str(TMP / "libpayload.so")),
             path=str(TMP / "libpayload.so"),
