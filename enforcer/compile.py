@@ -54,13 +54,22 @@ def _propagate(masks: Dict[Prefix, int]) -> Dict[Prefix, RuleMask]:
     The kernel's lookup returns only the longest matching entry, so a shorter
     entry's rules must be repeated in every longer entry below it.
     """
-    data = {key: key.data() for key in masks}
-    out: Dict[Prefix, RuleMask] = {}
+    # Linear in entries times distinct key lengths (at most abi.LPM_DATA_LEN),
+    # not quadratic in entries: a 1,000-entry allowlist recompiles on every
+    # reload and every mount change.
+    by_data: Dict[bytes, int] = {}
     for key, own in masks.items():
-        mask = own
-        for other, other_data in data.items():
-            if data[key].startswith(other_data):
-                mask |= masks[other]
+        data = key.data()
+        by_data[data] = by_data.get(data, 0) | own
+    lengths = sorted({len(data) for data in by_data})
+    out: Dict[Prefix, RuleMask] = {}
+    for key in masks:
+        data = key.data()
+        mask = 0
+        for length in lengths:
+            if length > len(data):
+                break
+            mask |= by_data.get(data[:length], 0)
         out[key] = RuleMask(mask)
     return out
 

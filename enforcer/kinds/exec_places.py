@@ -46,32 +46,62 @@ def unresolved_rule(policy: Policy, scope: abi.KernelScope, mode_override: Optio
     return candidates[0][0] if candidates else 0
 
 
-def _place(node: str, covering: List[Tuple[int, ExecRule]]) -> ExecPlaceValue:
-    excluded = 0
-    for number, rule in covering:
-        if any(node.startswith(dir_node(e)) for e in rule.exclude):
-            excluded |= 1 << number
-    best_below: Tuple[int, int] = (-1, 0)  # (length of dir, rule)
-    best_direct: Tuple[int, int] = (-1, 0)
-    for number, rule in covering:
-        if excluded & (1 << number):
-            continue
-        for d in rule.dirs:
-            prefix = dir_node(d.path)
-            if d.recursive and node.startswith(prefix):
-                if len(prefix) > best_below[0]:
-                    best_below = (len(prefix), number)
-                if len(prefix) > best_direct[0]:
-                    best_direct = (len(prefix), number)
-            elif not d.recursive and prefix == node:
-                if len(prefix) > best_direct[0]:
-                    best_direct = (len(prefix), number)
-    return ExecPlaceValue(
-        node_len=len(node.encode()),
-        rule_direct=best_direct[1],
-        rule_below=best_below[1],
-        excluded=excluded,
-    )
+def _ancestors(node: str) -> List[str]:
+    """A directory node and every node above it, deepest first: "/a/b/", "/a/", "/"."""
+    out = [node]
+    end = len(node) - 1
+    while end > 0:
+        end = node.rfind("/", 0, end)
+        out.append(node[:end + 1])
+    return out
+
+
+class _PlaceIndex:
+    """The covering rules' directories by node, so that placing a node looks
+    at its ancestors only (a path has few), never at every listed directory:
+    a policy with a thousand places recompiles on every reload and mount
+    change, and that must not be quadratic."""
+
+    def __init__(self, covering: List[Tuple[int, ExecRule]]) -> None:
+        self.excludes: Dict[str, int] = {}  # node -> mask of rules excluding it
+        self.recursive: Dict[str, int] = {}  # node -> first rule listing it recursively
+        self.exact: Dict[str, int] = {}  # node -> first rule listing it (recursive or not)
+        for number, rule in covering:
+            for e in rule.exclude:
+                node = dir_node(e)
+                self.excludes[node] = self.excludes.get(node, 0) | (1 << number)
+            for d in rule.dirs:
+                node = dir_node(d.path)
+                self.exact.setdefault(node, number)
+                if d.recursive:
+                    self.recursive.setdefault(node, number)
+        self.covering = covering
+
+    def _first(self, table: Dict[str, int], at: str, excluded: int, recursive_only: bool) -> int:
+        """The first rule (in file order) listing `at` in `table` that the node's
+        exclusions leave in force: an excluding rule's directories do not count."""
+        number = table.get(at, 0)
+        if not number or not excluded & (1 << number):
+            return number
+        for number, rule in self.covering:
+            if not excluded & (1 << number) and any(
+                    dir_node(d.path) == at and (d.recursive or not recursive_only) for d in rule.dirs):
+                return number
+        return 0
+
+    def place(self, node: str) -> ExecPlaceValue:
+        ancestors = _ancestors(node)
+        excluded = 0
+        for above in ancestors:
+            excluded |= self.excludes.get(above, 0)
+        below = next((r for r in (self._first(self.recursive, a, excluded, True) for a in ancestors) if r), 0)
+        direct = self._first(self.exact, node, excluded, False) or below
+        return ExecPlaceValue(
+            node_len=len(node.encode()),
+            rule_direct=direct,
+            rule_below=below,
+            excluded=excluded,
+        )
 
 
 def exec_places(rules: Sequence[Rule]) -> Dict[Prefix, ExecPlaceValue]:
@@ -79,12 +109,13 @@ def exec_places(rules: Sequence[Rule]) -> Dict[Prefix, ExecPlaceValue]:
     places: Dict[Prefix, ExecPlaceValue] = {}
     for scope in abi.KernelScope:
         covering = _exec_rules_in(rules, scope)
+        index = _PlaceIndex(covering)
         nodes: Set[str] = set()
         for _, rule in covering:
             nodes.update(dir_node(d.path) for d in rule.dirs)
             nodes.update(dir_node(e) for e in rule.exclude)
         for node in sorted(nodes):
-            value = _place(node, covering)
+            value = index.place(node)
             if value.rule_direct or value.rule_below or value.excluded:
                 places[Prefix(namespace=int(scope), text=node)] = value
     return places
@@ -155,8 +186,9 @@ def located_places(rules: Sequence[Rule], mounts: MountTable) -> LocatedPlaces:
     index: Dict[int, FsIndex] = {}
     for scope in abi.KernelScope:
         covering = _exec_rules_in(rules, scope)
+        places = _PlaceIndex(covering)
         for node in _location_nodes(covering, mounts):
-            value = _place(node, covering)
+            value = places.place(node)
             if not (value.rule_direct or value.rule_below or value.excluded):
                 continue  # no rule here: no filesystem index spent on it
             where = mounts.locate(node.rstrip("/") or "/")
