@@ -225,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="write Prometheus metrics to FILE every 10 s (node_exporter's textfile collector)")
     run.add_argument("--metrics-address", metavar="IP:PORT",
                      help="serve Prometheus metrics over HTTP on IP:PORT (e.g. 127.0.0.1:9713)")
+    run.add_argument("--watch-policy", choices=("auto", "on", "off"), default="auto",
+                     help="reload when the policy or allow.d files are replaced on disk, through the same "
+                     "transaction as SIGHUP (a bad policy is rejected, the previous one stays). auto (the "
+                     "default): only when the policy's directory is a Kubernetes ConfigMap volume (it holds "
+                     "a ..data symlink)")
     run.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="default info")
     run.set_defaults(handler=_delegate("enforcer.daemon", "run_command"))
 

@@ -42,6 +42,7 @@ from enforcer.plan import MapPlan
 from enforcer.policy import Mode, Policy
 from enforcer.mountinfo import MountInfoError, MountTable, read_mount_table
 from enforcer.mountwatch import MountWatch
+from enforcer.policywatch import PolicyWatch, WatchMode
 from enforcer.metrics import METRICS_EVERY_S, MetricsConfigError, MetricSources, MetricsExporter, parse_address
 from enforcer.report import Reporter, default_limiter
 from enforcer.sinks import SinkSpecError, open_sinks
@@ -58,6 +59,9 @@ SUMMARY_EVERY_S = 1.0
 FINAL_DRAIN_S = 2.0
 #: How often the mount table is asked whether it changed (a poll(2), no read).
 MOUNT_WATCH_EVERY_S = 0.5
+#: How often the policy files are looked at (a few stat(2) calls) when watched:
+#: a kubelet updates a mounted ConfigMap within about a minute, so a second is plenty.
+POLICY_WATCH_EVERY_S = 1.0
 
 
 class Notifier:
@@ -151,8 +155,10 @@ class MetricsOptions:
 class Agent:
     def __init__(
         self, policy_path: Path, override: Optional[Mode], reporter: Reporter, state_dir: Optional[Path] = None,
-        metrics: MetricsOptions = MetricsOptions(),
+        metrics: MetricsOptions = MetricsOptions(), watch_policy: WatchMode = WatchMode.AUTO,
     ) -> None:
+        self.watch_policy_mode = watch_policy
+        self.policy_watch: Optional[PolicyWatch] = None
         self.metrics_options = metrics
         self.metrics: Optional[MetricsExporter] = None
         self.metric_sources: Optional[MetricSources] = None
@@ -256,6 +262,7 @@ class Agent:
         startup = self.enforcement.startup
         self.startup = dataclasses.replace(startup, phases=(("probe", probe_s),) + startup.phases).to_json()
         self._watch_mounts()
+        self._watch_policy()
         self._watch_processes()
         self._publish_state(loaded)
         if self.metrics_options.wanted:
@@ -330,6 +337,20 @@ class Agent:
                              generation=self.enforcement.generations.current_generation,
                              filesystems=indexed_filesystems(plan.maps.get("place_devs", {})))
 
+    def _watch_policy(self) -> None:
+        """A policy mounted from a ConfigMap (or any, with --watch-policy on) is
+        reloaded when its files are replaced, as if SIGHUP had been sent."""
+        self.policy_watch = PolicyWatch.for_mode(self.watch_policy_mode, self.policy_path)
+        if self.policy_watch is None:
+            return
+        log.info("watching %s and its allow.d: a replaced file reloads the policy", self.policy_path)
+        self.scheduler.every(POLICY_WATCH_EVERY_S, "policy-watch", self._on_policy_files)
+
+    def _on_policy_files(self) -> None:
+        if self.policy_watch is not None and self.policy_watch.changed():
+            log.info("policy files changed on disk (%s): reloading", self.policy_path)
+            self.reload()
+
     def _start_metrics(self, loaded: Loaded) -> None:
         def rules_by_mode() -> dict:
             modes = [info.mode.value for info in self.loaded.plan.rules]
@@ -384,6 +405,9 @@ class Agent:
 
         self.notifier.send("RELOADING=1")
         assert self.loaded is not None, "reload before start"
+        if self.policy_watch is not None:
+            # taken before the files are read: a change made while they are is seen next time
+            self.policy_watch.reset()
         self.reload_status = self.reload_status.begun()
         self._publish_reload(self.loaded)
         try:
@@ -517,7 +541,8 @@ def run_command(args) -> int:
     except (SinkSpecError, MetricsConfigError, OSError) as error:
         print(f"enforcer: {error}", file=sys.stderr)
         return ExitCode.UNAVAILABLE
-    agent = Agent(Path(args.policy), override, Reporter(sinks, default_limiter()), metrics=metrics)
+    agent = Agent(Path(args.policy), override, Reporter(sinks, default_limiter()), metrics=metrics,
+                  watch_policy=WatchMode(getattr(args, "watch_policy", None) or WatchMode.AUTO.value))
     status = agent.start()
     if status != ExitCode.OK:
         return status
