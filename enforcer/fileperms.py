@@ -5,6 +5,11 @@ them must be owned by root and not writable by group or others: whoever can
 write any of them can switch a protection off at the next reload. A directory
 writable by all but sticky and root-owned (/tmp) is accepted: there only an
 entry's owner may rename or remove it.
+
+So is a Kubernetes ConfigMap or Secret volume's directory (it holds the
+`..data` symlink): the kubelet makes it mode 0777, but the container sees it
+on a read-only mount, and on the node it lies below the kubelet's own
+root-only directory: only the kubelet (root) writes it.
 """
 
 from __future__ import annotations
@@ -19,13 +24,18 @@ from enforcer.policy import Policy
 from enforcer.policyfile.problems import PolicyError, PolicyProblem
 
 
+def _read_only_kubernetes_volume(path: Path) -> bool:
+    """A ConfigMap/Secret volume as a container sees it: `..data` inside, mounted read-only."""
+    return os.path.islink(path / "..data") and bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+
+
 def _why_unsafe(path: Path) -> Optional[str]:
     st = os.stat(path)
     if st.st_uid != 0:
         return f"owned by uid {st.st_uid}, not root"
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         sticky_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
-        if not sticky_dir:
+        if not sticky_dir and not (stat.S_ISDIR(st.st_mode) and _read_only_kubernetes_volume(path)):
             who = "group and others" if st.st_mode & stat.S_IWGRP and st.st_mode & stat.S_IWOTH else (
                 "its group" if st.st_mode & stat.S_IWGRP else "others")
             return f"writable by {who} (mode {stat.S_IMODE(st.st_mode):04o})"

@@ -58,6 +58,26 @@ def test_a_writable_directory_above_is_refused_unless_sticky(etc: Path) -> None:
     load_trusted_policy(etc / "policy.toml")
 
 
+def test_a_read_only_kubernetes_volume_is_accepted_though_mode_0777(etc: Path, monkeypatch) -> None:
+    # the kubelet's ConfigMap volume: 0777 with ..data inside, read-only in the container
+    etc.chmod(0o777)
+    assert f"directory {etc} is writable by group and others" in _refusal(etc / "policy.toml")
+    os.symlink(".", etc / "..data")
+    assert f"directory {etc} is writable by group and others" in _refusal(etc / "policy.toml")  # writable mount
+    real_statvfs = os.statvfs
+
+    def read_only(path):
+        result = real_statvfs(path)
+        if Path(path) != etc:
+            return result
+        return os.statvfs_result(result[:8] + (result.f_flag | os.ST_RDONLY,) + result[9:])
+
+    monkeypatch.setattr(os, "statvfs", read_only)
+    load_trusted_policy(etc / "policy.toml")
+    (etc / "..data").unlink()  # read-only but no ..data: not a Kubernetes volume, refused
+    assert f"directory {etc} is writable by group and others" in _refusal(etc / "policy.toml")
+
+
 def test_check_exits_2_and_says_why(etc: Path, capsys) -> None:
     (etc / "allow.d").chmod(0o757)
     assert main(["check", str(etc / "policy.toml")]) == 2
