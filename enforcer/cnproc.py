@@ -166,6 +166,11 @@ class ProcessEventListener:
         except OSError as error:
             self._socket.close()
             raise ConnectorUnavailable(error.errno, f"process events connector: {error.strerror}") from None
+        except KeyError as error:
+            # pyroute2's bind tries port ids until one binds, and says KeyError when
+            # none did: what a refused bind (no CAP_NET_ADMIN in a container) looks like
+            self._socket.close()
+            raise ConnectorUnavailable(errno.EPERM, f"process events connector: bind refused ({error})") from None
         self.overruns = 0  # the socket's buffer overflowed (ENOBUFS): events were missed
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="cn_proc", daemon=True)
@@ -212,8 +217,28 @@ class ProcessEventListener:
         self._socket.close()
 
 
-def unavailable_reason() -> Optional[str]:
+#: capabilities(7): joining the connector's process events group needs it.
+CAP_NET_ADMIN = 12
+
+
+def effective_capabilities(status_text: str) -> Optional[int]:
+    """The CapEff mask of a /proc/PID/status text (None if it has none)."""
+    for line in status_text.splitlines():
+        if line.startswith("CapEff:"):
+            return int(line.split(":", 1)[1].strip(), 16)
+    return None
+
+
+def unavailable_reason(status_path: str = "/proc/self/status") -> Optional[str]:
     """Why the connector cannot be used here, before trying (None: try it)."""
     if os.geteuid() != 0:
         return "not root (the process events connector needs CAP_NET_ADMIN)"
+    try:
+        with open(status_path, encoding="ascii") as status:
+            caps = effective_capabilities(status.read())
+    except OSError:
+        caps = None  # cannot tell: try, the bind says
+    if caps is not None and not caps & (1 << CAP_NET_ADMIN):
+        # a container granted only what loading BPF needs (the Kubernetes DaemonSet)
+        return "no CAP_NET_ADMIN (the process events connector needs it)"
     return None

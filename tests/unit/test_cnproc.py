@@ -120,3 +120,16 @@ def test_the_reading_thread_counts_overruns_once_warned_and_goes_on(caplog) -> N
         listener._run()
     assert listener.overruns == 2 and listener.cache.calls == [("exec", 201)]
     assert sum("events were lost" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_without_cap_net_admin_the_connector_is_not_tried(tmp_path, monkeypatch) -> None:
+    from enforcer import cnproc
+
+    monkeypatch.setattr(cnproc.os, "geteuid", lambda: 0)
+    status = tmp_path / "status"
+    # the Kubernetes DaemonSet's set: CAP_SYS_PTRACE, CAP_SYS_RESOURCE, CAP_PERFMON, CAP_BPF
+    status.write_text("Name:\tenforcer\nCapEff:\t000000c001080000\n")
+    assert cnproc.unavailable_reason(str(status)) == "no CAP_NET_ADMIN (the process events connector needs it)"
+    status.write_text("Name:\tenforcer\nCapEff:\t000001ffffffffff\n")  # root with every capability
+    assert cnproc.unavailable_reason(str(status)) is None
+    assert cnproc.unavailable_reason(str(tmp_path / "missing")) is None  # cannot tell: the bind will say
