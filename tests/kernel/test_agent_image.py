@@ -68,7 +68,9 @@ Record = Dict[str, object]
 
 
 def agent_run_command(podman: Podman, name: str, privileged: bool = True) -> List[str]:
-    cmd = podman.base() + ["run", "--detach", "--name", name, "--network", "none", "--pid=host"]
+    # --read-only: the DaemonSet's readOnlyRootFilesystem (Podman puts tmpfs on /tmp
+    # and /run, as the DaemonSet's emptyDir on /tmp)
+    cmd = podman.base() + ["run", "--detach", "--name", name, "--network", "none", "--pid=host", "--read-only"]
     if privileged:
         cmd.append("--privileged")
     else:
