@@ -307,6 +307,7 @@ class Agent:
                 reason = str(error)
             else:
                 self.describer.cache = cache
+                self.describer.sync = self.process_events.sync
                 return
         log.warning("process events connector unavailable (%s): exe and command lines are read from /proc "
                     "when an event is read; a process that has exited by then is reported unknown", reason)
