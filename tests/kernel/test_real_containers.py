@@ -449,11 +449,11 @@ def test_a_nested_tree_in_a_container_is_named_link_by_link(podman, privileged, 
 
 
 @pytest.mark.xfail(strict=False, reason=(
-    "agent bug, seen on 6.1 (2026-12-07, 2 runs of 2): the payload (busybox-static, gone right after its "
-    "exec) was described with its parent's (the loop's) command line as 'connector' in 2 events of 3 and "
-    "unknown in the others; likely ProcessCache.on_fork's copy of the parent outliving an exec whose /proc "
-    "read failed (on_exec keeps the old entry then), or the event enriched before the connector thread "
-    "handled the exec"))
+    "agent bug, seen in every run on 6.1 and 6.12 (2026-12-07): the payload (busybox-static, gone right "
+    "after its exec) was described with its parent's (the loop's) command line as 'connector' in 2 events "
+    "of 3, the third unknown (6.1) or right (6.12); likely ProcessCache.on_fork's copy of the parent "
+    "outliving an exec whose /proc read failed (on_exec keeps the old entry then), or the event enriched "
+    "before the connector thread handled the exec"))
 def test_a_short_lived_payload_in_a_container_is_described_as_itself(nested_tree) -> None:
     """The payload exits right after its attempt; each event still describes
     it by its own command line, from the connector cache, as
