@@ -32,6 +32,15 @@ class ProcessDescriber:
                  read: Callable[[int], Optional[ProcDetails]] = read_details) -> None:
         self.cache = cache
         self._read = read
+        #: Brings `cache` up to date with the process events the kernel has
+        #: queued (enforcer.cnproc.ProcessEventListener.sync); None: nothing to do.
+        self.sync: Optional[Callable[[], None]] = None
+
+    def catch_up(self) -> None:
+        """Before describing the processes of one event: every exec that
+        happened before the event is in the cache."""
+        if self.sync is not None:
+            self.sync()
 
     def describe(self, pid: int, start_ns: Optional[int]) -> ProcessFacts:
         if start_ns is None or pid == 0:
@@ -56,6 +65,7 @@ class AncestryEnricher:
         self.describer = describer
 
     def enrich(self, event: Event) -> Event:
+        self.describer.catch_up()
         ancestry = tuple(
             dataclasses.replace(a, facts=self.describer.describe(a.pid, a.start_ns)) for a in event.ancestry)
         return dataclasses.replace(

@@ -24,6 +24,8 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import select
+import socket
 import struct
 import threading
 from dataclasses import dataclass
@@ -142,6 +144,10 @@ def _proc_event(event: bytes) -> Optional[ProcEvent]:
     return None
 
 
+#: How long the reader thread waits for the socket before looking at _stop again.
+POLL_MS = 500
+
+
 class ConnectorUnavailable(OSError):
     pass
 
@@ -173,13 +179,41 @@ class ProcessEventListener:
             raise ConnectorUnavailable(errno.EPERM, f"process events connector: bind refused ({error})") from None
         self.overruns = 0  # the socket's buffer overflowed (ENOBUFS): events were missed
         self._stop = False
+        self._stopped = False  # the connector failed for good: nothing more to read
+        #: One reader at a time, whole messages applied under it: the thread,
+        #: or sync() on the event path.
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="cn_proc", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop:
+        poller = select.poll()
+        poller.register(self._socket.fileno(), select.POLLIN)
+        while not self._stop and not self._stopped:
+            if not poller.poll(POLL_MS):
+                continue
+            with self._lock:
+                self._drain()
+
+    def sync(self) -> None:
+        """Apply every process event the kernel has queued until now.
+
+        The event path calls this before describing a process. The kernel
+        queues a process's exec event before the process runs a single
+        instruction of its new program, so whatever that program did is
+        described after its exec is applied: never with the command line of
+        the parent it was forked from (the thread alone could still be
+        behind when the event is read)."""
+        with self._lock:
+            self._drain()
+
+    def _drain(self) -> None:
+        """Read and apply what is queued, without blocking (lock held)."""
+        while not self._stop and not self._stopped:
             try:
-                data = self._socket.recv(65536)
+                data = self._socket.recv(65536, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
             except OSError as error:
                 if self._stop:
                     return
@@ -192,6 +226,7 @@ class ProcessEventListener:
                     self.overruns += 1
                     continue
                 log.warning("process events connector stopped: %s; process details now come from /proc", error)
+                self._stopped = True
                 return
             for event in parse(data):
                 self._apply(event)

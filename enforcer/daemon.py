@@ -40,7 +40,7 @@ from enforcer.pipeline import EventPipeline, LetThroughMarker
 from enforcer.proccache import ProcessCache
 from enforcer.plan import MapPlan
 from enforcer.policy import Mode, Policy
-from enforcer.mountinfo import MountInfoError, MountTable, read_mount_table
+from enforcer.mountinfo import MOUNTINFO_PATH, MountInfoError, MountTable, read_mount_table
 from enforcer.mountwatch import MountWatch
 from enforcer.policywatch import PolicyWatch, WatchMode
 from enforcer.metrics import METRICS_EVERY_S, MetricsConfigError, MetricSources, MetricsExporter, parse_address
@@ -101,18 +101,28 @@ class Loaded:
         return policy_digest(self.policy)
 
 
-def host_mounts() -> Optional[MountTable]:
-    """The agent's mount table, for exec places by location; None (places by
-    name only, said loudly) if it cannot be read."""
+def _mounts(path: Optional[str], purpose: str) -> Optional[MountTable]:
     try:
-        return read_mount_table()
+        return read_mount_table(path)
     except (OSError, MountInfoError) as error:
-        log.warning("exec places are matched by name only: cannot read the mount table: %s", error)
+        log.warning("%s: cannot read the mount table: %s", purpose, error)
         return None
 
 
+def host_mounts() -> Optional[MountTable]:
+    """The host's mount table (PID 1's), for exec places by location; None
+    (places by name only, said loudly) if it cannot be read."""
+    return _mounts(None, "exec places are matched by name only")
+
+
+def own_mounts() -> Optional[MountTable]:
+    """The agent's own mount table: the cgroup hierarchy it can read and
+    match is the one its own namespace shows."""
+    return _mounts(MOUNTINFO_PATH, "cgroup layout unknown")
+
+
 def host_cgroup_layout() -> CgroupLayout:
-    mounts = host_mounts()
+    mounts = own_mounts()
     return detect_cgroup_layout(mounts) if mounts is not None else CgroupLayout.NONE
 
 
@@ -304,6 +314,7 @@ class Agent:
                 reason = str(error)
             else:
                 self.describer.cache = cache
+                self.describer.sync = self.process_events.sync
                 return
         log.warning("process events connector unavailable (%s): exe and command lines are read from /proc "
                     "when an event is read; a process that has exited by then is reported unknown", reason)

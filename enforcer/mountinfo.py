@@ -5,21 +5,33 @@ the name the executing task used, and names lie: a chroot, a bind mount or a
 detached mount clone (open_tree) reaches a file in /tmp under another name.
 What does not change is the filesystem the file is on (its superblock's
 device number) and its path inside that filesystem. This module turns a
-listed place into that pair, from the agent's own mount table
-(/proc/self/mountinfo, the host's mount namespace), so that the compiler can
+listed place into that pair, from the host's mount table (PID 1's,
+`host_mountinfo_path`), so that the compiler can
 give the kernel a second key per place (enforcer.kinds.exec_places).
 Pure apart from `read_mount_table`; proc(5) documents the format.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
-__all__ = ["MountEntry", "MountTable", "Location", "MountInfoError", "parse_mountinfo", "read_mount_table", "kernel_dev"]
+__all__ = ["MountEntry", "MountTable", "Location", "MountInfoError", "parse_mountinfo", "read_mount_table", "kernel_dev",
+           "host_mountinfo_path"]
 
 MOUNTINFO_PATH = "/proc/self/mountinfo"
+#: The host's mount table: PID 1's. The agent's own namespace differs from it
+#: under systemd's sandbox (PrivateTmp= binds a private directory on /tmp,
+#: PrivateDevices= mounts a /dev of its own) and in a DaemonSet's container
+#: (hostPID shows the host's PID 1): /tmp located there would be a private
+#: directory, not the host's /tmp. Reading it takes what reading
+#: /proc/1/ns/mnt takes (CAP_SYS_PTRACE, which the unit keeps for that).
+HOST_MOUNTINFO_PATH = "/proc/1/mountinfo"
+
+log = logging.getLogger(__name__)
 
 # Mount points and roots escape space, tab, newline and backslash as \ooo.
 _OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
@@ -119,7 +131,21 @@ def parse_mountinfo(text: str, origin: str = MOUNTINFO_PATH) -> MountTable:
     return MountTable(tuple(entries))
 
 
-def read_mount_table(path: str = MOUNTINFO_PATH) -> MountTable:
+def host_mountinfo_path(host: str = HOST_MOUNTINFO_PATH, own: str = MOUNTINFO_PATH) -> str:
+    """PID 1's mountinfo when this process may read it; else its own, said
+    loudly (places are then located as this process's namespace sees them)."""
+    try:
+        os.close(os.open(host, os.O_RDONLY | os.O_CLOEXEC))
+    except OSError as error:
+        log.warning("cannot read the host's mount table (%s): exec places are located from this process's own "
+                    "mount namespace, which differs from the host's under a sandbox such as PrivateTmp=", error)
+        return own
+    return host
+
+
+def read_mount_table(path: Optional[str] = None) -> MountTable:
+    """The host's mount table (host_mountinfo_path), or the one at `path`."""
+    path = path or host_mountinfo_path()
     with open(path, encoding="utf-8", errors="surrogateescape") as handle:
         return parse_mountinfo(handle.read(), path)
 

@@ -1,6 +1,6 @@
 """Notice changes of the agent's mount table, without reading it every time.
 
-The kernel marks /proc/self/mountinfo for poll(2) with POLLPRI (and POLLERR)
+The kernel marks a mountinfo file (the host's: PID 1's) for poll(2) with POLLPRI (and POLLERR)
 when a mount or unmount changes the mount namespace; each poll that reports
 it also clears the mark (proc(5), "/proc/pid/mounts"). The agent asks a few
 times a second and, when told, recompiles where exec places live
@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 import select
+from typing import Optional
 
-from enforcer.mountinfo import MOUNTINFO_PATH
+from enforcer.mountinfo import host_mountinfo_path
 
 
 class MountWatch:
-    def __init__(self, path: str = MOUNTINFO_PATH) -> None:
-        self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    def __init__(self, path: Optional[str] = None) -> None:
+        self._fd = os.open(path or host_mountinfo_path(), os.O_RDONLY | os.O_CLOEXEC)
         self._poll = select.poll()
         self._poll.register(self._fd, select.POLLPRI | select.POLLERR)
 

@@ -84,9 +84,16 @@ class ProcessCache:
         """A process executed a new program: read it now, before it can be gone."""
         self.counts["reads"] += 1
         details = self._read(pid)
-        if details is not None:
-            with self._lock:
+        with self._lock:
+            if details is not None:
                 self._put(_Entry(details))
+                return
+            # Gone before it could be read: whatever the cache held (its
+            # parent's copy, from the fork) describes the program it ran
+            # before, not this one. Unknown is the truth.
+            stale = self._entries.pop(pid, None)
+            if stale is not None:
+                self._text -= stale.details.size_bytes
 
     def on_fork(self, parent_tgid: int, child_tgid: int) -> None:
         """A new process: until it executes it runs its parent's program with

@@ -10,6 +10,11 @@ and the id Podman itself gives. From an unprivileged container, a payload in
 actions inside them, must raise no event at all: a false block breaks
 users' services.
 
+Who did it, from inside a container (issue 12): a nested tree (a service, a
+shell, a loop, a payload) started with `podman exec` in the privileged
+container; its events name every link, on through the exec session's conmon
+to init, with the container's id.
+
 One agent and two containers for the whole module: an agent start costs a
 minute or more under emulation, a container about 5 s.
 """
@@ -17,9 +22,12 @@ minute or more under emulation, a container about 5 s.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Optional
 
 import pytest
 
@@ -266,6 +274,195 @@ def test_payload_in_dev_shm_of_a_privileged_container(podman, agent, privileged)
     podman.setup(privileged, "mount -o remount,exec /dev/shm && cp /bin/busybox /dev/shm/payload")
     _attack(podman, agent, privileged, "/dev/shm/payload true", "exec-unusual-dir", path="/dev/shm/payload",
             access="exec")
+
+
+# --- who did it: a nested process tree in the privileged container (issue 12) -----------------
+#
+# The attack of tests/kernel/test_ancestry.py, from inside a container:
+#
+#     busybox-svc sh -c '...'          the "service", started with `podman exec --detach`
+#       sh -c '...; true'              a shell it runs
+#         busybox-loop sh -c 'for ...' a loop in a shell
+#           busybox-pay sh -c 'echo h > /proc/sysrq-trigger'   the payload: denied, exits
+#
+# busybox picks its applet from argv[0], and runs argv[1]'s when argv[0] starts
+# with "busybox": each busybox-* name is a symlink to the container's busybox,
+# so each link has its own comm. "; true" keeps ash from exec'ing a last
+# command in place (the loop would become `sleep`). The upper three links stay
+# alive (sleep) while the test compares the event with /proc; the loop waits
+# 3 s before its payloads, a service that has been running a while.
+
+TREE_NAMES = ("busybox-svc", "busybox-loop", "busybox-pay")
+TREE_PAYLOAD = "echo h > /proc/sysrq-trigger"
+TREE_LOOP = f"sleep 3; for i in 1 2 3; do busybox-pay sh -c '{TREE_PAYLOAD}'; done; sleep 120; true"
+TREE_SHELL = f'busybox-loop sh -c "{TREE_LOOP}"; true'
+TREE_SERVICE = f"sh -c '{TREE_SHELL.replace(chr(39), chr(39) + chr(92) + chr(39) + chr(39))}'; sleep 120; true"
+TREE_ARGV = ["/bin/busybox-svc", "sh", "-c", TREE_SERVICE]
+TICKS_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class NestedTree:
+    service: int  # host pid of busybox-svc
+    events: List[Event]  # the three events of its payloads, in order
+
+
+def _stat_fields(pid: int) -> List[str]:
+    """/proc/PID/stat from field 3 (state) on: [0] state, [1] ppid, [19] start time."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2:].split()
+
+
+def _ppid(pid: int) -> int:
+    return int(_stat_fields(pid)[1])
+
+
+def _start_ticks(pid: int) -> int:
+    return int(_stat_fields(pid)[19])
+
+
+def _cmdline(pid: int) -> List[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").decode().split("\0")
+
+
+def _pids() -> List[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def _in_container(pid: int, container: Container) -> bool:
+    try:
+        return f"0::{container.cgroup}\n" in Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return False
+
+
+def _find_service(container: Container, timeout_s: float = 30) -> int:
+    """The host pid of the tree's service: the one busybox-svc in the container's cgroup."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = []
+        for pid in _pids():
+            try:
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "busybox-svc" and _in_container(pid, container):
+                    found.append(pid)
+            except OSError:
+                continue
+        if found:
+            assert len(found) == 1, f"more than one busybox-svc in the container: {found}"
+            return found[0]
+        time.sleep(0.2)
+    raise AssertionError("the tree's service did not start in the container")
+
+
+def _kill_tree(root: int) -> None:
+    """SIGKILL `root` and every process below it (found by their ppid)."""
+    doomed = {root}
+    grew = True
+    while grew:
+        grew = False
+        for pid in _pids():
+            try:
+                if pid not in doomed and _ppid(pid) in doomed:
+                    doomed.add(pid)
+                    grew = True
+            except (OSError, ValueError, IndexError):
+                continue
+    for pid in doomed:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture(scope="module")
+def nested_tree(podman, agent, privileged) -> Iterator[NestedTree]:
+    """The tree, started once in the privileged container; its three denied
+    attempts all arrive before a test looks (none spills into a later test)."""
+    for name in TREE_NAMES:
+        link = ROOTFS / "bin" / name
+        if not link.is_symlink():
+            link.symlink_to("busybox")
+    mark = agent.mark()
+    podman._run(podman.podman.base() + ["exec", "--detach", privileged.id] + TREE_ARGV)
+    service: Optional[int] = None
+    try:
+        service = _find_service(privileged)
+        deadline = time.monotonic() + 60
+        events = _container_events(agent, mark, privileged, "sysrq-write-container")
+        while len(events) < 3 and time.monotonic() < deadline:
+            time.sleep(1)
+            events = _container_events(agent, mark, privileged, "sysrq-write-container")
+        for event in events:
+            print("nested-tree event:", json.dumps(event))
+        yield NestedTree(service, events)
+    finally:
+        if service is not None:
+            _kill_tree(service)
+
+
+def test_a_nested_tree_in_a_container_is_named_link_by_link(podman, privileged, nested_tree) -> None:
+    """Issue 12's last condition: each event from the nested tree names every
+    link (comm, pid, start time: what the kernel captured when it decided,
+    each checked against the live process in /proc, and each the parent of
+    the one below), goes on through the runtime's process (the exec session's
+    conmon) to init or the bound, and carries the container id the runtime gives."""
+    events = nested_tree.events
+    assert [(e["rule"], e["comm"], e["path"], e["action"]) for e in events] == [
+        ("sysrq-write-container", "busybox-pay", "/proc/sysrq-trigger", "blocked")] * 3, events
+    runtime_id = podman.inspect(privileged.id, "{{.Id}}")
+    for event in events:
+        _assert_one_event([event], privileged)
+        assert event["container"]["id"] == runtime_id  # type: ignore[index]
+        ancestry: List[Event] = event["ancestry"]  # type: ignore[assignment]
+        comms = [a["comm"] for a in ancestry]
+        assert comms[:4] == ["busybox-loop", "sh", "busybox-svc", "conmon"], event
+        loop, _shell, svc, conmon = ancestry[:4]
+        assert svc["pid"] == nested_tree.service, (nested_tree.service, event)
+        assert event["ppid"] == loop["pid"]
+        assert event["start_ns"] is not None and event["start_ns"] >= loop["start_ns"]  # type: ignore[operator]
+        # the conmon Podman started for this exec session of this container
+        conmon_argv = _cmdline(conmon["pid"])  # type: ignore[arg-type]
+        assert Path(conmon_argv[0]).name == "conmon" and "--exec-process-spec" in conmon_argv, conmon_argv
+        assert conmon_argv[conmon_argv.index("-c") + 1] == privileged.id, conmon_argv
+        # and on to init (pid 1), or to the bound, said so
+        if event["ancestry_truncated"]:
+            assert len(ancestry) == 8 and ancestry[-1]["pid"] != 1, comms
+        else:
+            assert ancestry[-1]["pid"] == 1, comms
+        # each link is the live process that holds its pid (same start time, same
+        # comm), and the one above it is its parent: the chain is the real one
+        for link, above in zip(ancestry, ancestry[1:] + [None]):
+            pid: int = link["pid"]  # type: ignore[assignment]
+            assert link["start_ns"] // TICKS_NS == _start_ticks(pid), link  # type: ignore[operator]
+            assert Path(f"/proc/{pid}/comm").read_text().strip() == link["comm"], link
+            if above is not None:
+                assert _ppid(pid) == above["pid"], (link, above)
+        # user space: every link's program and command line, the process's own
+        # (all are alive, the upper ones for seconds before the payload ran)
+        for link in ancestry:
+            pid = link["pid"]  # type: ignore[assignment]
+            assert link["details"] in ("connector", "proc"), link
+            assert link["cmdline"] == _cmdline(pid) and link["exe"] == os.readlink(f"/proc/{pid}/exe"), link
+        assert [a["cmdline"] for a in ancestry[:3]] == [
+            ["busybox-loop", "sh", "-c", TREE_LOOP], ["sh", "-c", TREE_SHELL], TREE_ARGV], ancestry
+        assert {a["exe"] for a in ancestry[:3]} == {"/bin/busybox"}, ancestry  # as the host's /proc names it
+
+
+def test_a_short_lived_payload_in_a_container_is_described_as_itself_or_unknown(nested_tree) -> None:
+    """The payload exits right after its attempt. Each event describes it by
+    its own command line, or says it could not be known (it was gone, or
+    exiting, before the agent could read it): never by another process's.
+    Before the fix, 2 events of 3 carried the loop's command line as
+    "connector" on both kernels (the fork's copy of the parent outlived an
+    exec that could not be read, and events were described before the
+    connector's thread applied the exec)."""
+    own = ["busybox-pay", "sh", "-c", TREE_PAYLOAD]
+    described = [(e["pid"], e["details"], e["cmdline"]) for e in nested_tree.events]
+    # cmdline null with details "connector": the exe was read, the command
+    # line no longer (the process was exiting): partly known, never wrong
+    assert described and all(
+        cmdline in (own, None) and (details in ("connector", "proc") or cmdline is None)
+        for _, details, cmdline in described), described
 
 
 # --- an unprivileged container ----------------------------------------------------------------

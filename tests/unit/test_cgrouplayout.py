@@ -82,11 +82,11 @@ def test_the_agent_refuses_a_cgroup_allowlist_on_a_legacy_host(tmp_path: Path, m
     policy.write_text(POLICY)
     policy.chmod(0o644)
     tmp_path.chmod(0o755)
-    monkeypatch.setattr(daemon, "host_mounts", lambda: parse_mountinfo(LEGACY))
+    monkeypatch.setattr(daemon, "own_mounts", lambda: parse_mountinfo(LEGACY))
     monkeypatch.setattr(daemon, "load_trusted_policy", lambda path: loads_policy(Path(path).read_text(), str(path)))
     with pytest.raises(PolicyError) as raised:
         daemon.load_and_compile(policy, None)
     message = str(raised.value)
     assert "legacy" in message and "backup.service" in message and 'rule 2 "tmp"' in message
-    monkeypatch.setattr(daemon, "host_mounts", lambda: parse_mountinfo(UNIFIED))
+    monkeypatch.setattr(daemon, "own_mounts", lambda: parse_mountinfo(UNIFIED))
     assert daemon.load_and_compile(policy, None).policy.allow.cgroup == ("/system.slice/backup.service",)

@@ -4,7 +4,10 @@ include/uapi/linux/{netlink,connector,cn_proc}.h lay them out."""
 
 from __future__ import annotations
 
+import errno
+import socket
 import struct
+import threading
 
 from enforcer import cnproc
 
@@ -91,35 +94,53 @@ def test_listener_applies_process_events_and_ignores_threads() -> None:
 
 
 class _Socket:
-    """recv() gives each item in turn: bytes, or an OSError to raise."""
+    """recv() gives each item in turn: bytes, or an OSError to raise; then
+    nothing is queued (EAGAIN), as a non-blocking read of an empty socket."""
 
-    def __init__(self, listener, *items) -> None:
-        self.listener = listener
+    def __init__(self, *items) -> None:
         self.items = list(items)
+        self.reads = 0
 
-    def recv(self, _size):
-        item = self.items.pop(0)
+    def recv(self, _size, flags=0):
+        assert flags & socket.MSG_DONTWAIT, "the reader must never block while holding the lock"
+        self.reads += 1
         if not self.items:
-            self.listener._stop = True  # the next error ends the thread, as close() does
+            raise BlockingIOError(errno.EAGAIN, "nothing queued")
+        item = self.items.pop(0)
         if isinstance(item, OSError):
             raise item
         return item
 
 
-def test_the_reading_thread_counts_overruns_once_warned_and_goes_on(caplog) -> None:
-    import errno
-
-    listener = cnproc.ProcessEventListener.__new__(cnproc.ProcessEventListener)
+def _listener(*items) -> cnproc.ProcessEventListener:
+    listener = cnproc.ProcessEventListener.__new__(cnproc.ProcessEventListener)  # no thread, no real socket
     listener.cache = _Recorder()
     listener.overruns = 0
     listener._stop = False
+    listener._stopped = False
+    listener._lock = threading.Lock()
+    listener._socket = _Socket(*items)
+    return listener
+
+
+def test_sync_applies_everything_queued_counts_overruns_once_warned_and_goes_on(caplog) -> None:
     exec_ = _message(_proc_event(0x2, struct.pack("<II", 201, 201)))
-    listener._socket = _Socket(listener, OSError(errno.ENOBUFS, "No buffer space"), OSError(errno.ENOBUFS, "x"),
-                               exec_, OSError(errno.EBADF, "closed"))
+    listener = _listener(OSError(errno.ENOBUFS, "No buffer space"), OSError(errno.ENOBUFS, "x"), exec_)
     with caplog.at_level("WARNING"):
-        listener._run()
+        listener.sync()
     assert listener.overruns == 2 and listener.cache.calls == [("exec", 201)]
     assert sum("events were lost" in r.getMessage() for r in caplog.records) == 1
+    listener.sync()  # nothing queued: one read, EAGAIN, nothing applied
+    assert listener.cache.calls == [("exec", 201)] and listener._socket.reads == 5
+
+
+def test_a_failed_connector_stops_reading_for_good(caplog) -> None:
+    listener = _listener(OSError(errno.EBADF, "closed"), _message(_proc_event(0x2, struct.pack("<II", 7, 7))))
+    with caplog.at_level("WARNING"):
+        listener.sync()
+        listener.sync()
+    assert listener._stopped and listener.cache.calls == [] and listener._socket.reads == 1
+    assert any("connector stopped" in r.getMessage() for r in caplog.records)
 
 
 def test_without_cap_net_admin_the_connector_is_not_tried(tmp_path, monkeypatch) -> None:

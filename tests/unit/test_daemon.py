@@ -218,7 +218,7 @@ def test_a_mount_on_a_place_relocates_it_through_the_reload_transaction(agent, m
     from enforcer.plan import PlaceDev
 
     table = {"text": ROOT_ONLY}
-    monkeypatch.setattr(daemon, "read_mount_table", lambda: parse_mountinfo(table["text"]))
+    monkeypatch.setattr(daemon, "read_mount_table", lambda path=None: parse_mountinfo(table["text"]))
     agent.policy_path.write_text(POLICY + EXEC_POLICY)
     agent.reload()  # /tmp: a directory of the root filesystem
     assert set(agent.enforcement.plan.maps["place_devs"]) == {PlaceDev((254 << 20) | 1)}

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from enforcer.mountinfo import Location, MountInfoError, kernel_dev, parse_mountinfo
+from enforcer.mountinfo import (
+    HOST_MOUNTINFO_PATH, Location, MountInfoError, host_mountinfo_path, kernel_dev, parse_mountinfo, read_mount_table,
+)
 
 # Shapes of real lines: the root filesystem, /tmp and /dev/shm as tmpfs, a
 # bind mount of a directory of /tmp elsewhere (root field != "/"), a mount
@@ -51,3 +55,26 @@ def test_an_empty_table_places_nothing():
 def test_a_malformed_line_is_named():
     with pytest.raises(MountInfoError, match=r"^mi:2: not a mountinfo line"):
         parse_mountinfo("22 1 254:1 / / rw - ext4 /dev/vda1 rw\n22 1 nodev / /x rw - tmpfs t rw\n", "mi")
+
+
+def test_the_host_table_is_pid_1s_when_readable(tmp_path):
+    host = tmp_path / "host-mountinfo"
+    host.write_text("22 1 254:1 / / rw - ext4 /dev/vda1 rw\n")
+    assert host_mountinfo_path(str(host), "/proc/self/mountinfo") == str(host)
+
+
+def test_an_unreadable_host_table_falls_back_to_the_own_one_loudly(tmp_path, caplog):
+    missing = tmp_path / "no-such-mountinfo"
+    own = tmp_path / "own"
+    own.write_text("")
+    assert host_mountinfo_path(str(missing), str(own)) == str(own)
+    assert "cannot read the host's mount table" in caplog.text and str(missing) in caplog.text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="reading PID 1's mountinfo takes root (CAP_SYS_PTRACE)")
+def test_the_default_table_is_pid_1s():
+    """The agent under systemd's PrivateTmp= sees a private directory on /tmp;
+    the places must be located where the host has them."""
+    assert HOST_MOUNTINFO_PATH == "/proc/1/mountinfo"
+    assert host_mountinfo_path() == HOST_MOUNTINFO_PATH  # root here: readable
+    assert read_mount_table().entries == read_mount_table(HOST_MOUNTINFO_PATH).entries

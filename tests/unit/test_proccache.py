@@ -155,6 +155,46 @@ def test_fork_copies_the_parent_and_reads_only_the_childs_start(clock) -> None:
     assert proc.reads == reads + 1
 
 
+def test_an_exec_that_cannot_be_read_drops_the_parents_copy(clock) -> None:
+    """A forked child holds its parent's description until it executes; if
+    it is gone before its new program could be read, it is unknown: never
+    described with the command line it had before (seen in the VM: a
+    payload described as the loop that forked it)."""
+    proc = FakeProc()
+    cache = _cache(proc, clock)
+    proc.table[1] = _details(1, 10, args=("loop",))
+    cache.on_exec(1)
+    proc.table[2] = _details(2, 20, args=("loop",))
+    cache.on_fork(1, 2)
+    text = cache.text_bytes
+    del proc.table[2]  # the child executed the payload and exited at once
+    cache.on_exec(2)
+    assert cache.lookup(2, 20) is None and len(cache) == 1
+    assert cache.text_bytes == text - _details(2, 20, args=("loop",)).size_bytes
+    cache.on_exec(3)  # unknown and unreadable: nothing to drop, nothing added
+    assert len(cache) == 1
+
+
+def test_the_enricher_catches_up_with_queued_process_events_first(clock) -> None:
+    """The kernel queued the payload's exec before the payload made its
+    event; the reader thread may not have applied it yet. Describing must
+    apply it first, or the payload is described as its parent."""
+    proc = FakeProc()
+    cache = _cache(proc, clock)
+    proc.table[20] = _details(20, 200, args=("loop",))
+    cache.on_exec(20)
+    proc.table[30] = _details(30, 300, args=("loop",))
+    cache.on_fork(20, 30)  # applied; its exec not yet
+    proc.table[30] = _details(30, 300, args=("payload", "-c", "echo b"))
+    describer = ProcessDescriber(cache, read=proc.read)
+    queued = [lambda: cache.on_exec(30)]
+    describer.sync = lambda: [apply() for apply in queued] and queued.clear()
+    del proc.table[20]
+    event = AncestryEnricher(describer).enrich(_event_with_ancestry())
+    assert event.facts.cmdline == ("payload", "-c", "echo b") and event.facts.source == "connector"
+    assert queued == []
+
+
 def test_capacity_evicts_the_least_recently_used(clock) -> None:
     proc = FakeProc()
     cache = _cache(proc, clock, capacity=3)
