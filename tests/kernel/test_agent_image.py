@@ -1,7 +1,7 @@
 """The agent's container image, run as the Kubernetes DaemonSet runs it, denies on the host and in containers.
 
 The image is the root filesystem packaging/kubernetes/build-image makes from
-Debian packages (dist/enforcer-image-rootfs); it is started with Podman in
+Debian packages (/var/lib/enforcer-image/rootfs); it is started with Podman in
 the guest the way packaging/kubernetes/daemonset.yaml starts it: host PID
 namespace, the node's /sys/fs/bpf, /sys/kernel/btf and /sys/kernel/security
 mounted, the policy and allow.d in directories mounted where the ConfigMap
@@ -42,11 +42,15 @@ from typing import Dict, Iterator, List, Sequence
 import pytest
 
 from harness.agent import REPO
-from harness.containers import ROOTFS, ContainerSpec, Podman, PodmanDriver, build_busybox_rootfs
+from harness.containers import (
+    ROOTFS, ContainerSpec, Podman, PodmanDriver, build_busybox_rootfs, check_rootfs_location,
+)
 
 pytestmark = pytest.mark.kernel
 
-IMAGE_ROOTFS = REPO / "dist" / "enforcer-image-rootfs"
+#: Where packaging/kubernetes/build-image unpacks the image's tree: outside
+#: every place an exec rule covers (a checkout may be in /tmp).
+IMAGE_ROOTFS = Path("/var/lib/enforcer-image/rootfs")
 WORK = Path("/var/lib/enforcer-test-image")
 POLICY_DIR = WORK / "policy"  # the enforcer-policy ConfigMap's volume
 ALLOW_DIR = WORK / "allow.d"  # the enforcer-allow-d ConfigMap's volume
@@ -161,6 +165,7 @@ def unload_pins() -> None:
 def podman() -> Iterator[Podman]:
     if not (IMAGE_ROOTFS / "usr" / "bin" / "enforcer").exists():
         pytest.skip(f"no image at {IMAGE_ROOTFS}: build it first, as root: packaging/kubernetes/build-image")
+    check_rootfs_location(IMAGE_ROOTFS)
     if WORK.exists():
         shutil.rmtree(WORK)
     for directory in (POLICY_DIR, ALLOW_DIR, NODE_RUN, NODE_CACHE):
