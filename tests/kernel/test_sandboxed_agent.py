@@ -21,7 +21,7 @@ from typing import List
 
 import pytest
 
-from harness.agent import Agent, unload
+from harness.agent import REPO, Agent, unload
 
 pytestmark = pytest.mark.kernel
 
@@ -40,14 +40,25 @@ kind = "exec"
 dirs = ["/tmp"]
 """
 
-PRIVATE_TMP_SETUP = f'mount --bind {PRIVATE_TMP} /tmp && exec "$@"'
+HOST_TMP = WORK / "host-tmp"  # the host's /tmp, held while a private one covers it
+
+
+def private_tmp_setup() -> str:
+    """Shell steps that give the agent a private /tmp, as PrivateTmp=yes does.
+    A checkout in /tmp (CI clones there) stays visible at its path, bound
+    back from the host's /tmp: the agent runs from it."""
+    steps = [f"mkdir -p {HOST_TMP}", f"mount --bind /tmp {HOST_TMP}", f"mount --bind {PRIVATE_TMP} /tmp"]
+    if Path("/tmp") in REPO.parents:
+        inside = REPO.relative_to("/tmp")
+        steps += [f"mkdir -p /tmp/{inside}", f"mount --bind {HOST_TMP / inside} /tmp/{inside}"]
+    return " && ".join(steps) + ' && exec "$@"'
 
 
 class PrivateTmpAgent(Agent):
     """The agent with a /tmp of its own, as PrivateTmp=yes gives it."""
 
     def command(self) -> List[str]:
-        return ["unshare", "--mount", "--propagation", "slave", "sh", "-c", PRIVATE_TMP_SETUP, "sh",
+        return ["unshare", "--mount", "--propagation", "slave", "sh", "-c", private_tmp_setup(), "sh",
                 *super().command()]
 
 
