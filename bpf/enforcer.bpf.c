@@ -1033,8 +1033,8 @@ static __always_inline struct dentry *real_dentry_of(struct file *real)
 /*
  * An overlayfs file's layers (judge_exec_file, 2c): overlayfs keeps the file
  * it opened on the layer that serves the file (upper, or lower until a copy
- * up) in the overlay file's private_data, on every kernel from 4.19 to at
- * least 6.12. Follows up to ENFORCER_OVERLAY_DEPTH stacked overlays (a layer
+ * up) in the overlay file's private_data (seen on 6.1 and 6.12, the kernels
+ * the tests run; a later overlayfs may wrap it, which they would show). Follows up to ENFORCER_OVERLAY_DEPTH stacked overlays (a layer
  * that is itself a directory of an overlay, as /var of the test VM is) and
  * looks each real file up by location. Sets v->rule and friends and returns
  * 1 when a place's rule matches.
