@@ -33,29 +33,17 @@ import pytest
 
 from battery import agent_running, artifacts_root
 from harness.agent import REPO, Agent
-from harness.containers import (
-    ROOTFS, WORK, Container, ContainerSpec, Outcome, Podman, PodmanDriver, build_busybox_rootfs,
+from harness.containers import ROOTFS, WORK, Container, ContainerSpec, Podman, PodmanDriver
+
+from container_attacks import (  # attach_agent_log: an autouse fixture
+    BUSYBOX_MOUNT_DENIED, CG1, EPERM_TEXT, ESCAPE_WAIT_S, ESCAPED, ESCAPED_PART, PAYLOAD_HOST, SYSRQ_ATTACKS, Event,
+    all_events, arm, assert_denied, assert_one_event, attach_agent_log, clear_escape_trace, container_events,
+    disarm, podman_driver, started_container, trigger, wait_for_escape,
 )
 
 pytestmark = pytest.mark.kernel
 
 POLICY = REPO / "policies" / "default.toml"
-EPERM_TEXT = "Operation not permitted"
-#: The escape's payload, as the host sees it (the container sees /payload.sh):
-#: when the kernel runs it as release agent it leaves ESCAPED behind.
-PAYLOAD_HOST = ROOTFS / "payload.sh"
-ESCAPED = WORK / "escaped"
-ESCAPED_PART = WORK / "escaped.part"
-#: busybox mount says this for EPERM and EACCES alike; the event (blocked, from
-#: this container) and `control` (the same mount succeeds with no agent) say whose.
-BUSYBOX_MOUNT_DENIED = "mount: permission denied"
-#: The kernel runs a release agent as soon as the cgroup empties: in `control` the
-#: payload's file was there 4-6 s after the release_agent write, two `podman exec`
-#: calls (1-2 s each) included.
-ESCAPE_WAIT_S = 5
-CG1 = "/tmp/enfctr-cg"  # where the attacker mounts a cgroup v1 hierarchy, in the container
-
-Event = Dict[str, object]
 
 
 # --- fixtures: one agent, one privileged and one unprivileged container ------------------
@@ -63,11 +51,7 @@ Event = Dict[str, object]
 
 @pytest.fixture(scope="module")
 def podman() -> PodmanDriver:
-    build_busybox_rootfs(ROOTFS)
-    # Written aside, then renamed: whoever sees ESCAPED sees all of it.
-    PAYLOAD_HOST.write_text(f"#!/bin/sh\nid > {ESCAPED_PART}\nmv {ESCAPED_PART} {ESCAPED}\n")
-    PAYLOAD_HOST.chmod(0o755)
-    return PodmanDriver()
+    return podman_driver()
 
 
 @pytest.fixture(scope="module")
@@ -92,14 +76,12 @@ def control(podman, timings) -> None:
         podman.setup(container, "echo h > /proc/sysrq-trigger")
         podman.setup(container, f"mkdir -p {mnt}-opt && mount -t cgroup -o "
                                 f"none,name=enfctrl2,release_agent={PAYLOAD_HOST} cgroup {mnt}-opt && umount {mnt}-opt")
-        _arm(podman, container, "enfctrl", mnt)
+        arm(podman, container, "enfctrl", mnt)
         try:
             started = time.monotonic()
             podman.setup(container, f"echo {PAYLOAD_HOST} > {mnt}/release_agent")
-            _trigger(podman, container, mnt)
-            while not ESCAPED.exists() and time.monotonic() - started < ESCAPE_WAIT_S * 3:
-                time.sleep(0.2)
-            assert ESCAPED.exists(), (
+            trigger(podman, container, mnt)
+            assert wait_for_escape(started), (
                 "control: with no agent the release_agent escape did not run its payload; "
                 "the escape test would prove nothing")
             timings["control_escape_s"] = round(time.monotonic() - started, 1)
@@ -107,12 +89,10 @@ def control(podman, timings) -> None:
             timings["control_payload_ran_as"] = ran_as
             assert ran_as.startswith("uid=0(root)"), f"control: the payload ran, but as {ran_as!r}"
         finally:
-            _disarm(podman, container, mnt)
+            disarm(podman, container, mnt)
     finally:
         podman.remove(container)
-        for leftover in (ESCAPED, ESCAPED_PART):
-            if leftover.exists():
-                leftover.unlink()
+        clear_escape_trace()
 
 
 @pytest.fixture(scope="module")
@@ -124,95 +104,30 @@ def agent(podman, control, tmp_path_factory, timings) -> Iterator[Agent]:
         yield running
 
 
-def _container(podman: PodmanDriver, agent: Agent, timings: Dict[str, object], spec: ContainerSpec,
-               label: str) -> Iterator[Container]:
-    """A container started under the agent (its start must raise no event)."""
-    mark = agent.mark()
-    container = podman.start(spec)
-    timings[f"{label}_run_s"] = round(container.start_s, 1)
-    try:
-        assert _all_events(agent, mark) == [], f"starting the {label} container raised events"
-        yield container
-    finally:
-        podman.remove(container)
 
 
 @pytest.fixture(scope="module")
 def privileged(podman, agent, timings) -> Iterator[Container]:
-    yield from _container(podman, agent, timings, ContainerSpec(privileged=True, cgroupns_host=True),
+    yield from started_container(podman, agent, timings, ContainerSpec(privileged=True, cgroupns_host=True),
                           "privileged")
 
 
 @pytest.fixture(scope="module")
 def unprivileged(podman, agent, timings) -> Iterator[Container]:
-    yield from _container(podman, agent, timings, ContainerSpec(), "unprivileged")
+    yield from started_container(podman, agent, timings, ContainerSpec(), "unprivileged")
 
 
-@pytest.fixture(autouse=True)
-def agent_log(request, agent_log_path) -> Iterator[None]:
-    yield
-    if "agent" in request.fixturenames:
-        running = request.getfixturevalue("agent")
-        agent_log_path.write_text(running.log_path.read_text())
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def _all_events(agent: Agent, mark: int) -> List[Event]:
-    return agent.events(mark)  # waits quiet_s for anything late
-
-
-def _container_events(agent: Agent, mark: int, container: Container, rule: str) -> List[Event]:
-    """Events since `mark` from `container`, once one for `rule` arrived (or the wait ran out)."""
-
-    def from_it(record: Event) -> bool:
-        info = record.get("container")
-        return record.get("type") == "event" and isinstance(info, dict) and info.get("id") == container.id
-
-    events = agent.events(mark, lambda r: from_it(r) and r.get("rule") == rule)
-    return [e for e in events if from_it(e)]
-
-
-def _arm(podman: PodmanDriver, container: Container, name: str, mnt: str) -> None:
-    """The escape's preparation: a cgroup v1 hierarchy, a child cgroup with notify_on_release."""
-    podman.setup(container, f"mkdir -p {mnt} && mount -t cgroup -o none,name={name} cgroup {mnt} && "
-                            f"mkdir -p {mnt}/x && echo 1 > {mnt}/x/notify_on_release")
-
-
-def _trigger(podman: PodmanDriver, container: Container, mnt: str) -> None:
-    """A process joins the child cgroup and exits: the cgroup empties."""
-    podman.setup(container, f"sh -c 'echo $$ > {mnt}/x/cgroup.procs'")
-
-
-def _disarm(podman: PodmanDriver, container: Container, mnt: str) -> None:
-    podman.sh(container, f"rmdir {mnt}/x; umount {mnt}")
-
-
-def _assert_denied(outcome: Outcome, what: str, denied_text: str = EPERM_TEXT) -> None:
-    assert outcome.returncode != 0 and denied_text in outcome.stderr, (
-        f"{what} was not denied with EPERM: exit {outcome.returncode}, stdout {outcome.stdout!r}, "
-        f"stderr {outcome.stderr!r}")
-
-
-def _assert_one_event(events: List[Event], container: Container, **expected: object) -> Event:
-    assert len(events) == 1, ("expected exactly one event from the container", events)
-    event = events[0]
-    for key, value in expected.items():
-        assert event[key] == value, (key, value, event)
-    assert event["action"] == "blocked", event
-    assert event["cgroup"] == container.cgroup, (container.cgroup, event)
-    assert event["container"] == {
-        "namespaced": True, "runtime": "podman", "id": container.id, "pod_uid": None}, event
-    return event
 
 
 def _attack(podman: PodmanDriver, agent: Agent, container: Container, script: str, rule: str,
             denied_text: str = EPERM_TEXT, **expected: object) -> Event:
     mark = agent.mark()
     outcome = podman.sh(container, script)
-    _assert_denied(outcome, script, denied_text)
-    return _assert_one_event(_container_events(agent, mark, container, rule), container, rule=rule, **expected)
+    assert_denied(outcome, script, denied_text)
+    return assert_one_event(container_events(agent, mark, container, rule), container, rule=rule, **expected)
 
 
 # --- the container is who the runtime says it is ---------------------------------------------
@@ -229,12 +144,7 @@ def test_the_runtime_reports_the_id_the_cgroup_names(podman, privileged, unprivi
 # --- attacks from the privileged container ---------------------------------------------------
 
 
-@pytest.mark.parametrize("target,script", [
-    # press a key ("h": help, harmless were it ever let through)
-    ("/proc/sysrq-trigger", "echo h > /proc/sysrq-trigger"),
-    # enable the keys (writing the current value back: harmless too)
-    ("/proc/sys/kernel/sysrq", 'echo "$(cat /proc/sys/kernel/sysrq)" > /proc/sys/kernel/sysrq'),
-])
+@pytest.mark.parametrize("target,script", SYSRQ_ATTACKS)
 def test_sysrq_from_a_privileged_container(podman, agent, privileged, target: str, script: str) -> None:
     _attack(podman, agent, privileged, script, "sysrq-write-container", path=target)
 
@@ -244,16 +154,16 @@ def test_release_agent_escape_from_a_privileged_container(podman, agent, privile
     notify_on_release, write release_agent, empty the cgroup. The write is
     denied and reported, and the kernel never runs the payload (which it
     did in `control`, with no agent)."""
-    _arm(podman, privileged, "enfctr", CG1)
+    arm(podman, privileged, "enfctr", CG1)
     try:
         _attack(podman, agent, privileged, f"echo {PAYLOAD_HOST} > {CG1}/release_agent", "release-agent",
                 path=f"{CG1}/release_agent", access="write")
-        _trigger(podman, privileged, CG1)
+        trigger(podman, privileged, CG1)
         time.sleep(ESCAPE_WAIT_S)
         ran = [p for p in (ESCAPED, ESCAPED_PART) if p.exists()]
         assert ran == [], f"the payload ran on the host: {ran}"
     finally:
-        _disarm(podman, privileged, CG1)
+        disarm(podman, privileged, CG1)
 
 
 def test_release_agent_mount_option_from_a_privileged_container(podman, agent, privileged) -> None:
@@ -388,10 +298,10 @@ def nested_tree(podman, agent, privileged) -> Iterator[NestedTree]:
     try:
         service = _find_service(privileged)
         deadline = time.monotonic() + 60
-        events = _container_events(agent, mark, privileged, "sysrq-write-container")
+        events = container_events(agent, mark, privileged, "sysrq-write-container")
         while len(events) < 3 and time.monotonic() < deadline:
             time.sleep(1)
-            events = _container_events(agent, mark, privileged, "sysrq-write-container")
+            events = container_events(agent, mark, privileged, "sysrq-write-container")
         for event in events:
             print("nested-tree event:", json.dumps(event))
         yield NestedTree(service, events)
@@ -411,7 +321,7 @@ def test_a_nested_tree_in_a_container_is_named_link_by_link(podman, privileged, 
         ("sysrq-write-container", "busybox-pay", "/proc/sysrq-trigger", "blocked")] * 3, events
     runtime_id = podman.inspect(privileged.id, "{{.Id}}")
     for event in events:
-        _assert_one_event([event], privileged)
+        assert_one_event([event], privileged)
         assert event["container"]["id"] == runtime_id  # type: ignore[index]
         ancestry: List[Event] = event["ancestry"]  # type: ignore[assignment]
         comms = [a["comm"] for a in ancestry]
@@ -481,7 +391,7 @@ def test_dev_shm_of_an_unprivileged_container_is_noexec_before_enforcer(podman, 
     mark = agent.mark()
     outcome = podman.sh(unprivileged, "/dev/shm/payload true")
     assert outcome.returncode != 0 and "Permission denied" in outcome.stderr, outcome
-    assert _all_events(agent, mark) == []
+    assert all_events(agent, mark) == []
 
 
 # --- benign: nothing denied, nothing reported ---------------------------------------------------
@@ -503,7 +413,7 @@ def test_benign_actions_in_containers_pass_unreported(podman, agent, request, la
     outcomes = [(argv, podman.exec_in(container, argv)) for argv in BENIGN]
     failed = [(argv, o) for argv, o in outcomes if o.returncode != 0]
     assert failed == [], failed
-    assert _all_events(agent, mark) == []
+    assert all_events(agent, mark) == []
 
 
 def test_container_lifecycle_raises_no_event(podman, agent, timings) -> None:
@@ -518,7 +428,7 @@ def test_container_lifecycle_raises_no_event(podman, agent, timings) -> None:
     finally:
         podman.remove(container)
     timings["lifecycle_exec_rm_s"] = round(time.monotonic() - started, 1)
-    assert _all_events(agent, mark) == []
+    assert all_events(agent, mark) == []
 
 
 def test_runc_container_under_enforcement(agent, timings) -> None:
@@ -536,12 +446,12 @@ def test_runc_container_under_enforcement(agent, timings) -> None:
         assert runc.inspect(container.id, "{{.Id}}") == container.id
         assert runc.exec_in(container, ["/bin/true"]).returncode == 0
         runc.setup(container, "cp /bin/busybox /tmp/payload-runc")
-        assert _all_events(agent, mark) == [], "starting or exec'ing into a runc container raised events"
+        assert all_events(agent, mark) == [], "starting or exec'ing into a runc container raised events"
         attack = _attack(runc, agent, container, "/tmp/payload-runc true", "exec-unusual-dir",
                          path="/tmp/payload-runc", access="exec")
     finally:
         runc.remove(container)
-    assert _all_events(agent, mark) == [attack]
+    assert all_events(agent, mark) == [attack]
 
 
 def test_the_agent_reported_only_what_the_tests_caused(agent) -> None:
