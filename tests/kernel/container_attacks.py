@@ -10,12 +10,14 @@ from typing import Dict, Iterator, List
 
 import pytest
 
-from harness.agent import Agent
+from harness.agent import REPO, Agent
 from harness.containers import (
     ROOTFS, WORK, Container, ContainerSpec, Outcome, PodmanDriver, build_busybox_rootfs,
 )
 
 Event = Dict[str, object]
+
+POLICY = REPO / "policies" / "default.toml"  # every container test runs the default policy
 
 EPERM_TEXT = "Operation not permitted"
 #: The escape's payload, as the host sees it (the container sees /payload.sh):
@@ -112,7 +114,8 @@ def all_events(agent: Agent, mark: int) -> List[Event]:
 # --- fixtures' bodies (each module has its own agent, in its own mode) ------------------------
 
 
-def podman_driver() -> PodmanDriver:
+@pytest.fixture(scope="module")
+def podman() -> PodmanDriver:
     """The busybox root filesystem with the escape's payload in it, and Podman to run it."""
     build_busybox_rootfs(ROOTFS)
     write_payload()

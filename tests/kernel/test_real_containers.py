@@ -32,26 +32,19 @@ from typing import Dict, Iterator, List, Optional
 import pytest
 
 from battery import agent_running, artifacts_root
-from harness.agent import REPO, Agent
+from harness.agent import Agent
 from harness.containers import ROOTFS, WORK, Container, ContainerSpec, Podman, PodmanDriver
 
-from container_attacks import (  # attach_agent_log: an autouse fixture
-    BUSYBOX_MOUNT_DENIED, CG1, EPERM_TEXT, ESCAPE_WAIT_S, ESCAPED, ESCAPED_PART, PAYLOAD_HOST, SYSRQ_ATTACKS, Event,
-    all_events, arm, assert_denied, assert_one_event, attach_agent_log, clear_escape_trace, container_events,
-    disarm, podman_driver, started_container, trigger, wait_for_escape,
+from container_attacks import (  # podman: a fixture; attach_agent_log: autouse
+    BUSYBOX_MOUNT_DENIED, CG1, EPERM_TEXT, ESCAPE_WAIT_S, ESCAPED, ESCAPED_PART, PAYLOAD_HOST, POLICY, SYSRQ_ATTACKS,
+    Event, all_events, arm, assert_denied, assert_one_event, attach_agent_log, clear_escape_trace, container_events,
+    disarm, podman, started_container, trigger, wait_for_escape,
 )
 
 pytestmark = pytest.mark.kernel
 
-POLICY = REPO / "policies" / "default.toml"
-
 
 # --- fixtures: one agent, one privileged and one unprivileged container ------------------
-
-
-@pytest.fixture(scope="module")
-def podman() -> PodmanDriver:
-    return podman_driver()
 
 
 @pytest.fixture(scope="module")

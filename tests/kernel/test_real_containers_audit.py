@@ -19,22 +19,15 @@ from typing import Dict, Iterator, List
 import pytest
 
 from battery import agent_running
-from harness.agent import REPO, Agent
+from harness.agent import Agent
 from harness.containers import Container, ContainerSpec, Outcome, PodmanDriver
 
-from container_attacks import (  # attach_agent_log: an autouse fixture
-    CG1, ESCAPED, PAYLOAD_HOST, SYSRQ_ATTACKS, Event, arm, assert_one_event, attach_agent_log, clear_escape_trace,
-    container_events, disarm, podman_driver, started_container, trigger, wait_for_escape,
+from container_attacks import (  # podman: a fixture; attach_agent_log: autouse
+    CG1, ESCAPED, PAYLOAD_HOST, POLICY, SYSRQ_ATTACKS, Event, arm, assert_one_event, attach_agent_log,
+    clear_escape_trace, container_events, disarm, podman, started_container, trigger, wait_for_escape,
 )
 
 pytestmark = pytest.mark.kernel
-
-POLICY = REPO / "policies" / "default.toml"
-
-
-@pytest.fixture(scope="module")
-def podman() -> PodmanDriver:
-    return podman_driver()
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +79,8 @@ def test_release_agent_escape_runs_and_is_audited_once(podman, agent, privileged
     try:
         mark = agent.mark()
         started = time.monotonic()
-        _assert_succeeded(podman.sh(privileged, f"echo {PAYLOAD_HOST} > {CG1}/release_agent"), "the release_agent write")
+        write = f"echo {PAYLOAD_HOST} > {CG1}/release_agent"
+        _assert_succeeded(podman.sh(privileged, write), write)
         event = _reported_once(agent, mark, privileged, "release-agent", path=f"{CG1}/release_agent", access="write")
         trigger(podman, privileged, CG1)
         assert wait_for_escape(started), "in audit mode the release_agent escape did not run its payload"
