@@ -31,6 +31,8 @@ import threading
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Union
 
+from enforcer.mainsignals import helper_threads_block_signals
+
 log = logging.getLogger(__name__)
 
 NETLINK_CONNECTOR = 11
@@ -184,7 +186,8 @@ class ProcessEventListener:
         #: or sync() on the event path.
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="cn_proc", daemon=True)
-        self._thread.start()
+        with helper_threads_block_signals():  # SIGHUP and the rest wake the main loop, not this thread
+            self._thread.start()
 
     def _run(self) -> None:
         poller = select.poll()
