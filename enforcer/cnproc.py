@@ -31,6 +31,8 @@ import threading
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Union
 
+from enforcer.mainsignals import helper_threads_block_signals
+
 log = logging.getLogger(__name__)
 
 NETLINK_CONNECTOR = 11
@@ -144,8 +146,8 @@ def _proc_event(event: bytes) -> Optional[ProcEvent]:
     return None
 
 
-#: How long the reader thread waits for the socket before looking at _stop again.
-POLL_MS = 500
+#: How long close() waits for the reader thread to end.
+JOIN_S = 5.0
 
 
 class ConnectorUnavailable(OSError):
@@ -183,15 +185,19 @@ class ProcessEventListener:
         #: One reader at a time, whole messages applied under it: the thread,
         #: or sync() on the event path.
         self._lock = threading.Lock()
+        #: close() writes here to wake the thread: it waits for nothing else
+        #: (no timeout, so an idle agent's thread never wakes for nothing)
+        self._wake_read, self._wake_write = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._thread = threading.Thread(target=self._run, name="cn_proc", daemon=True)
-        self._thread.start()
+        with helper_threads_block_signals():  # SIGHUP and the rest wake the main loop, not this thread
+            self._thread.start()
 
     def _run(self) -> None:
         poller = select.poll()
         poller.register(self._socket.fileno(), select.POLLIN)
+        poller.register(self._wake_read, select.POLLIN)
         while not self._stop and not self._stopped:
-            if not poller.poll(POLL_MS):
-                continue
+            poller.poll()
             with self._lock:
                 self._drain()
 
@@ -245,11 +251,19 @@ class ProcessEventListener:
     def close(self) -> None:
         self._stop = True
         try:
+            os.write(self._wake_write, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full of earlier wake-ups: the thread wakes anyway
+        self._thread.join(JOIN_S)
+        try:
             self._socket.sendto(listen_message(self._socket.getsockname()[0], PROC_CN_MCAST_IGNORE), (0, 0))
         except OSError as error:
             # closing anyway: the kernel stops sending to a closed socket
             log.debug("process events connector: unsubscribing failed: %s", error)
         self._socket.close()
+        if not self._thread.is_alive():  # else it may still poll them: left to the process's end
+            os.close(self._wake_read)
+            os.close(self._wake_write)
 
 
 #: capabilities(7): joining the connector's process events group needs it.

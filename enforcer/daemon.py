@@ -347,6 +347,7 @@ class Agent:
         self.reporter.notice("mount table changed: exec places relocated",
                              generation=self.enforcement.generations.current_generation,
                              filesystems=indexed_filesystems(plan.maps.get("place_devs", {})))
+        self._retire_previous_policy()
 
     def _watch_policy(self) -> None:
         """A policy mounted from a ConfigMap (or any, with --watch-policy on) is
@@ -453,6 +454,19 @@ class Agent:
             )
         self._status_line = self._service_status()
         self.notifier.send(f"READY=1\nSTATUS={self._status_line}")
+        self._retire_previous_policy()
+
+    def _retire_previous_policy(self) -> None:
+        """The slot a reload flipped away from, emptied once reported: the wait
+        for hook runs still reading it is most of a reload and need not delay
+        its verdict (PolicyMaps.retire)."""
+        from enforcer.kernel.maps import ReloadError  # noqa: PLC0415
+
+        try:
+            self.enforcement.retire_previous()
+        except ReloadError as error:
+            log.warning("the previous policy's slot is not emptied yet (the next reload tries again first): %s",
+                        error)
 
     def _reopen_sinks(self) -> None:
         try:

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Optional, Tuple
 
+from enforcer.mainsignals import helper_threads_block_signals
+
 #: Seconds between rewrites of the textfile (node_exporter reads it when scraped).
 METRICS_EVERY_S = 10.0
 
@@ -154,7 +156,8 @@ class MetricsExporter:
             from prometheus_client import start_http_server  # noqa: PLC0415
 
             try:
-                started = start_http_server(address[1], addr=address[0], registry=self.registry)
+                with helper_threads_block_signals():  # the server's thread must not take SIGHUP
+                    started = start_http_server(address[1], addr=address[0], registry=self.registry)
             except OSError as error:
                 raise MetricsConfigError(f"--metrics-address {address[0]}:{address[1]}: {error.strerror}") from None
             self._server = started[0] if isinstance(started, tuple) else None

@@ -3,8 +3,10 @@
 Order, and why:
   1. take the compiled object from the cache (enforcer.kernel.objcache) or
      compile it with bcc against BTF-generated headers (no kernel headers
-     needed) and cache it: clang is most of a start's cost, and the object
-     depends only on the kernel's BTF and enforcer's sources;
+     needed), in a process of its own (enforcer.kernel.compile_worker: the
+     agent never maps clang and LLVM), and cache it: clang is most of a
+     start's cost, and the object depends only on the kernel's BTF and
+     enforcer's sources;
   2. create the maps and load every program (the verifier runs) - all or none;
   3. fill every map from the MapPlan - before anything is attached, so the
      programs never run with an empty policy;
@@ -29,7 +31,8 @@ from enforcer import abi, registry
 from enforcer.kernel import bpfsys, headers, objcache
 from enforcer.kernel.barrier import RcuBarrier
 from enforcer.kernel.bpfobject import CompiledObject
-from enforcer.kernel.btf import BtfError, BtfInfo, forget_parsed, load_btf
+from enforcer.kernel.compile_worker import CompileWorkerError, compile_in_worker
+from enforcer.kernel.btf import BtfInfo, forget_parsed, load_btf
 from enforcer.kernel.features import feature_cflags
 from enforcer.generations import GenerationTable
 from enforcer.kernel.maps import CapacityError, PolicyMaps, ReloadError, check_capacity
@@ -175,6 +178,10 @@ class Enforcement:
         self.generations.add(self.maps.generation, new_plan)
         return changes
 
+    def retire_previous(self) -> None:
+        """After a reported reload: empty the policy slot it left (PolicyMaps.retire)."""
+        self.maps.retire()
+
     def stats(self) -> Dict[str, int]:
         return sum_stats(self._loaded.map_fd("stats"))
 
@@ -235,22 +242,16 @@ def _compiled_object(btf_path: Path, bpf_dir: Path, cache_root: Path) -> Tuple[C
     if found.obj is not None:
         log.info("compiled object %s from the cache", found.path.name)
         return found.obj, "cached", key
-    log.info("compiling enforcer's BPF programs with bcc: cached object %s: %s", found.path, found.why_not)
-    from enforcer.kernel.bcc_compat import BccError, compile_object  # noqa: PLC0415 - bcc only when compiling
-
+    log.info("compiling enforcer's BPF programs with bcc, in a process of its own: cached object %s: %s",
+             found.path, found.why_not)
     try:
-        tree = headers.generate_headers(str(btf_path), cache_root=cache_root / "btf")
-        obj = compile_object(_program_source(bpf_dir), tree, programs, [*registry.cflags(), f"-I{bpf_dir}"])
-    except (BccError, BtfError) as error:
+        obj = compile_in_worker(btf_path, bpf_dir, cache_root / "btf")
+    except CompileWorkerError as error:
         raise LoadError(f"compiling {bpf_dir / 'enforcer.bpf.c'} failed: {error}") from error
     why_not = objcache.store(objects_dir, key, obj)
     if why_not:
         log.warning("the compiled object is not cached, the next start compiles again: %s", why_not)
     return obj, "compiled", key
-
-
-def _program_source(bpf_dir: Path) -> str:
-    return (bpf_dir / "enforcer.bpf.c").read_text()
 
 
 def adoptable_instance(pin_root: Path, key: str, obj: CompiledObject) -> Optional[Path]:
@@ -326,7 +327,7 @@ def load(
     btf = load_btf(btf_path)
     check_hook_signatures(btf)
     hook_ids = {spec.name: btf.lsm_hook_id(spec.name) for spec in registry.HOOKS}
-    del btf  # no reference kept: see _return_compiler_heap
+    del btf  # no reference kept: see _return_startup_heap
     watch.lap("btf")
     obj, origin, key = _compiled_object(btf_path, bpf_dir, cache_root)
     watch.lap("compile" if origin == "compiled" else "cache")
@@ -340,7 +341,7 @@ def load(
         else:
             watch.lap("adopt")
             _retire_others(pin_root, instance)
-            _return_compiler_heap()
+            _return_startup_heap()
             enforcement.startup = Startup("adopted", tuple(watch.phases))
             log.info("adopted the pinned instance %s in %.1f s: its programs stayed attached, its maps now hold "
                      "this policy", instance.name, enforcement.startup.seconds)
@@ -382,18 +383,18 @@ def load(
             enforcement.close()
             raise LoadError(f"pinning under {pin_root} failed: {error}") from error
         watch.lap("pin")
-    _return_compiler_heap()
+    _return_startup_heap()
     enforcement.startup = Startup(origin, tuple(watch.phases))
     log.info("started in %.1f s (%s object): %s", enforcement.startup.seconds, origin,
              ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in watch.phases))
     return enforcement
 
 
-def _return_compiler_heap() -> None:
-    """Give back to the system what compiling and loading needed and running
-    does not: the parsed BTF (~35 MiB) and, after a compile, the heap
-    clang/LLVM used (~50 MiB, measured); glibc keeps freed memory in its
-    arenas otherwise, and the agent would carry it for its whole life."""
+def _return_startup_heap() -> None:
+    """Give back to the system what loading needed and running does not: the
+    parsed BTF (~35 MiB); glibc keeps freed memory in its arenas otherwise,
+    and the agent would carry it for its whole life. (Compiling, whose
+    clang/LLVM heap was ~50 MiB more, happens in another process.)"""
     forget_parsed()
     gc.collect()
     try:

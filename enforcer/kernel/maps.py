@@ -10,6 +10,7 @@ the policy in force:
   2. write the settings with that slot's generation and watch flags, `active`
      unchanged;
   3. write the settings again with only `active` changed: the flip, one byte;
+     `apply` returns here: the new policy is in force, the reload can be reported;
   4. wait for an RCU grace period (`barrier`): afterwards no hook run that
      read the old `active` is still going;
   5. clear the old slot, which is then the clean inactive slot.
@@ -18,6 +19,12 @@ Until step 3 the old policy is in force in full; from step 3 on the new one
 is, in full. A failure before the flip removes what was written and keeps the
 old policy; a failure while clearing leaves keys that are retried (and must
 succeed) before the next reload writes into that slot.
+
+Steps 4 and 5 (`retire`) are the agent's to run once it has reported the
+reload: the grace period is most of a reload's time (about 0.5 s measured in
+the emulated test VM, tens of milliseconds on hardware), and no one waits on
+it. The next `apply` retires first if that has not happened, so a slot is
+never written while a hook run may still read it.
 
 Separate from the loader so that the protocol is tested without a kernel: the
 bpf(2) calls come from an injectable object with bpfsys's
@@ -28,7 +35,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
-from typing import Callable, Hashable, List, Tuple
+from typing import Callable, Hashable, List, Optional, Tuple
 
 from enforcer import abi
 from enforcer.kernel import bpfsys
@@ -87,6 +94,7 @@ class PolicyMaps:
         self.generations = [0] * abi.POLICY_SLOTS  # generation held by each slot (0: none)
         self._watch = [0] * abi.POLICY_SLOTS
         self._leftovers: List[Tuple[int, _Entry]] = []  # (slot, entry) a clear could not remove
+        self._retiring: Optional[Tuple[int, List[_Entry]]] = None  # the old slot of a reload, and its entries
 
     @property
     def generation(self) -> int:
@@ -209,11 +217,15 @@ class PolicyMaps:
         self._write_settings()
 
     def apply(self, old: MapPlan, new: MapPlan) -> PlanDiff:
-        """Switch the kernel from `old` (in force) to `new` in one step; see the module docstring."""
+        """Switch the kernel from `old` (in force) to `new` in one step; see the module docstring.
+
+        Returns at the flip, `new` in force; the old slot waits for `retire`.
+        """
         try:
             check_capacity(new)
         except CapacityError as error:
             raise ReloadError(f"new policy rejected, previous policy kept: {error}") from error
+        self.retire()
         previous, target = self.active, 1 - self.active
         self._retry_leftovers(target)
         try:
@@ -233,8 +245,24 @@ class PolicyMaps:
             self._watch[target] = 0
             self._clear(target, _entries(new))
             raise ReloadError(f"switching to the new policy failed, previous policy kept: {error}") from error
-        self._barrier()  # no hook run still reads the old slot after this
-        self._clear(previous, _entries(old))
-        self.generations[previous] = 0
-        self._watch[previous] = 0
+        self._retiring = (previous, _entries(old))
         return diff(old, new)
+
+    def retire(self) -> None:
+        """Empty the slot the last `apply` flipped away from, once no hook run
+        can still read it (steps 4 and 5); nothing to do when it is empty already.
+
+        Raises ReloadError when the wait fails (the slot stays to retire: the
+        next `apply` tries again, and refuses to write into it before)."""
+        if self._retiring is None:
+            return
+        slot, entries = self._retiring
+        try:
+            self._barrier()  # no hook run still reads the old slot after this
+        except OSError as error:
+            raise ReloadError(f"waiting for hook runs on the old policy slot {slot} failed, previous policy "
+                              f"kept: {error}") from error
+        self._retiring = None
+        self._clear(slot, entries)
+        self.generations[slot] = 0
+        self._watch[slot] = 0

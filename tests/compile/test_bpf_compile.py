@@ -73,3 +73,49 @@ def test_the_compiled_object_keeps_every_program_and_map_reference(kernels, whic
             assert program.map_refs, f"{program.name} reads no map: the relocation scan found nothing"
         assert len(map_fd_loads(program.insns)) == len(program.map_refs)
     assert CompiledObject.from_json(obj.to_json()) == obj
+
+
+def test_the_compile_worker_gives_what_compiling_in_process_gives(kernels, tmp_path) -> None:
+    """The agent compiles in a child process (enforcer.kernel.compile_worker),
+    so that it never maps clang and LLVM; the object it reads back from the
+    child is the one an in-process compile makes, equal in every field."""
+    _require_root_and_bcc()
+    from enforcer.kernel.compile_worker import compile_here, compile_in_worker
+
+    path, _release = kernels["host"]
+    in_worker = compile_in_worker(Path(path), BPF_DIR, tmp_path / "worker")
+    here = compile_here(Path(path), BPF_DIR, tmp_path / "here")
+    assert (in_worker.maps, in_worker.license) == (here.maps, here.license)
+    assert _fd_blind(in_worker) == _fd_blind(here)
+    assert {p.hook for p in in_worker.programs} == {spec.name for spec in registry.HOOKS}
+
+
+def _fd_blind(obj):  # type: ignore[no-untyped-def]
+    """Each program with its map-fd loads' immediates zeroed: the fds bcc's
+    maps had in the compiling process, which the loader relocates by name."""
+    import struct
+
+    from enforcer.kernel.bpfobject import INSN_SIZE, map_fd_loads
+
+    blind = []
+    for program in obj.programs:
+        insns = bytearray(program.insns)
+        for index, _fd in map_fd_loads(program.insns):
+            struct.pack_into("<i", insns, index * INSN_SIZE + 4, 0)
+        blind.append((program.name, program.hook, program.map_refs, bytes(insns)))
+    return blind
+
+
+def test_a_compile_error_in_the_worker_comes_back_with_clangs_diagnostics(kernels, tmp_path) -> None:
+    _require_root_and_bcc()
+    import shutil
+
+    from enforcer.kernel.compile_worker import CompileWorkerError, compile_in_worker
+
+    broken = tmp_path / "bpf"
+    shutil.copytree(BPF_DIR, broken)
+    source = broken / "enforcer.bpf.c"
+    source.write_text(source.read_text() + "\nint enforcer_not_c = undeclared_name_here;\n")
+    path, _release = kernels["host"]
+    with pytest.raises(CompileWorkerError, match="undeclared_name_here"):
+        compile_in_worker(Path(path), broken, tmp_path / "cache")

@@ -212,3 +212,28 @@ def unload(workdir: Path) -> None:
     """Remove pinned programs so that later tests run without enforcement."""
     subprocess.run([sys.executable, "-m", "enforcer", "unload"], cwd=REPO, check=True, capture_output=True,
                    env=dict(os.environ, ENFORCER_STATE_DIR=str(workdir / "state")))
+
+
+def enforcer_programs() -> Dict[str, int]:
+    """Loaded BPF programs of enforcer's (their C names start with lsm__), by name: how many of each."""
+    shown = json.loads(subprocess.run(["bpftool", "prog", "show", "--json"], check=True, capture_output=True,
+                                      text=True).stdout)
+    counts: Dict[str, int] = {}
+    for program in shown:
+        name = str(program.get("name", ""))
+        if name.startswith("lsm__"):
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def wait_for_no_enforcer_programs(timeout_s: float = 60) -> Dict[str, int]:
+    """Wait until no enforcer program is loaded; what is still loaded then.
+
+    An unloaded agent's programs go when the kernel frees them: at once on
+    6.1, after a grace period of seconds on 6.12. Until then they still decide."""
+    deadline = time.monotonic() + timeout_s
+    left = enforcer_programs()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = enforcer_programs()
+    return left

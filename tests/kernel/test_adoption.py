@@ -12,12 +12,11 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from harness.agent import Agent, unload
+from harness.agent import Agent, enforcer_programs, unload, wait_for_no_enforcer_programs
 from scenarios import ACTIONS, PY
 
 pytestmark = pytest.mark.kernel
@@ -27,13 +26,6 @@ SYSRQ = "/proc/sysrq-trigger"
 
 def _policy(rule_id: str) -> str:
     return f'version = 1\nmode = "enforce"\n\n[[rule]]\nid = "{rule_id}"\nkind = "sysrq"\n'
-
-
-def _enforcer_programs() -> Counter:
-    """Loaded programs by name, of enforcer's (their C names start with lsm__)."""
-    shown = json.loads(subprocess.run(["bpftool", "prog", "show", "--json"], check=True, capture_output=True,
-                                      text=True).stdout)
-    return Counter(p.get("name", "") for p in shown if str(p.get("name", "")).startswith("lsm__"))
 
 
 def _started(agent: Agent) -> dict:
@@ -49,7 +41,7 @@ def _agent(workdir: Path, rule_id: str, log_path: Path, name: str) -> Agent:
 def test_kill_9_then_adoption_lets_nothing_through_and_keeps_one_set_of_programs(tmp_path: Path,
                                                                                  agent_log_path: Path) -> None:
     first = _agent(tmp_path, "sysrq-first", agent_log_path, "first")
-    one_set = _enforcer_programs()
+    one_set = enforcer_programs()
     assert one_set and set(one_set.values()) == {1}, one_set
     stop, result = tmp_path / "stop-loop", tmp_path / "loop.json"
     loop = subprocess.Popen([PY, ACTIONS, "open-loop", SYSRQ, "w", str(stop), str(result), "0.001"])
@@ -58,11 +50,11 @@ def test_kill_9_then_adoption_lets_nothing_through_and_keeps_one_set_of_programs
         time.sleep(1.0)
         first._proc.kill()  # SIGKILL: no clean-up of any kind
         first._proc.wait(30)
-        assert _enforcer_programs() == one_set, "the programs must stay attached through their pins"
+        assert enforcer_programs() == one_set, "the programs must stay attached through their pins"
         second = _agent(tmp_path, "sysrq-second", agent_log_path, "second")
         startup = _started(second)["startup"]
         assert startup["object"] == "adopted", startup
-        assert _enforcer_programs() == one_set, f"a second set of programs was loaded: {_enforcer_programs()}"
+        assert enforcer_programs() == one_set, f"a second set of programs was loaded: {enforcer_programs()}"
         mark = second.mark()
         second.wait_for(mark, lambda r: r.get("type") == "event" and r.get("rule") == "sysrq-second"
                         and r.get("action") == "blocked" and r.get("pid") == loop.pid)
@@ -79,7 +71,4 @@ def test_kill_9_then_adoption_lets_nothing_through_and_keeps_one_set_of_programs
     assert counts["successes"] == 0, counts
     # detaching lags the unpin (the kernel frees the links and programs after a
     # grace period: immediate on 6.1, seconds on 6.12), so give it time
-    deadline = time.monotonic() + 30
-    while _enforcer_programs() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert _enforcer_programs() == Counter(), "unload left programs attached"
+    assert wait_for_no_enforcer_programs(timeout_s=30) == {}, "unload left programs attached"

@@ -13,17 +13,15 @@ directory, as systemd makes it; the attacker chroots into the host's /tmp.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import List
 
 import pytest
 
-from harness.agent import REPO, Agent, unload
+from harness.agent import REPO, Agent, unload, wait_for_no_enforcer_programs
 
 pytestmark = pytest.mark.kernel
 
@@ -74,22 +72,6 @@ def _tmp_mount_root(pid: str) -> str:
     return root
 
 
-def _enforcer_programs() -> List[str]:
-    shown = json.loads(subprocess.run(["bpftool", "prog", "show", "--json"], check=True, capture_output=True,
-                                      text=True).stdout)
-    return [str(p.get("name", "")) for p in shown if str(p.get("name", "")).startswith("lsm__")]
-
-
-def _wait_for_no_enforcer_programs(timeout_s: float = 60) -> None:
-    """An earlier test's agent was unloaded, but 6.12 frees detached programs
-    after a grace period (6.1 at once): until then they still decide, and the
-    control below would be denied by them."""
-    deadline = time.monotonic() + timeout_s
-    while _enforcer_programs() and time.monotonic() < deadline:
-        time.sleep(1)
-    assert not _enforcer_programs(), f"enforcer programs still loaded before the control: {_enforcer_programs()}"
-
-
 def test_a_chroot_into_the_hosts_tmp_is_denied_by_a_sandboxed_agent(agent_log_path: Path) -> None:
     shutil.rmtree(WORK, ignore_errors=True)
     PRIVATE_TMP.mkdir(parents=True)
@@ -98,7 +80,9 @@ def test_a_chroot_into_the_hosts_tmp_is_denied_by_a_sandboxed_agent(agent_log_pa
     os.chmod(JAIL / "bin/busybox", 0o755)
     policy = WORK / "policy.toml"
     policy.write_text(POLICY)
-    _wait_for_no_enforcer_programs()
+    # an earlier test's agent was unloaded: its programs must be gone, or they deny the control
+    left = wait_for_no_enforcer_programs()
+    assert not left, f"enforcer programs still loaded before the control: {left}"
     control = subprocess.run(["chroot", str(JAIL), "/bin/busybox", "true"], capture_output=True, text=True)
     assert control.returncode == 0, f"without an agent the chroot must work: {control.stderr}"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List
 
 import pytest
 
@@ -22,6 +22,9 @@ from scenarios import ACTIONS, PY
 pytestmark = pytest.mark.kernel
 
 SYSRQ = "/proc/sysrq-trigger"
+#: Names in the shared objects of bcc and of the clang/LLVM it links (Debian:
+#: libbcc.so.0, libclang-cpp.so.14, libLLVM-14.so.1)
+COMPILER_LIBRARIES = ("libbcc", "libclang", "libLLVM")
 POLICY = """version = 1
 mode = "enforce"
 
@@ -52,12 +55,30 @@ def _denies_sysrq(agent: Agent) -> None:
     agent.wait_for(mark, lambda r: r.get("type") == "event" and r.get("rule") == "sysrq" and r.get("action") == "blocked")
 
 
+def _compiler_libraries_mapped(pid: int) -> List[str]:
+    """bcc's, clang's and LLVM's shared objects mapped into process `pid`."""
+    mapped = {line.split()[-1] for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
+              if len(line.split()) >= 6}
+    return sorted(path for path in mapped if any(name in Path(path).name for name in COMPILER_LIBRARIES))
+
+
+def _status_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
 def _run(workdir: Path, cache: Path, log_path: Path, name: str) -> Dict[str, object]:
     agent = _start(workdir, cache, log_path, name)
     try:
         startup = _started(agent)
         _denies_sysrq(agent)
-        print(f"{name}: {startup}")
+        # compiled or not, the agent itself never maps the compiler: a
+        # compiling start runs bcc in a process of its own (compile_worker)
+        assert _compiler_libraries_mapped(agent.pid) == [], startup
+        rss = _status_kb(agent.pid, "VmRSS")
+        print(f"{name}: {startup}; agent RSS {rss / 1024:.1f} MiB")
         return startup
     finally:
         agent.stop()

@@ -52,6 +52,9 @@ class FakeEnforcement:
         self.generations.add(self.generations.current_generation + 1, new_plan)
         return changes
 
+    def retire_previous(self) -> None:
+        pass
+
     def poll(self, timeout_ms: int, budget: int) -> bool:
         time.sleep(min(timeout_ms, 20) / 1000)
         return True

@@ -5,9 +5,12 @@ include/uapi/linux/{netlink,connector,cn_proc}.h lay them out."""
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import struct
 import threading
+
+import pytest
 
 from enforcer import cnproc
 
@@ -154,3 +157,29 @@ def test_without_cap_net_admin_the_connector_is_not_tried(tmp_path, monkeypatch)
     status.write_text("Name:\tenforcer\nCapEff:\t000001ffffffffff\n")  # root with every capability
     assert cnproc.unavailable_reason(str(status)) is None
     assert cnproc.unavailable_reason(str(tmp_path / "missing")) is None  # cannot tell: the bind will say
+
+
+def test_the_reader_thread_waits_without_a_timeout_and_close_ends_it_at_once() -> None:
+    """The real connector (root: joining its group needs CAP_NET_ADMIN). The
+    thread sleeps until the kernel or close() wakes it: an idle agent's
+    thread costs nothing, and close() does not wait out a poll timeout."""
+    import subprocess
+    import time
+
+    if os.geteuid() != 0:
+        pytest.skip("the process events connector needs CAP_NET_ADMIN")
+    recorder = _Recorder()
+    listener = cnproc.ProcessEventListener(recorder)
+    try:
+        child = subprocess.Popen(["/bin/true"])
+        assert child.wait(30) == 0
+        deadline = time.monotonic() + 5
+        while ("exit", child.pid) not in recorder.calls and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        started = time.monotonic()
+        listener.close()
+        closed_in = time.monotonic() - started
+    assert not listener._thread.is_alive() and closed_in < 1.0, closed_in
+    assert [call for call in recorder.calls if call[-1] == child.pid] == [
+        ("fork", os.getpid(), child.pid), ("exec", child.pid), ("exit", child.pid)], recorder.calls

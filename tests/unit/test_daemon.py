@@ -3,6 +3,7 @@ reports, sd_notify. The enforcement object is a fake with the loader's API."""
 
 from __future__ import annotations
 
+import logging
 import io
 import os
 import json
@@ -40,6 +41,9 @@ class FakeEnforcement:
         self.applied: List[MapPlan] = []
         self.fail_with = fail_with
         self.lost = 0
+        self.retire_with: Exception = None
+        self.on_retire = lambda: None  # called as the old slot would be emptied
+        self.retired = 0
 
     def apply(self, new_plan: MapPlan):
         if self.fail_with is not None:
@@ -49,6 +53,12 @@ class FakeEnforcement:
         self.plan = new_plan
         self.generations.add(self.generations.current_generation + 1, new_plan)
         return changes
+
+    def retire_previous(self) -> None:
+        self.on_retire()
+        if self.retire_with is not None:
+            raise self.retire_with
+        self.retired += 1
 
     def stats(self):
         return {"events_lost": self.lost, "blocked": 0, "audited": 0, "allowlisted": 0}
@@ -315,6 +325,27 @@ def test_a_reload_publishes_its_number_before_reading_and_its_verdict_after(agen
     assert (after["requested"], after["finished"], after["ok"], after["failure"], after["generation"]) == (
         1, 1, True, "", 2)
     assert after["message"].startswith("reloaded: generation 2, 2 rules (2 enforce, 0 audit), ")
+
+
+def test_the_old_slot_is_retired_after_the_verdict_is_published_and_reported(agent, tmp_path) -> None:
+    """The wait for hook runs on the old slot is most of a reload: it comes
+    after `enforcer reload`'s verdict and the "reloaded" record, never before."""
+    seen = []
+    agent.enforcement.on_retire = lambda: seen.append((_published(tmp_path)["finished"],
+                                                       [r["message"] for r in records(agent)]))
+    agent.policy_path.write_text(POLICY + '[[rule]]\nid = "tmp"\nkind = "exec"\ndirs = ["/tmp"]\n')
+    agent.reload()
+    assert seen == [(1, ["reloaded"])] and agent.enforcement.retired == 1
+
+
+def test_an_old_slot_that_cannot_be_retired_yet_is_logged_and_the_agent_goes_on(agent, tmp_path, caplog) -> None:
+    agent.enforcement.retire_with = ReloadError("waiting for hook runs on the old policy slot 0 failed, "
+                                                "previous policy kept: EINTR")
+    agent.policy_path.write_text(POLICY + '[[rule]]\nid = "tmp"\nkind = "exec"\ndirs = ["/tmp"]\n')
+    with caplog.at_level(logging.WARNING):
+        agent.reload()
+    assert _published(tmp_path)["ok"] is True  # the new policy is in force: the flip was done
+    assert "the previous policy's slot is not emptied yet (the next reload tries again first)" in caplog.text
 
 
 def test_a_rejected_reload_publishes_why_and_keeps_the_rules_in_force(agent, tmp_path) -> None:

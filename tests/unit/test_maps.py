@@ -159,13 +159,57 @@ def test_reload_switches_slots_and_leaves_the_old_one_empty() -> None:
     fake = FakeBpf()
     maps = loaded(fake, BASE)
     maps.apply(plan(BASE), plan(CHANGED))
+    maps.retire()
     assert fake.settings().active == 1 and maps.generation == 2
     assert fake.slot_contents(1) == expected_contents(plan(CHANGED), 1)
     assert fake.slot_contents(0) == expected_contents(MapPlan(maps={}, watch=0), 0)
     maps.apply(plan(CHANGED), plan(BASE))
+    maps.retire()
     assert fake.settings().active == 0 and maps.generation == 3
     assert fake.slot_contents(0) == expected_contents(plan(BASE), 0)
     assert fake.slot_contents(1) == expected_contents(MapPlan(maps={}, watch=0), 1)
+
+
+def test_apply_returns_at_the_flip_and_the_next_apply_retires_the_old_slot_first() -> None:
+    """The old slot keeps the old policy (no hook reads it after the flip)
+    until `retire`; a reload that comes first retires it before it writes."""
+    fake = FakeBpf()
+    maps = loaded(fake, BASE)
+    barrier: Barrier = maps._barrier  # type: ignore[assignment]
+    maps.apply(plan(BASE), plan(CHANGED))
+    assert barrier.calls == 0 and fake.settings().active == 1
+    assert fake.slot_contents(0) == expected_contents(plan(BASE), 0)
+    fake.log.clear()
+    maps.apply(plan(CHANGED), plan(THIRD))
+    barrier_at = fake.log.index(("barrier", ""))
+    first_write_to_slot_0 = next(i for i, (op, name) in enumerate(fake.log) if op == "update" and name != "rules")
+    assert barrier.calls == 1 and barrier_at < first_write_to_slot_0
+    assert fake.slot_contents(0) == expected_contents(plan(THIRD), 0)
+    assert fake.slot_contents(1) == expected_contents(plan(CHANGED), 1)  # retired by the next retire
+    maps.retire()
+    maps.retire()  # nothing left: no second wait
+    assert barrier.calls == 2
+    assert fake.slot_contents(1) == expected_contents(MapPlan(maps={}, watch=0), 1)
+
+
+def test_a_failed_wait_leaves_the_slot_to_retire_and_refuses_to_write_into_it() -> None:
+    fake = FakeBpf()
+    maps = loaded(fake, BASE)
+    maps.apply(plan(BASE), plan(CHANGED))
+
+    def failing() -> None:
+        raise OSError(4, "Interrupted system call")
+
+    maps._barrier = failing
+    with pytest.raises(ReloadError, match="old policy slot 0 failed, previous policy kept"):
+        maps.retire()
+    writes_before = fake.updates
+    with pytest.raises(ReloadError, match="old policy slot 0 failed, previous policy kept"):
+        maps.apply(plan(CHANGED), plan(BASE))
+    assert fake.updates == writes_before and fake.settings().active == 1
+    maps._barrier = Barrier(fake)
+    maps.apply(plan(CHANGED), plan(BASE))
+    assert fake.settings().active == 0 and fake.slot_contents(0) == expected_contents(plan(BASE), 0)
 
 
 def test_a_hook_sees_one_whole_policy_at_every_step_of_a_reload() -> None:
@@ -212,6 +256,7 @@ def test_the_flip_changes_one_byte_and_clearing_waits_for_the_barrier() -> None:
     settings_values = []
     fake.observer = lambda: settings_values.append(fake.maps["settings"][SETTINGS_KEY])
     maps.apply(plan(BASE), plan(CHANGED))
+    maps.retire()
     kinds = [entry for entry in fake.log if entry[1] == "settings" or entry[0] == "barrier"]
     assert kinds == [("update", "settings"), ("update", "settings"), ("barrier", "")]
     first_settings = fake.log.index(("update", "settings"))
@@ -253,7 +298,8 @@ def test_old_entries_that_could_not_be_cleared_are_retried_before_the_slot_is_re
     fake = FakeBpf()
     maps = loaded(fake, BASE)
     fake.fail_on_delete = 1
-    maps.apply(plan(BASE), plan(CHANGED))  # in force; one old entry is left in slot 0
+    maps.apply(plan(BASE), plan(CHANGED))  # in force
+    maps.retire()  # one old entry is left in slot 0
     assert maps.generation == 2
     assert fake.slot_contents(0) != expected_contents(MapPlan(maps={}, watch=0), 0)
     maps.apply(plan(CHANGED), plan(BASE))  # the retry removes it before slot 0 is written
@@ -265,6 +311,7 @@ def test_a_slot_that_cannot_be_cleaned_refuses_the_next_reload() -> None:
     maps = loaded(fake, BASE)
     fake.fail_on_delete = 1
     maps.apply(plan(BASE), plan(CHANGED))
+    maps.retire()
     fake.fail_on_delete = fake.deletes + 1  # the retry fails too
     writes_before = fake.updates
     with pytest.raises(ReloadError, match="could not be removed; previous policy kept"):
@@ -276,6 +323,7 @@ def test_removed_array_entries_are_zeroed_not_deleted() -> None:
     fake = FakeBpf()
     maps = loaded(fake, BASE)
     maps.apply(plan(BASE), plan(CHANGED))
+    maps.retire()
     assert fake.maps["rules"][bytes(ctypes.c_uint32(abi.rule_index(0, 2)))] == bytes(abi.RuleConfig())
     assert ("delete", "rules") not in fake.log and ("delete", "targets") not in fake.log
 
