@@ -3,11 +3,12 @@
 The agent's loop waits for events in the ring buffer's epoll_wait (up to
 POLL_MS) and learns of SIGHUP (reload), SIGUSR1 (reopen), SIGTERM and SIGINT
 (stop) because the signal interrupts that wait. The kernel delivers a signal
-sent to the process to any one of its threads that does not block it: taken
-by a helper thread (the process-connector reader, the metrics server), it
-interrupts nothing the loop waits in, and the loop sees it only when its wait
-times out. Measured in the emulated test VM: a reload whose work took 110 ms
-was reported 610 ms after its SIGHUP (tests/bench, docs/performance.md).
+sent to the process to one of its threads that does not block it: the main
+thread when it can take it, but another one when the main thread has a
+signal pending already (kernel/signal.c, complete_signal). Taken by a helper
+thread (the process-connector reader, the metrics server), it interrupts
+nothing the loop waits in, and the loop sees it only when its wait times
+out, up to POLL_MS later.
 
 So every helper thread is started inside `helper_threads_block_signals()`: a
 thread inherits the signal mask of the thread that creates it, so it blocks
