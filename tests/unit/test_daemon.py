@@ -163,6 +163,48 @@ class FloodedEnforcement(FakeEnforcement):
         pass
 
 
+class QuietEnforcement(FakeEnforcement):
+    """No records ever; a SIGHUP comes while the agent is busy (a due task)."""
+
+    def __init__(self, plan: MapPlan, agent) -> None:
+        super().__init__(plan)
+        self.agent = agent
+        self.timeouts: List[int] = []
+
+    def poll(self, timeout_ms: int, budget: int) -> bool:
+        self.timeouts.append(timeout_ms)
+        if len(self.timeouts) == 4:
+            self.agent._stop = True
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_signal_that_came_while_the_loop_was_busy_is_handled_without_waiting(agent) -> None:
+    """The flag a signal set while the loop was not waiting (here: during a
+    due task) is seen before the loop waits again: the next poll does not wait."""
+    quiet = QuietEnforcement(agent.enforcement.plan, agent)
+    agent.enforcement = quiet
+    calls = []
+
+    def busy_task() -> None:
+        calls.append(len(quiet.timeouts))
+        if len(calls) == 1:
+            agent._reload = True  # what SIGHUP's handler does, mid-task
+
+    agent.scheduler.every(0.0, "busy", busy_task)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP,
+                                                       signal.SIGUSR1)}
+    try:
+        assert agent.loop() == 0
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert quiet.timeouts[:3] == [daemon.POLL_MS, 0, daemon.POLL_MS], quiet.timeouts
+    assert [r["message"] for r in records(agent) if r["type"] == "agent"][0] == "reloaded"
+
+
 def test_a_flood_of_records_does_not_starve_reload_or_stop(agent) -> None:
     flooded = FloodedEnforcement(agent.enforcement.plan, agent)
     agent.enforcement = flooded
