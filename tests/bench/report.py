@@ -263,7 +263,7 @@ _METHOD = """\
 One command from the repository root, as root:
 
 ```sh
-.venv/bin/python -m tests.bench            # full: 11 rounds (estimated 30-35 minutes on 2 cores)
+.venv/bin/python -m tests.bench            # full: 11 rounds (about 30 minutes on 2 cores)
 .venv/bin/python -m tests.bench --quick    # 5 rounds, fewer iterations (about 10 minutes)
 .venv/bin/python -m tests.bench --kernel 6.12
 ```
