@@ -143,42 +143,44 @@ def test_notifier_sends_only_under_systemd(tmp_path, monkeypatch) -> None:
     silent.send("READY=1")  # no socket: nothing is sent, and no error
 
 
-class FloodedEnforcement(FakeEnforcement):
+class PolledEnforcement(FakeEnforcement):
+    """Records the loop's poll timeouts; `on_poll(n)` says, at the n-th poll
+    (from 1), whether records remain (and may set the agent's signal flags)."""
+
+    def __init__(self, plan: MapPlan, agent) -> None:
+        super().__init__(plan)
+        self.agent = agent
+        self.timeouts: List[int] = []
+
+    def poll(self, timeout_ms: int, budget: int) -> bool:
+        self.timeouts.append(timeout_ms)
+        return not self.on_poll(len(self.timeouts))
+
+    def on_poll(self, n: int) -> bool:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class FloodedEnforcement(PolledEnforcement):
     """Every poll uses its whole budget: the ring buffer never runs dry."""
 
-    def __init__(self, plan: MapPlan, agent) -> None:
-        super().__init__(plan)
-        self.agent = agent
-        self.timeouts: List[int] = []
-
-    def poll(self, timeout_ms: int, budget: int) -> bool:
-        self.timeouts.append(timeout_ms)
-        if len(self.timeouts) == 3:
+    def on_poll(self, n: int) -> bool:
+        if n == 3:
             self.agent._reload = True  # what SIGHUP does
-        if len(self.timeouts) == 6:
+        if n == 6:
             self.agent._stop = True  # what SIGTERM does
-        return len(self.timeouts) > 12  # backlog until the final drain has run a while
-
-    def close(self) -> None:
-        pass
+        return n <= 12  # backlog until the final drain has run a while
 
 
-class QuietEnforcement(FakeEnforcement):
-    """No records ever; a SIGHUP comes while the agent is busy (a due task)."""
+class QuietEnforcement(PolledEnforcement):
+    """No records ever; stopped at the fourth poll."""
 
-    def __init__(self, plan: MapPlan, agent) -> None:
-        super().__init__(plan)
-        self.agent = agent
-        self.timeouts: List[int] = []
-
-    def poll(self, timeout_ms: int, budget: int) -> bool:
-        self.timeouts.append(timeout_ms)
-        if len(self.timeouts) == 4:
+    def on_poll(self, n: int) -> bool:
+        if n == 4:
             self.agent._stop = True
-        return True
-
-    def close(self) -> None:
-        pass
+        return False
 
 
 def test_a_signal_that_came_while_the_loop_was_busy_is_handled_without_waiting(agent) -> None:
