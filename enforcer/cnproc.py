@@ -5,12 +5,13 @@ that joined multicast group CN_IDX_PROC and sent PROC_CN_MCAST_LISTEN
 (include/uapi/linux/cn_proc.h, connector.h). Root only (CAP_NET_ADMIN), and
 only with CONFIG_PROC_EVENTS.
 
-pyroute2 is the project's netlink library. Debian's 0.7.2 has no connector
-module (pyroute2.netlink.connector.cn_proc came later), so this module
-speaks the protocol itself over pyroute2's NetlinkSocket: the socket, its
-bind to the group and its receive are pyroute2's; the two small structs
-inside each message (cn_msg, proc_event) are unpacked here with `struct`,
-which keeps the parsing pure and testable with byte layouts built by hand.
+The socket is the standard library's (AF_NETLINK is a plain socket family
+on Linux), not pyroute2's: Debian's pyroute2 0.7.2 has no connector module,
+and its NetlinkSocket changed shape in 0.9 (PyPI's 0.9.7 has no
+getsockname(), which this module needs for its port id: an agent installed
+from PyPI failed to start the connector). The two small structs inside each
+message (cn_msg, proc_event) are unpacked here with `struct`, which keeps the
+parsing pure and testable with byte layouts built by hand.
 
 Layout of one message (all native-endian, x86-64 little):
 
@@ -154,31 +155,41 @@ class ConnectorUnavailable(OSError):
     pass
 
 
+#: setsockopt options (asm-generic/socket.h): SO_RCVBUFFORCE passes over
+#: net.core.rmem_max, with CAP_NET_ADMIN (which joining the group needs anyway).
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+
+def open_connector(rcvbuf: int) -> socket.socket:
+    """A netlink socket joined to the process events group, listening.
+
+    Raises ConnectorUnavailable with the kernel's reason (EPERM without
+    CAP_NET_ADMIN, EPROTONOSUPPORT without the connector)."""
+    try:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, NETLINK_CONNECTOR)
+    except OSError as error:
+        raise ConnectorUnavailable(error.errno, f"netlink connector socket: {error.strerror}") from None
+    try:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+        except PermissionError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # capped at net.core.rmem_max
+        sock.bind((0, CN_IDX_PROC))  # port id 0: the kernel picks one
+        sock.sendto(listen_message(sock.getsockname()[0]), (0, 0))
+    except OSError as error:
+        sock.close()
+        raise ConnectorUnavailable(error.errno, f"process events connector: {error.strerror}") from None
+    return sock
+
+
 class ProcessEventListener:
     """Reads process events on a thread of its own and hands each to `cache`
     (enforcer.proccache.ProcessCache): a short-lived process is read from
     /proc while it still exists, whatever the agent's main loop is doing."""
 
     def __init__(self, cache, rcvbuf: int = 4 << 20) -> None:
-        from pyroute2.netlink.nlsocket import NetlinkSocket  # noqa: PLC0415 - only where it runs
-
         self.cache = cache
-        try:
-            self._socket = NetlinkSocket(family=NETLINK_CONNECTOR, rcvbuf=rcvbuf)
-        except OSError as error:
-            raise ConnectorUnavailable(error.errno, f"netlink connector socket: {error.strerror}") from None
-        try:
-            self._socket.bind(groups=CN_IDX_PROC)
-            port = self._socket.getsockname()[0]
-            self._socket.sendto(listen_message(port), (0, 0))
-        except OSError as error:
-            self._socket.close()
-            raise ConnectorUnavailable(error.errno, f"process events connector: {error.strerror}") from None
-        except KeyError as error:
-            # pyroute2's bind tries port ids until one binds, and says KeyError when
-            # none did: what a refused bind (no CAP_NET_ADMIN in a container) looks like
-            self._socket.close()
-            raise ConnectorUnavailable(errno.EPERM, f"process events connector: bind refused ({error})") from None
+        self._socket = open_connector(rcvbuf)
         self.overruns = 0  # the socket's buffer overflowed (ENOBUFS): events were missed
         self._stop = False
         self._stopped = False  # the connector failed for good: nothing more to read
