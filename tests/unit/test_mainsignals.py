@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -34,11 +33,13 @@ def test_a_thread_started_inside_blocks_the_agents_signals_and_the_main_thread_d
 
 
 def test_a_signal_sent_meanwhile_reaches_the_main_thread_afterwards() -> None:
+    """Sent to the main thread itself: a signal sent to the process could be
+    taken by any other thread of the test process that does not block it."""
     got = []
     previous = signal.signal(signal.SIGUSR1, lambda signum, frame: got.append(threading.current_thread().name))
     try:
         with helper_threads_block_signals():
-            os.kill(os.getpid(), signal.SIGUSR1)
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
             time.sleep(0.05)
             assert got == []  # pending while blocked
         deadline = time.monotonic() + 5
