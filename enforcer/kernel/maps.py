@@ -22,8 +22,9 @@ succeed) before the next reload writes into that slot.
 
 Steps 4 and 5 (`retire`) are the agent's to run once it has reported the
 reload: no one waits on the grace period (15 ms measured in the emulated test
-VM) nor on the clearing (one bpf(2) call per entry of the old policy). The next `apply` retires first if that has not happened, so a slot is
-never written while a hook run may still read it.
+VM) nor on the clearing (one bpf(2) call per entry of the old policy). The
+next `apply` retires first if that has not happened, so a slot is never
+written while a hook run may still read it.
 
 Separate from the loader so that the protocol is tested without a kernel: the
 bpf(2) calls come from an injectable object with bpfsys's

@@ -91,19 +91,10 @@ def test_the_compile_worker_gives_what_compiling_in_process_gives(kernels, tmp_p
 
 
 def _fd_blind(obj):  # type: ignore[no-untyped-def]
-    """Each program with its map-fd loads' immediates zeroed: the fds bcc's
-    maps had in the compiling process, which the loader relocates by name."""
-    import struct
-
-    from enforcer.kernel.bpfobject import INSN_SIZE, map_fd_loads
-
-    blind = []
-    for program in obj.programs:
-        insns = bytearray(program.insns)
-        for index, _fd in map_fd_loads(program.insns):
-            struct.pack_into("<i", insns, index * INSN_SIZE + 4, 0)
-        blind.append((program.name, program.hook, program.map_refs, bytes(insns)))
-    return blind
+    """Each program relocated with fd 0 for every map: the fds bcc's maps had
+    in the compiling process differ, and the loader relocates them by name."""
+    zeros = {spec.name: 0 for spec in obj.maps}
+    return [(p.name, p.hook, p.map_refs, p.relocated(zeros)) for p in obj.programs]
 
 
 def test_a_compile_error_in_the_worker_comes_back_with_clangs_diagnostics(kernels, tmp_path) -> None:
