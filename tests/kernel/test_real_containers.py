@@ -97,12 +97,10 @@ def agent(podman, control, tmp_path_factory, timings) -> Iterator[Agent]:
         yield running
 
 
-
-
 @pytest.fixture(scope="module")
 def privileged(podman, agent, timings) -> Iterator[Container]:
     yield from started_container(podman, agent, timings, ContainerSpec(privileged=True, cgroupns_host=True),
-                          "privileged")
+                                 "privileged")
 
 
 @pytest.fixture(scope="module")
