@@ -140,7 +140,7 @@ def _control_depends(text: str) -> List[str]:
 def test_debian_control_dependencies():
     text = CONTROL.read_text()
     deps = _control_depends(text)
-    for pkg in ("python3-bpfcc", "bpftool", "python3-pyroute2", "python3-sdnotify"):
+    for pkg in ("python3-bpfcc", "bpftool", "python3-sdnotify"):
         assert pkg in deps, pkg
     assert "python3 (>= 3.11) | python3-tomli" in deps
     build = re.search(r"^Build-Depends:(.*?)(?=^\S)", text, re.M | re.S).group(1)
@@ -151,7 +151,7 @@ def test_debian_control_dependencies():
 def test_rpm_spec_dependencies():
     text = SPEC.read_text()
     requires = re.findall(r"^Requires:\s*(.+)$", text, re.M)
-    for pkg in ("python3-bcc", "bpftool", "python3-pyroute2", "python3-sdnotify"):
+    for pkg in ("python3-bcc", "bpftool", "python3-sdnotify"):
         assert pkg in requires, pkg
     assert "(python3-tomli if python3 < 3.11)" in requires
     assert "%config(noreplace) %{_sysconfdir}/enforcer/policy.toml" in text
