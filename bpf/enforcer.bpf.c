@@ -37,6 +37,8 @@
 #define TMPFS_MAGIC		0x01021994
 #define HUGETLBFS_MAGIC		0x958458f6
 #define OVERLAYFS_SUPER_MAGIC	0x794c7630
+#define BPF_FS_MAGIC		0xcafe4a11
+#define ENF_PTRACE_MODE_ATTACH	0x02
 #define ENF_FMODE_READ		0x1
 #define ENF_FMODE_WRITE		0x2
 #define ENF_O_TRUNC		01000
@@ -101,6 +103,7 @@ struct verdict_ctx {
 	__u8 match;
 	__u8 has_new_path;
 	__u8 needs;		/* RuleFlag bits the deciding rule must carry (exec rules: EXEC or MAP) */
+	__u32 detail;		/* the event's detail (tamper rules) */
 	struct super_block *sb;
 };
 
@@ -114,6 +117,8 @@ BPF_LPM_TRIE(allow_exe, struct enforcer_lpm_key, __u64, ENFORCER_ALLOW_EXE_ENTRI
 BPF_HASH(allow_uid, struct enforcer_uid_key, __u64, ENFORCER_ALLOW_UID_ENTRIES);
 BPF_LPM_TRIE(allow_cgroup, struct enforcer_lpm_key, __u64, ENFORCER_ALLOW_CGROUP_ENTRIES);
 BPF_HASH(place_devs, struct enforcer_dev_key, __u32, ENFORCER_PLACE_DEVS_ENTRIES);
+/* enforcer's own maps, programs and links (filled by the agent at load) */
+BPF_HASH(protected_objects, struct enforcer_object_key, __u32, ENFORCER_PROTECTED_OBJECTS_ENTRIES);
 BPF_PERCPU_ARRAY(stats, __u64, ENFORCER_STATS_ENTRIES);
 /* pid_tgid -> dentry of a protected file just opened with O_TRUNC and let
  * through (audit, allowlist). The kernel then calls path_truncate for the
@@ -551,7 +556,6 @@ static __always_inline void capture_ancestry(struct enforcer_event *ev, struct t
 #endif
 	READ_KERNEL(leader, task->group_leader);
 	ev->start_ns = leader ? task_start_ns(leader) : 0;
-	ev->reserved = 0;
 	for (int i = 0; i < ENFORCER_ANCESTRY_MAX; i++) {
 		struct enforcer_ancestor *a = &ev->ancestors[i & (ENFORCER_ANCESTRY_MAX - 1)];
 
@@ -655,6 +659,7 @@ static __always_inline void emit(struct scratch *s, struct verdict_ctx *v, __u8 
 		copy_str(ev->new_path, &s->aux);
 	copy_str(ev->exe, &s->exe);
 	copy_str(ev->cgroup, &s->cgroup);
+	ev->detail = v->detail;
 	capture_ancestry(ev, task);
 	events.ringbuf_submit(ev, 0);
 }
@@ -933,6 +938,250 @@ LSM_PROBE(path_truncate, const struct path *path, int ret)
 	return check_file(dentry, vfsmnt, sb, magic, 1, 0, ENFORCER_HOOK_PATH_TRUNCATE);
 }
 
+/* --- tamper: enforcer's own objects and process (kind "tamper") ------------
+ *
+ * Who is judged: only tasks whose scope has a tamper rule (container scope;
+ * host root's commands need exec-time marks, docs/threat-model.md). Never the
+ * running agent itself. Each hook leaves after one or two loads unless the
+ * object is enforcer's.
+ */
+
+/* 1 when `task`'s thread group is the running agent: its tgid, and its start
+ * time in clock ticks, so that a process that got the pid of an agent gone
+ * is not taken for it. */
+static __always_inline int task_is_agent(struct enforcer_settings *cfg, struct task_struct *task)
+{
+	struct task_struct *leader = NULL;
+	__u32 tgid = 0;
+
+	READ_KERNEL(tgid, task->tgid);
+	if (!cfg->agent_tgid || tgid != cfg->agent_tgid)
+		return 0;
+#ifdef ENFORCER_TASK_START
+	READ_KERNEL(leader, task->group_leader);
+	if (!leader || !cfg->tick_ns)
+		return 0;
+	return task_start_ns(leader) / cfg->tick_ns == cfg->agent_start_ticks;
+#else
+	return 1;	/* no start time in this kernel: the pid alone (docs/threat-model.md) */
+#endif
+}
+
+static __always_inline int current_is_agent(struct enforcer_settings *cfg)
+{
+	return task_is_agent(cfg, (struct task_struct *)bpf_get_current_task());
+}
+
+/* The tamper rule covering `target` for the acting task, unless it is the
+ * agent; v->rule is set. NULL: nothing to decide. */
+static __always_inline struct scratch *tamper_hit(struct enforcer_settings *cfg, __u32 target,
+						  struct verdict_ctx *v, __u64 *mntns, __u32 *scope)
+{
+	if (current_is_agent(cfg))
+		return NULL;
+	return target_hit(cfg, target, v, mntns, scope);
+}
+
+/* Writes a kernel string (an object's name) as the event's path. */
+static __always_inline void name_as_path(struct scratch *s, const char *name)
+{
+	s->obj.data[1] = 0;
+	if (name)
+		bpf_probe_read_kernel_str(&s->obj.data[1], ENFORCER_COMM_LEN, name);
+	s->obj.truncated = 0;
+}
+
+/* An fd of a BPF object is about to be made: by id, by pin, or at creation. */
+static __always_inline int judge_bpf_object(__u32 kind, __u32 id, const char *name, __u32 hook)
+{
+	struct enforcer_object_key key = {.kind = kind, .id = id};
+	struct enforcer_settings *cfg;
+	struct verdict_ctx v = {};
+	struct scratch *s;
+	__u64 mntns = 0;
+	__u32 scope;
+
+	cfg = get_settings();
+	if (!cfg || !(begin_decision(cfg, &v) & ENFORCER_WATCH_TAMPER_BPF))
+		return 0;
+	if (!protected_objects.lookup(&key))
+		return 0;
+	s = tamper_hit(cfg, ENFORCER_TARGET_TAMPER_BPF_OBJECT, &v, &mntns, &scope);
+	if (!s)
+		return 0;
+	v.hook = hook;
+	v.access = ENFORCER_ACCESS_OBTAIN;
+	v.detail = id;
+	name_as_path(s, name);
+	return apply_rule(s, &v, mntns, scope);
+}
+
+LSM_PROBE(bpf_map, struct bpf_map *map, fmode_t fmode, int ret)
+{
+	if (ret)
+		return ret;
+	return judge_bpf_object(ENFORCER_OBJECT_MAP, map->id, map->name, ENFORCER_HOOK_BPF_MAP);
+}
+
+LSM_PROBE(bpf_prog, struct bpf_prog *prog, int ret)
+{
+	struct bpf_prog_aux *aux;
+
+	if (ret)
+		return ret;
+	aux = prog->aux;
+	if (!aux)
+		return 0;
+	return judge_bpf_object(ENFORCER_OBJECT_PROG, aux->id, aux->name, ENFORCER_HOOK_BPF_PROG);
+}
+
+/* A link fd has no hook of its own (bpf_link_new_fd): BPF_LINK_GET_FD_BY_ID
+ * is judged on the command, whose attr is the kernel's copy. A link pin
+ * opened with BPF_OBJ_GET is not (docs/threat-model.md): an LSM link fd
+ * cannot detach or replace the program (no .detach, no .update_prog). */
+#ifdef ENFORCER_HOOK_WITH_TAIL_BPF
+#define ENFORCER_HOOK_TAIL_BPF , bool kernel	/* Linux 6.14+ */
+#else
+#define ENFORCER_HOOK_TAIL_BPF
+#endif
+LSM_PROBE(bpf, int cmd, union bpf_attr *attr, unsigned int size ENFORCER_HOOK_TAIL_BPF, int ret)
+{
+	if (ret)
+		return ret;
+	if (cmd != BPF_LINK_GET_FD_BY_ID)
+		return 0;
+	return judge_bpf_object(ENFORCER_OBJECT_LINK, attr->link_id, NULL, ENFORCER_HOOK_BPF);
+}
+
+/* 1 when `dentry` is enforcer's pin directory or lies in it (a pin, an
+ * instance directory, a pin in an instance directory). */
+static __always_inline int is_pin_entry(struct enforcer_settings *cfg, struct dentry *dentry)
+{
+#pragma unroll
+	for (int level = 0; level < 3; level++) {
+		struct inode *inode = NULL;
+		unsigned long ino = 0;
+
+		if (!dentry)
+			return 0;
+		READ_KERNEL(inode, dentry->d_inode);
+		if (inode)
+			READ_KERNEL(ino, inode->i_ino);
+		if (inode && ino == cfg->pins_ino)
+			return 1;
+		dentry = parent_of(dentry);
+	}
+	return 0;
+}
+
+/* Removing or renaming enforcer's pins: the last pin of a link that no
+ * process holds is what keeps a program attached. */
+static __always_inline int judge_pin_change(struct inode *dir, struct dentry *dentry,
+					    struct dentry *other, __u32 hook)
+{
+	struct enforcer_settings *cfg;
+	struct super_block *sb = NULL;
+	struct verdict_ctx v = {};
+	struct scratch *s;
+	unsigned long magic = 0;
+	__u32 dev = 0, scope;
+	__u64 mntns = 0;
+
+	READ_KERNEL(sb, dir->i_sb);
+	if (!sb)
+		return 0;
+	READ_KERNEL(magic, sb->s_magic);
+	if (magic != BPF_FS_MAGIC)
+		return 0;
+	cfg = get_settings();
+	if (!cfg || !(begin_decision(cfg, &v) & ENFORCER_WATCH_TAMPER_PINS) || !cfg->pins_ino)
+		return 0;
+	READ_KERNEL(dev, sb->s_dev);
+	if (dev != cfg->pins_dev)
+		return 0;
+	if (!is_pin_entry(cfg, dentry) && !(other && is_pin_entry(cfg, other)))
+		return 0;
+	s = tamper_hit(cfg, ENFORCER_TARGET_TAMPER_PIN, &v, &mntns, &scope);
+	if (!s)
+		return 0;
+	v.hook = hook;
+	v.sb = sb;
+	v.access = hook == ENFORCER_HOOK_INODE_RENAME ? ENFORCER_ACCESS_RENAME : ENFORCER_ACCESS_REMOVE;
+	/* no vfsmount here: the path is relative to the bpffs root */
+	resolve_path(s, &s->obj, dentry, NULL);
+	if (other) {
+		v.has_new_path = 1;
+		resolve_path(s, &s->aux, other, NULL);
+	}
+	return apply_rule(s, &v, mntns, scope);
+}
+
+LSM_PROBE(inode_unlink, struct inode *dir, struct dentry *dentry, int ret)
+{
+	if (ret)
+		return ret;
+	return judge_pin_change(dir, dentry, NULL, ENFORCER_HOOK_INODE_UNLINK);
+}
+
+LSM_PROBE(inode_rmdir, struct inode *dir, struct dentry *dentry, int ret)
+{
+	if (ret)
+		return ret;
+	return judge_pin_change(dir, dentry, NULL, ENFORCER_HOOK_INODE_RMDIR);
+}
+
+/* The agent as the object: a signal or a ptrace access aimed at it. */
+static __always_inline int judge_agent_access(struct task_struct *target, __u32 target_slot,
+					      __u32 hook, __u32 access, __u32 detail)
+{
+	struct enforcer_settings *cfg;
+	struct verdict_ctx v = {};
+	struct scratch *s;
+	__u64 mntns = 0;
+	__u32 scope;
+
+	cfg = get_settings();
+	if (!cfg || !(begin_decision(cfg, &v) & ENFORCER_WATCH_TAMPER_AGENT))
+		return 0;
+	if (!task_is_agent(cfg, target))
+		return 0;
+	s = tamper_hit(cfg, target_slot, &v, &mntns, &scope);
+	if (!s)
+		return 0;
+	v.hook = hook;
+	v.access = access;
+	v.detail = detail;
+	name_as_path(s, target->comm);	/* the path names the agent by its comm */
+	return apply_rule(s, &v, mntns, scope);
+}
+
+/* Signals from user space only (kill, tgkill, pidfd_send_signal, sigqueue):
+ * the kernel's own (OOM killer, cgroup.kill) never come here. Signal 0 only
+ * probes that the process exists and is let through. */
+LSM_PROBE(task_kill, struct task_struct *p, struct kernel_siginfo *info, int sig,
+	  const struct cred *cred, int ret)
+{
+	if (ret)
+		return ret;
+	if (sig == 0)
+		return 0;
+	return judge_agent_access(p, ENFORCER_TARGET_TAMPER_SIGNAL, ENFORCER_HOOK_TASK_KILL,
+				  ENFORCER_ACCESS_SIGNAL, sig);
+}
+
+/* Attach-mode accesses only (ptrace attach, /proc/PID/mem, process_vm_writev,
+ * pidfd_getfd): read-mode checks come from every `ps` reading /proc/PID/stat
+ * and are let through (docs/threat-model.md). */
+LSM_PROBE(ptrace_access_check, struct task_struct *child, unsigned int mode, int ret)
+{
+	if (ret)
+		return ret;
+	if (!(mode & ENF_PTRACE_MODE_ATTACH))
+		return 0;
+	return judge_agent_access(child, ENFORCER_TARGET_TAMPER_PTRACE, ENFORCER_HOOK_PTRACE_ACCESS_CHECK,
+				  ENFORCER_ACCESS_TRACE, mode);
+}
+
 LSM_PROBE(inode_rename, struct inode *old_dir, struct dentry *old_dentry,
 	  struct inode *new_dir, struct dentry *new_dentry, int ret)
 {
@@ -943,6 +1192,9 @@ LSM_PROBE(inode_rename, struct inode *old_dir, struct dentry *old_dentry,
 	__u32 old_len = 0, new_len = 0, scope;
 	__u64 mntns = 0;
 
+	if (ret)
+		return ret;
+	ret = judge_pin_change(old_dir, old_dentry, new_dentry, ENFORCER_HOOK_INODE_RENAME);
 	if (ret)
 		return ret;
 	/* cheap test first: renames are frequent, this name is rare */

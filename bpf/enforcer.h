@@ -59,7 +59,19 @@ struct enforcer_settings {
 	__u8 reserved[3];
 	__u32 generation[ENFORCER_POLICY_SLOTS];	/* policy generation held by each slot */
 	__u32 watch[ENFORCER_POLICY_SLOTS];	/* ENFORCER_WATCH_* flags of each slot */
-	__u32 reserved2;
+	/* the running agent, which the tamper rules never judge: its tgid and its
+	 * start time in clock ticks (a reused pid is not the agent); 0: none */
+	__u32 agent_tgid;
+	__u32 pins_dev;		/* s_dev of the bpffs holding enforcer's pin directory (0: no pins) */
+	__u32 tick_ns;		/* ns per clock tick, for agent_start_ticks */
+	__u64 pins_ino;		/* inode number of the pin directory */
+	__u64 agent_start_ticks;	/* start_boottime / tick_ns of the agent's thread group leader */
+};
+
+/* protected_objects key: one of enforcer's own BPF objects. */
+struct enforcer_object_key {
+	__u32 kind;		/* ENFORCER_OBJECT_* */
+	__u32 id;		/* the kernel's map, program or link id */
 };
 
 struct enforcer_rule_config {
@@ -139,7 +151,7 @@ struct enforcer_event {
 	__u32 loginuid;		/* audit login uid (ENFORCER_EVENT_LOGIN_KNOWN) */
 	__u32 sessionid;	/* audit session id (ENFORCER_EVENT_LOGIN_KNOWN) */
 	__u32 ancestry_len;	/* ancestors[] filled: [0] the parent, then its parent ... */
-	__u32 reserved;
+	__u32 detail;		/* tamper events: object id, signal number or ptrace mode */
 	struct enforcer_ancestor ancestors[ENFORCER_ANCESTRY_MAX];
 };
 

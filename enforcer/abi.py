@@ -126,6 +126,13 @@ class Target(enum.IntEnum):
     HELPER_BINFMT_STATUS = 13  # status in any binfmt_misc mount
     #: release_agent given as a cgroup v1 mount parameter (mount, remount, fsconfig)
     RELEASE_AGENT_MOUNT = 14
+    #: tampering with enforcer itself (kind "tamper"): an fd of one of its BPF
+    #: maps, programs or links; removing or renaming its pins; a signal to the
+    #: agent; ptrace attach to the agent
+    TAMPER_BPF_OBJECT = 15
+    TAMPER_PIN = 16
+    TAMPER_SIGNAL = 17
+    TAMPER_PTRACE = 18
 
 
 TARGET_COUNT = len(Target)
@@ -144,6 +151,13 @@ class Hook(enum.IntEnum):
     BPRM_CREDS_FOR_EXEC = 6
     MMAP_FILE = 7
     FILE_MPROTECT = 8
+    BPF = 9  # the bpf(2) command, before it runs: here only BPF_LINK_GET_FD_BY_ID
+    BPF_MAP = 10  # an fd of a map is being made
+    BPF_PROG = 11  # an fd of a program is being made
+    INODE_UNLINK = 12
+    INODE_RMDIR = 13
+    TASK_KILL = 14  # a signal sent from user space
+    PTRACE_ACCESS_CHECK = 15
 
 
 class Access(enum.IntEnum):
@@ -153,6 +167,10 @@ class Access(enum.IntEnum):
     EXEC = 4
     MOUNT = 5  # a mount parameter
     MAP = 6  # a file mapped executable (mmap or mprotect with PROT_EXEC)
+    OBTAIN = 7  # an fd of a BPF object (by id or by pin); EventRecord.detail: its id
+    REMOVE = 8  # unlink or rmdir
+    SIGNAL = 9  # EventRecord.detail: the signal number
+    TRACE = 10  # ptrace attach, /proc/PID/mem, process_vm_writev, pidfd_getfd; detail: the mode bits
 
 
 class Action(enum.IntEnum):
@@ -197,6 +215,21 @@ class Watch(enum.IntFlag):
     HELPER_SYSFS = 64  # writes of /sys/kernel/uevent_helper in sysfs
     HELPER_BINFMT = 128  # writes of register or status in binfmt_misc
     CGROUP_MOUNT = 256  # release_agent as a cgroup v1 mount parameter
+    TAMPER_BPF = 512  # fds of enforcer's own maps, programs and links
+    TAMPER_PINS = 1024  # unlink, rmdir and rename under enforcer's pin directory
+    TAMPER_AGENT = 2048  # signals to and ptrace of the agent
+
+
+class ObjectKind(enum.IntEnum):
+    """ObjectKey.kind: which id space a protected BPF object's id belongs to."""
+
+    MAP = 1
+    PROG = 2
+    LINK = 3
+
+
+#: Entries of `protected_objects`: enforcer's maps, programs and links, with room.
+MAX_PROTECTED_OBJECTS = 64
 
 
 class EventFlag(enum.IntFlag):
@@ -241,8 +274,24 @@ class Settings(ctypes.Structure):
         ("reserved", ctypes.c_uint8 * 3),
         ("generation", ctypes.c_uint32 * POLICY_SLOTS),  # generation held by each slot
         ("watch", ctypes.c_uint32 * POLICY_SLOTS),  # Watch flags of each slot
-        ("reserved2", ctypes.c_uint32),
+        # The running agent, for the tamper rules, which never judge it: its
+        # pid (tgid), and its start time in clock ticks (/proc/PID/stat's
+        # starttime, i.e. start_boottime / tick_ns) so that a process that
+        # reuses the pid of an agent gone is not taken for it. 0: no agent.
+        ("agent_tgid", ctypes.c_uint32),
+        # enforcer's pin directory (/sys/fs/bpf/enforcer): super_block.s_dev
+        # of its bpffs and its inode number. 0: not pinned.
+        ("pins_dev", ctypes.c_uint32),
+        ("tick_ns", ctypes.c_uint32),  # nanoseconds per clock tick (1e9 / sysconf(_SC_CLK_TCK))
+        ("pins_ino", ctypes.c_uint64),
+        ("agent_start_ticks", ctypes.c_uint64),
     ]
+
+
+class ObjectKey(ctypes.Structure):
+    """`protected_objects` key: one of enforcer's BPF objects."""
+
+    _fields_ = [("kind", ctypes.c_uint32), ("id", ctypes.c_uint32)]  # ObjectKind, the kernel's id
 
 
 class RuleConfig(ctypes.Structure):
@@ -345,7 +394,7 @@ class EventRecord(ctypes.Structure):
         ("loginuid", ctypes.c_uint32),  # audit login uid (EventFlag.LOGIN_KNOWN); 4294967295: unset
         ("sessionid", ctypes.c_uint32),  # audit session id (EventFlag.LOGIN_KNOWN); 4294967295: unset
         ("ancestry_len", ctypes.c_uint32),  # entries of `ancestors` filled, parent first
-        ("reserved", ctypes.c_uint32),
+        ("detail", ctypes.c_uint32),  # tamper events: object id, signal number or ptrace mode (see Access)
         ("ancestors", Ancestor * ANCESTRY_MAX),
     ]
 
@@ -354,6 +403,7 @@ class EventRecord(ctypes.Structure):
 SHARED_STRUCTS: Dict[str, type] = {
     "settings": Settings,
     "rule_config": RuleConfig,
+    "object_key": ObjectKey,
     "lpm_key": LpmKey,
     "exec_place": ExecPlace,
     "fstype_key": FsTypeKey,
@@ -398,6 +448,7 @@ def cflags() -> List[str]:
     flags += _enum_defines("WATCH", Watch)
     flags += _enum_defines("EVENT", EventFlag)
     flags += _enum_defines("STAT", Stat)
+    flags += _enum_defines("OBJECT", ObjectKind)
     return flags
 
 

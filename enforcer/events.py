@@ -6,6 +6,7 @@ arguments so that it can be tested.
 
 from __future__ import annotations
 
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -57,6 +58,41 @@ class Ancestor:
 
 
 @dataclass(frozen=True)
+class TamperTarget:
+    """What a tamper event aimed at: one of enforcer's BPF objects (with its
+    kernel id, as bpftool shows it), its pins, or the agent process."""
+
+    object: str  # "map" | "program" | "link" | "pin" | "agent"
+    id: Optional[int] = None  # map, program or link id
+    signal: Optional[str] = None  # signal sent to the agent, e.g. "SIGKILL" ("signal 40" when unnamed)
+    ptrace_mode: Optional[int] = None  # PTRACE_MODE_* bits asked for
+
+
+#: Object kinds of tamper events by hook (the pin hooks and the agent hooks by access).
+_OBJECT_OF_HOOK = {abi.Hook.BPF_MAP: "map", abi.Hook.BPF_PROG: "program", abi.Hook.BPF: "link"}
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _tamper(record: abi.EventRecord) -> Optional[TamperTarget]:
+    if record.access == abi.Access.OBTAIN:
+        return TamperTarget(_OBJECT_OF_HOOK.get(record.hook, "object"), id=record.detail)
+    if record.access == abi.Access.SIGNAL:
+        return TamperTarget("agent", signal=_signal_name(record.detail))
+    if record.access == abi.Access.TRACE:
+        return TamperTarget("agent", ptrace_mode=record.detail)
+    if record.hook in (abi.Hook.INODE_UNLINK, abi.Hook.INODE_RMDIR) or (
+            record.hook == abi.Hook.INODE_RENAME and record.fstype == b"bpf"):
+        return TamperTarget("pin")
+    return None
+
+
+@dataclass(frozen=True)
 class Event:
     """One blocked or audited action, as reported to the operator."""
 
@@ -77,6 +113,8 @@ class Event:
     #: kernel_helper only: the setting written (core_pattern, binfmt_register...).
     #: Not the value: it is written after open(2), where the decision is made.
     setting: Optional[str]
+    #: tamper only: what of enforcer the action aimed at (None for other kinds)
+    tamper: Optional["TamperTarget"]
     fstype: str
     pid: int
     tid: int
@@ -209,6 +247,7 @@ def decode(record: abi.EventRecord, plan: Optional[MapPlan], clock: BootClock) -
         new_path=_new_path(record),
         match=match,
         setting=_setting(info, path, fstype),
+        tamper=_tamper(record),
         fstype=fstype,
         pid=record.pid,
         tid=record.tid,

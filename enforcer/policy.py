@@ -37,6 +37,7 @@ class RuleKind(str, enum.Enum):
     RELEASE_AGENT = "release_agent"
     EXEC = "exec"
     KERNEL_HELPER = "kernel_helper"
+    TAMPER = "tamper"
 
 
 class SysrqAccess(str, enum.Enum):
@@ -69,6 +70,14 @@ class KernelHelperSetting(str, enum.Enum):
     HOTPLUG = "hotplug"  # /proc/sys/kernel/hotplug (the same setting, as a sysctl)
     BINFMT_REGISTER = "binfmt_register"  # register of any binfmt_misc mount (adds an interpreter)
     BINFMT_STATUS = "binfmt_status"  # status of any binfmt_misc mount (enables or flushes)
+
+
+class TamperObject(str, enum.Enum):
+    """What of enforcer itself a tamper rule protects."""
+
+    BPF = "bpf"  # fds of its BPF maps, programs and links (by id or by pin): bpftool map update, prog dump...
+    PINS = "pins"  # unlink, rmdir, rename under /sys/fs/bpf/enforcer
+    AGENT = "agent"  # signals to the agent process (but 0) and ptrace attach to it
 
 
 #: The pseudo filesystem name that stands for anonymous files: memfd_create(2)
@@ -154,7 +163,14 @@ class KernelHelperRule:
     kind: RuleKind = field(default=RuleKind.KERNEL_HELPER, init=False)
 
 
-Rule = Union[SysrqRule, ReleaseAgentRule, ExecRule, KernelHelperRule]
+@dataclass(frozen=True)
+class TamperRule:
+    meta: RuleMeta
+    protect: FrozenSet[TamperObject]
+    kind: RuleKind = field(default=RuleKind.TAMPER, init=False)
+
+
+Rule = Union[SysrqRule, ReleaseAgentRule, ExecRule, KernelHelperRule, TamperRule]
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,9 @@ class HookSpec:
 
     hook: abi.Hook
     params: Tuple[str, ...]
+    #: arguments newer kernels pass after `params` (the C declares them through
+    #: ENFORCER_HOOK_TAIL_<HOOK>, defined by kernel/features.py from BTF)
+    optional_tail: Tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -116,6 +119,7 @@ MAPS: Tuple[MapSpec, ...] = (
     MapSpec("allow_uid", MapKind.HASH, abi.UidKey, _U64, abi.MAX_ALLOW, policy=True),
     MapSpec("allow_cgroup", MapKind.LPM_TRIE, abi.LpmKey, _U64, abi.MAX_ALLOW, policy=True),
     MapSpec("place_devs", MapKind.HASH, abi.DevKey, _U32, abi.MAX_PLACE_DEVS + abi.MAX_SYSTEM_OVERLAYS, policy=True),
+    MapSpec("protected_objects", MapKind.HASH, abi.ObjectKey, _U32, abi.MAX_PROTECTED_OBJECTS),
     MapSpec("stats", MapKind.PERCPU_ARRAY, _U32, _U64, abi.STAT_COUNT),
     MapSpec("truncating_opens", MapKind.LRU_HASH, _U64, _U64, TRUNCATING_OPENS_MAX),
     MapSpec("scratch_map", MapKind.PERCPU_ARRAY, _U32, None, 1),
@@ -128,6 +132,15 @@ MAPS_BY_NAME: Dict[str, MapSpec] = {spec.name: spec for spec in MAPS}
 HOOKS: Tuple[HookSpec, ...] = (
     HookSpec(abi.Hook.FILE_OPEN, ("file",)),
     HookSpec(abi.Hook.PATH_TRUNCATE, ("path",)),
+    HookSpec(abi.Hook.BPF_MAP, ("map", "fmode")),
+    HookSpec(abi.Hook.BPF_PROG, ("prog",)),
+    # Linux 6.14+ (BPF tokens, signed programs) passes `kernel`: a bpf() call
+    # made by the kernel itself (a syscall program) rather than by a process.
+    HookSpec(abi.Hook.BPF, ("cmd", "attr", "size"), optional_tail=("kernel",)),
+    HookSpec(abi.Hook.INODE_UNLINK, ("dir", "dentry")),
+    HookSpec(abi.Hook.INODE_RMDIR, ("dir", "dentry")),
+    HookSpec(abi.Hook.TASK_KILL, ("p", "info", "sig", "cred")),
+    HookSpec(abi.Hook.PTRACE_ACCESS_CHECK, ("child", "mode")),
     HookSpec(abi.Hook.INODE_RENAME, ("old_dir", "old_dentry", "new_dir", "new_dentry")),
     HookSpec(abi.Hook.BPRM_CHECK_SECURITY, ("bprm",)),
     HookSpec(abi.Hook.FS_CONTEXT_PARSE_PARAM, ("fc", "param")),

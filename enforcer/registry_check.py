@@ -64,6 +64,9 @@ class ProgramDecl:
     name: str  # the hook's
     params: Tuple[str, ...]  # names of the hook's arguments, without the trailing `int ret`
     line: int
+    #: the last parameter is followed by ENFORCER_HOOK_TAIL_<HOOK>: the
+    #: arguments some kernels add (HookSpec.optional_tail), or nothing
+    has_tail: bool = False
 
 
 @dataclass(frozen=True)
@@ -142,12 +145,16 @@ def _program_decl(args: List[str], line: int) -> ProgramDecl:
     if len(args) < 2 or args[-1] != "int ret":
         raise DeclarationError(f"line {line}: LSM_PROBE must name the hook and end with `int ret`")
     params = []
+    tail_macro = f"ENFORCER_HOOK_TAIL_{args[0].upper()}"
+    has_tail = False
     for arg in args[1:-1]:
         names = _IDENTIFIER.findall(arg)
+        if names and names[-1] == tail_macro and arg is args[-2]:
+            names, has_tail = names[:-1], True
         if not names:
             raise DeclarationError(f"line {line}: LSM_PROBE parameter {arg!r} has no name")
         params.append(names[-1])
-    return ProgramDecl(name=args[0], params=tuple(params), line=line)
+    return ProgramDecl(name=args[0], params=tuple(params), line=line, has_tail=has_tail)
 
 
 def read_declarations(source: str) -> Declarations:
@@ -196,12 +203,15 @@ def _map_problems(spec: MapSpec, decl: MapDecl) -> List[str]:
 
 
 def _hook_problems(spec: HookSpec, decl: ProgramDecl) -> List[str]:
-    if decl.params == spec.params:
-        return []
-    return [
-        f"hook {spec.name} (line {decl.line}): LSM_PROBE takes ({', '.join(decl.params)}), "
-        f"registry says ({', '.join(spec.params)})"
-    ]
+    problems = []
+    if decl.params != spec.params:
+        problems.append(f"LSM_PROBE takes ({', '.join(decl.params)}), registry says ({', '.join(spec.params)})")
+    if decl.has_tail != bool(spec.optional_tail):
+        problems.append(
+            f"the registry says newer kernels add ({', '.join(spec.optional_tail)}): the last parameter must be "
+            f"followed by ENFORCER_HOOK_TAIL_{spec.name.upper()}" if spec.optional_tail else
+            f"ENFORCER_HOOK_TAIL_{spec.name.upper()} follows the last parameter, the registry has no optional_tail")
+    return [f"hook {spec.name} (line {decl.line}): {problem}" for problem in problems]
 
 
 def _compare(what: str, specs: Sequence, decls: Sequence, problems_of: Callable, missing: str, extra: str) -> List[str]:

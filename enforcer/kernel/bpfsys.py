@@ -172,6 +172,20 @@ def map_info(fd: int, what: str = "map") -> MapInfo:
     return info
 
 
+class _ObjectIdInfo(ctypes.Structure):
+    """The two fields every bpf_{map,prog,link}_info starts with."""
+
+    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32)]
+
+
+def object_id(fd: int, what: str = "object") -> int:
+    """The kernel's id of the map, program or link behind `fd` (what bpftool shows)."""
+    info = _ObjectIdInfo()
+    attr = _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
+    _bpf(BPF_OBJ_GET_INFO_BY_FD, attr, f"read the id of {what}")
+    return int(info.id)
+
+
 class ProgramRefused(BpfSyscallError):
     """BPF_PROG_LOAD failed; `log` holds the verifier's log when one was asked for."""
 

@@ -6,7 +6,8 @@ is exact, where a version number would be a guess (and wrong on backports).
 
 from __future__ import annotations
 
-from enforcer.kernel.btf import BtfError, BtfInfo, BtfSource, load_btf
+from enforcer import registry
+from enforcer.kernel.btf import BtfError, BtfInfo, BtfSource, LsmHookNotFoundError, load_btf
 
 #: Linux 6.14 added execveat(..., AT_EXECVE_CHECK): an interpreter asks whether
 #: the kernel would execute a script, and the LSMs answer in
@@ -27,7 +28,25 @@ def feature_cflags(btf: BtfSource) -> tuple[str, ...]:
         flags.append("-DENFORCER_KERNFS_PARENT=parent")
     flags.extend(_execve_check_cflags(info))
     flags.extend(_process_identity_cflags(info))
+    flags.extend(_hook_tail_cflags(info))
     return tuple(flags)
+
+
+def _hook_tail_cflags(info: BtfInfo) -> list[str]:
+    """ENFORCER_HOOK_WITH_TAIL_<HOOK> for each hook to which this kernel
+    passes the arguments newer kernels add (registry.HookSpec.optional_tail):
+    an LSM program reads its arguments by position, `ret` comes after all."""
+    flags = []
+    for spec in registry.HOOKS:
+        if not spec.optional_tail:
+            continue
+        try:
+            passed = len(info.lsm_hook_params(spec.name))
+        except LsmHookNotFoundError:
+            continue  # the loader's check_hook_signatures refuses such a kernel, naming the hook
+        if passed == len(spec.params) + len(spec.optional_tail):
+            flags.append(f"-DENFORCER_HOOK_WITH_TAIL_{spec.name.upper()}=1")
+    return flags
 
 
 def _process_identity_cflags(info: BtfInfo) -> list[str]:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 from enforcer import abi, registry
-from enforcer.kernel import bpfsys, headers, objcache
+from enforcer.kernel import bpfsys, headers, objcache, selfid
 from enforcer.kernel.barrier import RcuBarrier
 from enforcer.kernel.bpfobject import CompiledObject
 from enforcer.kernel.compile_worker import CompileWorkerError, compile_in_worker
@@ -38,6 +38,7 @@ from enforcer.generations import GenerationTable
 from enforcer.kernel.maps import CapacityError, PolicyMaps, ReloadError, check_capacity
 from enforcer.kernel.objload import LoadedObject, ObjectLoadError
 from enforcer.kernel.ringbuf import RingBuffer, RingBufferError
+from enforcer.kernel.selfid import AgentIdentity, NO_AGENT
 from enforcer.plan import MapPlan, PlanDiff
 
 log = logging.getLogger(__name__)
@@ -87,10 +88,11 @@ def check_hook_signatures(btf: BtfInfo) -> None:
     problems = []
     for spec in registry.HOOKS:
         actual = tuple(btf.lsm_hook_params(spec.name))
-        if len(actual) != len(spec.params):
+        if len(actual) not in (len(spec.params), len(spec.params) + len(spec.optional_tail)):
+            expected = ", ".join(spec.params) + (f"[, {', '.join(spec.optional_tail)}]" if spec.optional_tail else "")
             problems.append(
                 f"LSM hook {spec.name}: this kernel passes ({', '.join(actual)}), "
-                f"enforcer's program expects ({', '.join(spec.params)})"
+                f"enforcer's program expects ({expected})"
             )
     if problems:
         raise LoadError("kernel hook signatures differ from what enforcer supports:\n  " + "\n  ".join(problems))
@@ -156,15 +158,22 @@ class Enforcement:
     """One agent instance's loaded programs, maps and pins."""
 
     def __init__(self, loaded: LoadedObject, plan: MapPlan, instance_dir: Path, host_mntns: int,
-                 barrier: RcuBarrier) -> None:
+                 barrier: RcuBarrier, agent: AgentIdentity = NO_AGENT) -> None:
         self._loaded = loaded
         self._barrier = barrier
         self._ring: Optional[RingBuffer] = None
         self.plan = plan
         self.instance_dir = instance_dir
         self.startup = Startup("", ())
-        self.maps = PolicyMaps(loaded.map_fd, host_mntns, barrier)
+        self.maps = PolicyMaps(loaded.map_fd, host_mntns, barrier, agent=agent)
         self.generations = GenerationTable()
+
+    def protect(self, kind: abi.ObjectKind, fds: Dict[str, int]) -> None:
+        """Name these objects to the tamper rules (protected_objects, by id)."""
+        table = self._loaded.map_fd("protected_objects")
+        for name, fd in fds.items():
+            key = abi.ObjectKey(kind=int(kind), id=bpfsys.object_id(fd, what=f"{kind.name.lower()} {name}"))
+            bpfsys.map_update(table, key, ctypes.c_uint32(1), what="map protected_objects")
 
     def fill(self) -> None:
         """Write the first plan (generation 1) before anything is attached."""
@@ -286,7 +295,8 @@ def _adopt(instance: Path, obj: CompiledObject, plan: MapPlan) -> Enforcement:
     except (OSError, LoadError) as error:
         loaded.close()
         raise LoadError(str(error)) from error
-    enforcement = Enforcement(loaded, plan, instance, host_mount_namespace(), barrier)
+    enforcement = Enforcement(loaded, plan, instance, host_mount_namespace(), barrier,
+                              selfid.current(instance.parent))
     try:
         enforcement.maps.adopt(plan)
     except (OSError, ReloadError) as error:
@@ -358,8 +368,18 @@ def load(
     except OSError as error:
         loaded.close()
         raise LoadError(f"creating the reload barrier (an array-of-maps map) failed: {error}") from error
-    enforcement = Enforcement(loaded, plan, Path(), host_mount_namespace(), barrier)
     try:
+        agent = selfid.current(_pin_root_made(pin_root) if pin else None)
+    except OSError as error:
+        loaded.close()
+        barrier.close()
+        raise LoadError(f"creating the pin directory {pin_root} failed: {error}") from error
+    enforcement = Enforcement(loaded, plan, Path(), host_mount_namespace(), barrier, agent)
+    try:
+        # before anything is attached: from the first attached moment on, the
+        # tamper rules know every map and program of this instance
+        enforcement.protect(abi.ObjectKind.MAP, loaded.map_fds)
+        enforcement.protect(abi.ObjectKind.PROG, loaded.program_fds)
         enforcement.fill()
     except LoadError:
         enforcement.close()
@@ -374,6 +394,11 @@ def load(
     except ObjectLoadError as error:
         enforcement.close()  # nothing is attached: attach is all or none
         raise LoadError(f"attaching enforcer's programs failed: {error}") from error
+    try:
+        enforcement.protect(abi.ObjectKind.LINK, links)
+    except OSError as error:
+        enforcement.close()
+        raise LoadError(f"naming the links to the tamper rules failed: {error}") from error
     watch.lap("attach")
 
     if pin:
@@ -404,11 +429,18 @@ def _return_startup_heap() -> None:
     libc.malloc_trim(0)
 
 
+def _pin_root_made(pin_root: Path) -> Path:
+    """The pin directory, on a bpffs, made if missing (its identity goes into
+    the settings before the programs are attached)."""
+    ensure_bpffs()
+    pin_root.mkdir(parents=True, exist_ok=True)
+    return pin_root
+
+
 def _pin(loaded: LoadedObject, links: Dict[str, int], pin_root: Path, key: str) -> Path:
     """Pin every link and every map (a later agent adopts them all) under a new
     instance directory named <ns timestamp>-<pid>-<object key prefix>; retire older ones."""
-    ensure_bpffs()
-    pin_root.mkdir(parents=True, exist_ok=True)
+    _pin_root_made(pin_root)
     instance = pin_root / f"{time.time_ns()}-{os.getpid()}-{key[:INSTANCE_KEY_CHARS]}"
     instance.mkdir()
     try:

@@ -39,6 +39,7 @@ from typing import Callable, Hashable, List, Optional, Tuple
 
 from enforcer import abi
 from enforcer.kernel import bpfsys
+from enforcer.kernel.selfid import NO_AGENT, AgentIdentity
 from enforcer.plan import POLICY_MAPS, MapPlan, PlanDiff, diff, encode_key, encode_value
 from enforcer.registry import MAPS_BY_NAME
 
@@ -85,8 +86,10 @@ class PolicyMaps:
         host_mntns: int,
         barrier: Callable[[], None],
         syscalls=bpfsys,
+        agent: AgentIdentity = NO_AGENT,
     ) -> None:
         self._fd_of = fd_of
+        self.agent = agent  # written into every settings value (the tamper rules)
         self._sys = syscalls
         self._barrier = barrier
         self.host_mntns = host_mntns
@@ -115,7 +118,12 @@ class PolicyMaps:
             self._sys.map_delete(self._fd_of(name), encoded, what=f"map {name}")
 
     def _write_settings(self) -> None:
-        settings = abi.Settings(host_mntns=self.host_mntns, active=self.active)
+        agent = self.agent
+        settings = abi.Settings(
+            host_mntns=self.host_mntns, active=self.active, agent_tgid=agent.tgid,
+            agent_start_ticks=agent.start_ticks, tick_ns=agent.tick_ns, pins_dev=agent.pins_dev,
+            pins_ino=agent.pins_ino,
+        )
         for slot in range(abi.POLICY_SLOTS):
             settings.generation[slot] = self.generations[slot]
             settings.watch[slot] = self._watch[slot]

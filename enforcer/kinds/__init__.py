@@ -1,6 +1,6 @@
 """Rule kinds: one module per kind, one table to look them up in.
 
-Each kind module (`sysrq`, `release_agent`, `exec`, `kernel_helper`) holds everything its kind
+Each kind module (`sysrq`, `release_agent`, `exec`, `kernel_helper`, `tamper`) holds everything its kind
 knows: its extra TOML keys, its defaults, its parse check, its contradiction
 check against an earlier rule of the same kind, its part of the kernel maps
 and its lines in `enforcer check --explain`. Parse, compile and explain only
@@ -16,13 +16,13 @@ from __future__ import annotations
 from typing import Dict, List
 
 from enforcer.kinds import exec as exec_kind
-from enforcer.kinds import kernel_helper, release_agent, sysrq
+from enforcer.kinds import kernel_helper, release_agent, sysrq, tamper
 from enforcer.kinds.base import KindDefaults, KindSpec, RuleDraft
 from enforcer.policy import Policy, RuleKind
 
 __all__ = ["KINDS", "KindSpec", "KindDefaults", "RuleDraft", "kinds_in"]
 
-_SPECS = (sysrq.SPEC, release_agent.SPEC, exec_kind.SPEC, kernel_helper.SPEC)
+_SPECS = (sysrq.SPEC, release_agent.SPEC, exec_kind.SPEC, kernel_helper.SPEC, tamper.SPEC)
 
 #: Every kind's spec, in RuleKind order (the order of key lists in messages).
 #: Building it fails on import when a RuleKind has no spec.

@@ -40,6 +40,33 @@ def test_lsm_hook_params(kernels: dict, kernel: str, hook: str) -> None:
     assert btf.lsm_hook_params(kernels[kernel][0], hook) == EXPECTED_HOOKS[hook]
 
 
+#: The tamper hooks, the same on the three kernels but for bpf's `kernel` (6.14+).
+TAMPER_HOOKS = {
+    "bpf_map": ("map", "fmode"),
+    "bpf_prog": ("prog",),
+    "inode_unlink": ("dir", "dentry"),
+    "inode_rmdir": ("dir", "dentry"),
+    "task_kill": ("p", "info", "sig", "cred"),
+    "ptrace_access_check": ("child", "mode"),
+}
+
+
+@pytest.mark.parametrize("kernel", ["host", "6.1", "6.12"])
+@pytest.mark.parametrize("hook", sorted(TAMPER_HOOKS))
+def test_tamper_hook_params(kernels: dict, kernel: str, hook: str) -> None:
+    assert btf.lsm_hook_params(kernels[kernel][0], hook) == TAMPER_HOOKS[hook]
+
+
+@pytest.mark.parametrize("kernel, tail", [("host", True), ("6.1", False), ("6.12", False)])
+def test_the_bpf_hook_tail_follows_btf(kernels: dict, kernel: str, tail: bool) -> None:
+    """The host (6.18) passes `kernel` after bpf's three arguments: the C must
+    declare it, or its `ret` would be read from the wrong position."""
+    params = btf.lsm_hook_params(kernels[kernel][0], "bpf")
+    assert params == (("cmd", "attr", "size", "kernel") if tail else ("cmd", "attr", "size"))
+    flags = features.feature_cflags(kernels[kernel][0])
+    assert ("-DENFORCER_HOOK_WITH_TAIL_BPF=1" in flags) is tail
+
+
 @pytest.mark.parametrize("kernel", ["host", "6.1", "6.12"])
 def test_hook_types(kernels: dict, kernel: str) -> None:
     sig = btf.lsm_hook_signature(kernels[kernel][0], "path_truncate")

@@ -68,6 +68,13 @@ def test_hooks_and_program_names() -> None:
         "bprm_creds_for_exec": ("bprm",),
         "mmap_file": ("file", "reqprot", "prot", "flags"),
         "file_mprotect": ("vma", "reqprot", "prot"),
+        "bpf": ("cmd", "attr", "size"),
+        "bpf_map": ("map", "fmode"),
+        "bpf_prog": ("prog",),
+        "inode_unlink": ("dir", "dentry"),
+        "inode_rmdir": ("dir", "dentry"),
+        "task_kill": ("p", "info", "sig", "cred"),
+        "ptrace_access_check": ("child", "mode"),
     }
     assert {spec.hook for spec in registry.HOOKS} == set(abi.Hook)
     assert all(spec.program == f"lsm__{spec.name}" for spec in registry.HOOKS)
@@ -79,7 +86,7 @@ def test_cflags_give_every_map_size_once() -> None:
     assert len(names) == len(set(names))
     for spec in registry.MAPS:
         assert f"-D{spec.size_macro}={spec.size_value}" in flags
-    assert "-DENFORCER_TARGETS_ENTRIES=60" in flags  # 15 targets x 2 scopes x 2 policy slots
+    assert "-DENFORCER_TARGETS_ENTRIES=76" in flags  # 19 targets x 2 scopes x 2 policy slots
     assert "-DENFORCER_RULES_ENTRIES=128" in flags
     assert f"-DENFORCER_EVENTS_PAGES={abi.RINGBUF_BYTES // 4096}" in flags
 
@@ -136,10 +143,10 @@ def test_bpf_table_kind_is_read() -> None:
 
 
 def test_a_hook_only_in_the_c_is_reported() -> None:
-    source = SOURCE + "\nLSM_PROBE(task_kill, struct task_struct *p, struct kernel_siginfo *info, int sig,\n"
-    source += "\t  const struct cred *cred, int ret)\n{\n\treturn ret;\n}\n"
+    source = SOURCE + "\nLSM_PROBE(task_free, struct task_struct *task,\n"
+    source += "\t  int ret)\n{\n\treturn ret;\n}\n"
     problems = _problems(source)
-    assert len(problems) == 1 and problems[0].startswith("hook task_kill")
+    assert len(problems) == 1 and problems[0].startswith("hook task_free")
     assert "LSM_PROBE in the C but not registered" in problems[0]
 
 

@@ -1,0 +1,83 @@
+"""kind = "tamper": switching enforcer itself off from a container.
+
+A container's root (a privileged container, a compromised service with
+capabilities) can otherwise take an fd of enforcer's policy maps by id and
+rewrite them (`bpftool map update id N ...`), remove its pins, kill or trace
+the agent. The kernel recognises enforcer's objects by kernel facts, not by
+names a caller supplies: maps, programs and links by their ids (the agent
+names them in protected_objects at load, before attaching), pins by the inode
+of the pin directory, the agent by its pid and start time. The running agent
+is never judged. Host scope is refused for now: telling enforcer's own
+commands run by host root from any other host root process needs exec-time
+marks (docs/threat-model.md, "Tamper protection").
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Tuple
+
+from enforcer import abi
+from enforcer.kinds.base import KindDefaults, Parsed, TargetClaim, claiming_kind, enum_set
+from enforcer.policy import Rule, RuleKind, RuleMeta, Scope, Severity, TamperObject, TamperRule
+from enforcer.policyfile.schema import Checker, KeyPath
+
+__all__ = ["SPEC", "DEFAULTS"]
+
+#: Defaults justified in docs/policy.md.
+DEFAULTS = KindDefaults(
+    description="Tampering with enforcer itself from a container: its BPF maps, programs and links, "
+    "its pins, its agent process",
+    severity=Severity.CRITICAL,
+    mitre="T1562.001",  # Impair Defenses: Disable or Modify Tools
+)
+
+#: object -> (target slot, hook check, what messages call it, what --explain says)
+_SLOTS: Dict[TamperObject, Tuple[Tuple[abi.Target, abi.Watch, str, str], ...]] = {
+    TamperObject.BPF: (
+        (abi.Target.TAMPER_BPF_OBJECT, abi.Watch.TAMPER_BPF, "enforcer's BPF objects",
+         "taking an fd of enforcer's BPF maps, programs or links (by id, by pin): "
+         "bpftool map update/delete/dump, prog dump, link by id"),
+    ),
+    TamperObject.PINS: (
+        (abi.Target.TAMPER_PIN, abi.Watch.TAMPER_PINS, "enforcer's pins",
+         "removing or renaming anything in enforcer's pin directory (/sys/fs/bpf/enforcer), in every "
+         "mount of that bpffs"),
+    ),
+    TamperObject.AGENT: (
+        (abi.Target.TAMPER_SIGNAL, abi.Watch.TAMPER_AGENT, "signals to the agent",
+         "sending the agent process any signal (kill -0 excepted)"),
+        (abi.Target.TAMPER_PTRACE, abi.Watch.TAMPER_AGENT, "tracing the agent",
+         "ptrace attach to the agent, writing its memory (/proc/PID/mem, process_vm_writev), "
+         "taking its fds (pidfd_getfd)"),
+    ),
+}
+
+
+def _claims(rule: Rule) -> List[TargetClaim]:
+    assert isinstance(rule, TamperRule)
+    return [
+        TargetClaim(target, watch, f"tampering with {words}")
+        for thing, slots in _SLOTS.items()
+        if thing in rule.protect
+        for target, watch, words, _ in slots
+    ]
+
+
+def _parse(c: Checker, table: Mapping[str, Any], loc: KeyPath, meta: RuleMeta) -> Parsed:
+    protect = enum_set(c, table, loc, "protect", TamperObject, list(TamperObject))
+    if meta.scope is not Scope.CONTAINER:
+        c.err(
+            loc + ("scope",),
+            f'a "tamper" rule needs scope = "container" (it has "{meta.scope.value}"): on the host, enforcer '
+            "cannot yet tell its own commands run by host root from any other root process "
+            "(docs/threat-model.md, \"Tamper protection\")",
+        )
+    return Parsed(TamperRule(meta=meta, protect=protect))
+
+
+def _describe(rule: Rule) -> List[str]:
+    assert isinstance(rule, TamperRule)
+    return [line for thing, slots in _SLOTS.items() if thing in rule.protect for *_, line in slots]
+
+
+SPEC = claiming_kind(RuleKind.TAMPER, ("protect",), DEFAULTS, _parse, _claims, _describe)

@@ -1,0 +1,134 @@
+"""kind = "tamper": parsing, its part of the kernel maps, its events, and
+the agent identity the kernel uses to exempt the running agent."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from enforcer import abi
+from enforcer.compile import compile_policy
+from enforcer.events import BootClock, TamperTarget, decode
+from enforcer.kernel import selfid
+from enforcer.parse import loads_policy
+from enforcer.policy import Mode, RuleKind, Severity, TamperObject
+from enforcer.policyfile.problems import PolicyError
+
+from enforcer.kernel.maps import PolicyMaps
+from test_events import record
+from test_maps import FDS, Barrier, FakeBpf  # the maps protocol's fakes
+
+RULE = 'version = 1\n[[rule]]\nid = "tamper"\nkind = "tamper"\nscope = "container"\n'
+
+
+def test_a_tamper_rule_protects_all_three_by_default() -> None:
+    (rule,) = loads_policy(RULE).rules
+    assert rule.kind is RuleKind.TAMPER
+    assert rule.protect == frozenset(TamperObject)
+    assert (rule.meta.severity, rule.meta.mitre) == (Severity.CRITICAL, "T1562.001")
+
+
+@pytest.mark.parametrize("scope", ["all", "host"])
+def test_only_container_scope_is_accepted(scope: str) -> None:
+    with pytest.raises(PolicyError) as caught:
+        loads_policy(RULE.replace('scope = "container"', f'scope = "{scope}"'))
+    (error,) = caught.value.errors
+    assert 'rule 1 "tamper" scope' in str(error)
+    assert f'needs scope = "container" (it has "{scope}")' in str(error)
+
+
+def test_a_tamper_rule_without_scope_is_refused_too() -> None:
+    with pytest.raises(PolicyError, match='needs scope = "container" \\(it has "all"\\)'):
+        loads_policy(RULE.replace('scope = "container"\n', ""))
+
+
+def test_an_unknown_object_is_named() -> None:
+    with pytest.raises(PolicyError, match='unknown value "policy"'):
+        loads_policy(RULE + 'protect = ["bpf", "policy"]\n')
+
+
+def _targets(plan, scope: abi.KernelScope) -> dict:
+    """target -> rule number, for one kernel scope."""
+    return {slot.target: number.rule for slot, number in plan.maps["targets"].items() if slot.scope is scope}
+
+
+@pytest.mark.parametrize("protect, targets, watch", [
+    (["bpf"], {abi.Target.TAMPER_BPF_OBJECT}, abi.Watch.TAMPER_BPF),
+    (["pins"], {abi.Target.TAMPER_PIN}, abi.Watch.TAMPER_PINS),
+    (["agent"], {abi.Target.TAMPER_SIGNAL, abi.Target.TAMPER_PTRACE}, abi.Watch.TAMPER_AGENT),
+])
+def test_each_object_claims_its_targets_in_container_scope_only(protect, targets, watch) -> None:
+    plan = compile_policy(loads_policy(RULE + f"protect = {protect!r}\n".replace("'", '"')))
+    assert _targets(plan, abi.KernelScope.CONTAINER) == {target: 1 for target in targets}
+    assert _targets(plan, abi.KernelScope.HOST) == {}
+    assert plan.watch & (abi.Watch.TAMPER_BPF | abi.Watch.TAMPER_PINS | abi.Watch.TAMPER_AGENT) == watch
+
+
+def test_two_tamper_rules_may_not_claim_the_same_object() -> None:
+    second = '[[rule]]\nid = "again"\nkind = "tamper"\nscope = "container"\nprotect = ["pins"]\n'
+    with pytest.raises(PolicyError, match="tampering with enforcer's pins is also covered by rule 1"):
+        loads_policy(RULE + second)
+
+
+# --- events -----------------------------------------------------------------------
+
+PLAN = compile_policy(loads_policy(RULE), Mode.ENFORCE)
+
+
+@pytest.mark.parametrize("hook, access, detail, path, fstype, expected", [
+    (abi.Hook.BPF_MAP, abi.Access.OBTAIN, 42, b"rules", b"", TamperTarget("map", id=42)),
+    (abi.Hook.BPF_PROG, abi.Access.OBTAIN, 7, b"lsm__file_open", b"", TamperTarget("program", id=7)),
+    (abi.Hook.BPF, abi.Access.OBTAIN, 9, b"", b"", TamperTarget("link", id=9)),
+    (abi.Hook.INODE_UNLINK, abi.Access.REMOVE, 0, b"/enforcer/1-2-ab/link_file_open", b"bpf", TamperTarget("pin")),
+    (abi.Hook.INODE_RENAME, abi.Access.RENAME, 0, b"/enforcer/1-2-ab", b"bpf", TamperTarget("pin")),
+    (abi.Hook.TASK_KILL, abi.Access.SIGNAL, int(signal.SIGKILL), b"python3", b"",
+     TamperTarget("agent", signal="SIGKILL")),
+    (abi.Hook.TASK_KILL, abi.Access.SIGNAL, 40, b"python3", b"", TamperTarget("agent", signal="signal 40")),
+    (abi.Hook.PTRACE_ACCESS_CHECK, abi.Access.TRACE, 0x12, b"python3", b"", TamperTarget("agent", ptrace_mode=0x12)),
+])
+def test_tamper_events_say_what_they_aimed_at(hook, access, detail, path, fstype, expected) -> None:
+    raw = record(rule=1, hook=int(hook), access=int(access), action=int(abi.Action.BLOCKED), detail=detail,
+                 path=path, fstype=fstype, flags=int(abi.EventFlag.CONTAINER))
+    event = decode(raw, PLAN, BootClock(0))
+    assert event.rule == "tamper" and event.mitre == "T1562.001"
+    assert event.tamper == expected
+    assert event.to_dict()["tamper"]["object"] == expected.object
+
+
+def test_other_events_have_no_tamper_part() -> None:
+    raw = record(rule=1, hook=int(abi.Hook.INODE_RENAME), access=int(abi.Access.RENAME), fstype=b"cgroup",
+                 path=b"/release_agent", action=int(abi.Action.BLOCKED))
+    assert decode(raw, PLAN, BootClock(0)).tamper is None
+
+
+# --- the agent's identity -----------------------------------------------------------
+
+
+def test_start_ticks_counts_fields_after_the_last_parenthesis() -> None:
+    # a comm with spaces and a ')' in it must not shift the fields
+    fields = " ".join(str(n) for n in range(3, 53))
+    assert selfid.start_ticks(f"123 (a) b) c) {fields}") == 22
+
+
+def test_the_identity_of_this_process(tmp_path) -> None:
+    me = selfid.current(tmp_path)
+    with open("/proc/self/stat") as fh:
+        assert me.start_ticks == int(fh.read().rsplit(")", 1)[1].split()[19])
+    assert me.tgid > 0 and me.tick_ns == 10_000_000  # USER_HZ is 100 on every Linux ABI
+    stat = tmp_path.stat()
+    assert me.pins_ino == stat.st_ino
+    assert me.pins_dev >> 20 == os.major(stat.st_dev)
+    assert selfid.current(tmp_path / "missing").pins_ino == 0
+
+
+def test_the_settings_carry_the_agent() -> None:
+    fake = FakeBpf()
+    agent = selfid.AgentIdentity(tgid=4321, start_ticks=99, tick_ns=10_000_000, pins_dev=(0 << 20) | 33,
+                                 pins_ino=7)
+    maps = PolicyMaps(FDS.__getitem__, host_mntns=1, barrier=Barrier(fake), syscalls=fake, agent=agent)
+    maps.fill(PLAN)
+    settings = fake.settings()
+    assert (settings.agent_tgid, settings.agent_start_ticks, settings.tick_ns) == (4321, 99, 10_000_000)
+    assert (settings.pins_dev, settings.pins_ino) == (33, 7)
