@@ -1,0 +1,276 @@
+"""kind = "tamper": a container's root cannot switch enforcer off (issue 14, container scope).
+
+One agent for the module, on a host-scoped service's footing (started from
+the guest's initial mount namespace), with a SysRq rule for containers and a
+tamper rule. The attacker is real root with every capability in the initial
+user namespace, in a mount namespace of its own (`unshare --mount`): what a
+`--privileged` container's root is to the kernel, and the only way to reach
+the BPF id commands, which need CAP_SYS_ADMIN in the initial user namespace.
+It shares the host's pid namespace and sees the host's bpffs (a
+`--pid=host -v /sys/fs/bpf:/sys/fs/bpf` container). Each attempt must fail
+with EPERM and be reported exactly once with what it aimed at; the same
+operation from the host (not covered by the container-scoped rule) must work;
+and through it all the SysRq rule keeps denying.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import pytest
+
+from battery import agent_running
+from harness.agent import Agent
+from scenarios import ACTIONS, PY
+
+pytestmark = pytest.mark.kernel
+
+PIN_ROOT = Path("/sys/fs/bpf/enforcer")
+
+POLICY = """\
+version = 1
+mode = "enforce"
+
+[[rule]]
+id = "sysrq-container"
+kind = "sysrq"
+scope = "container"
+
+[[rule]]
+id = "tamper"
+kind = "tamper"
+scope = "container"
+"""
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tamper")
+
+
+@pytest.fixture(scope="module")
+def agent(workdir) -> Iterator[Agent]:
+    policy = workdir / "policy.toml"
+    policy.write_text(POLICY)
+    with agent_running(policy, None, workdir, "agent-tamper.log") as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def agent_log(agent, agent_log_path) -> Iterator[None]:
+    yield
+    shutil.copy(agent.log_path, agent_log_path)
+
+
+@pytest.fixture(scope="module")
+def instance(agent) -> Path:
+    (found,) = [p for p in PIN_ROOT.iterdir() if p.is_dir()]
+    return found
+
+
+def _bpftool_json(*args: str) -> dict:
+    return json.loads(subprocess.run(["bpftool", *args, "--json"], check=True, capture_output=True,
+                                     text=True).stdout)
+
+
+@dataclass(frozen=True)
+class Ran:
+    pid: int
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def in_container(*argv: str, timeout_s: float = 60) -> Ran:
+    """argv as root in a mount namespace of its own (unshare execs it: same pid)."""
+    proc = subprocess.Popen(["unshare", "--mount", "--", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    return Ran(proc.pid, proc.returncode, out, err)
+
+
+def on_host(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=60)
+
+
+def _tamper_events(agent: Agent, mark: int, settle: bool = True) -> List[dict]:
+    def is_tamper(record: dict) -> bool:
+        return record.get("type") == "event" and record.get("rule") == "tamper"
+
+    return [r for r in agent.events(mark, is_tamper if settle else None) if is_tamper(r)]
+
+
+def attempt(agent: Agent, *argv: str, action: str = "blocked", obj: Optional[dict] = None,
+            timeout_s: float = 60) -> dict:
+    """Run argv in a container, which must fail (blocked) or succeed (audited),
+    and be reported exactly once, as `action`, naming `obj` in its tamper part."""
+    mark = agent.mark()
+    proc = in_container(*argv, timeout_s=timeout_s)
+    events = _tamper_events(agent, mark)
+    said = f"{' '.join(argv)}: exit {proc.returncode}, stderr {proc.stderr.strip()!r}, events {events}"
+    if action == "blocked":
+        assert proc.returncode != 0, "allowed: " + said
+        assert "Operation not permitted" in proc.stderr or "Permission denied" in proc.stderr, said
+    else:
+        assert proc.returncode == 0, "refused in audit mode: " + said
+    assert len(events) == 1, "expected exactly one tamper event: " + said
+    event = events[0]
+    assert event["action"] == action and event["pid"] == proc.pid, said
+    assert event["container"]["namespaced"] is True, said
+    if obj is not None:
+        for key, value in obj.items():
+            assert event["tamper"][key] == value, said
+    return event
+
+
+def _map_id(instance: Path, name: str) -> int:
+    return int(_bpftool_json("map", "show", "pinned", str(instance / f"map_{name}"))["id"])
+
+
+def _link_id(instance: Path, hook: str) -> int:
+    return int(_bpftool_json("link", "show", "pinned", str(instance / f"link_{hook}"))["id"])
+
+
+def _prog_id(name: str) -> int:
+    (found,) = [p["id"] for p in _bpftool_json("prog", "show") if p.get("name") == name]
+    return int(found)
+
+
+def sysrq_still_denied(agent: Agent) -> None:
+    """Enforcement goes on: a container's open of /proc/sysrq-trigger for writing is refused."""
+    mark = agent.mark()
+    proc = in_container(PY, ACTIONS, "open", "/proc/sysrq-trigger", "w")
+    assert proc.returncode == 77, f"SysRq open from a container: exit {proc.returncode} {proc.stderr!r}"
+    agent.wait_for(mark, lambda r: r.get("type") == "event" and r.get("rule") == "sysrq-container")
+
+
+# --- BPF objects ----------------------------------------------------------------------
+
+
+def test_a_policy_map_cannot_be_rewritten_by_id(agent: Agent, instance: Path) -> None:
+    rules = _map_id(instance, "rules")
+    # rule 1 of both slots: flags 0 would make the SysRq rule neither enforce nor exist
+    for index in ("1", "65"):
+        event = attempt(agent, "bpftool", "map", "update", "id", str(rules), "key", index, "0", "0", "0",
+                        "value", "0", "0", "0", "0", obj={"object": "map", "id": rules})
+        assert event["hook"] == "bpf_map" and event["access"] == "obtain" and event["path"] == "rules", event
+    event = attempt(agent, "bpftool", "map", "dump", "id", str(_map_id(instance, "settings")),
+                    obj={"object": "map"})
+    assert event["path"] == "settings", event
+    sysrq_still_denied(agent)
+
+
+def test_a_policy_map_cannot_be_opened_by_its_pin(agent: Agent, instance: Path) -> None:
+    attempt(agent, "bpftool", "map", "update", "pinned", str(instance / "map_rules"), "key", "1", "0", "0", "0",
+            "value", "0", "0", "0", "0", obj={"object": "map", "id": _map_id(instance, "rules")})
+    sysrq_still_denied(agent)
+
+
+def test_programs_and_links_cannot_be_opened_by_id(agent: Agent, instance: Path) -> None:
+    prog = _prog_id("lsm__file_open")
+    event = attempt(agent, "bpftool", "prog", "dump", "xlated", "id", str(prog), obj={"object": "program", "id": prog})
+    assert event["hook"] == "bpf_prog" and event["path"] == "lsm__file_open", event
+    link = _link_id(instance, "file_open")
+    event = attempt(agent, "bpftool", "link", "show", "id", str(link), obj={"object": "link", "id": link})
+    assert event["hook"] == "bpf", event
+
+
+def test_the_host_is_not_judged_by_a_container_rule(agent: Agent, instance: Path) -> None:
+    mark = agent.mark()
+    shown = on_host("bpftool", "map", "dump", "id", str(_map_id(instance, "settings")))
+    assert shown.returncode == 0, shown.stderr
+    status = on_host(PY, "-m", "enforcer", "status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert _tamper_events(agent, mark, settle=False) == []
+
+
+def test_another_programs_maps_stay_reachable_from_a_container(agent: Agent) -> None:
+    """Only enforcer's ids are protected: a map someone else made is not."""
+    other = Path("/sys/fs/bpf/tamper-test-other")
+    created = on_host("bpftool", "map", "create", str(other), "type", "array", "key", "4", "value", "4",
+                      "entries", "1", "name", "other")
+    assert created.returncode == 0, created.stderr
+    try:
+        mark = agent.mark()
+        proc = in_container("bpftool", "map", "update", "pinned", str(other), "key", "0", "0", "0", "0",
+                            "value", "1", "0", "0", "0")
+        assert proc.returncode == 0, proc.stderr
+        assert _tamper_events(agent, mark, settle=False) == []
+    finally:
+        other.unlink()
+
+
+# --- pins ---------------------------------------------------------------------------
+
+
+def test_pins_cannot_be_removed_or_renamed(agent: Agent, instance: Path) -> None:
+    link = instance / "link_file_open"
+    event = attempt(agent, "rm", "-f", str(link), obj={"object": "pin"})
+    assert event["hook"] == "inode_unlink" and event["access"] == "remove", event
+    assert event["path"] == f"/enforcer/{instance.name}/link_file_open", event
+    event = attempt(agent, "mv", str(link), str(PIN_ROOT / "elsewhere"), obj={"object": "pin"})
+    assert event["hook"] == "inode_rename" and event["new_path"] == "/enforcer/elsewhere", event
+    attempt(agent, "rmdir", str(instance), obj={"object": "pin"})
+    attempt(agent, "mv", str(PIN_ROOT), "/sys/fs/bpf/moved", obj={"object": "pin"})
+    assert link.exists() and instance.is_dir()
+    sysrq_still_denied(agent)
+
+
+# --- the agent process ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP, signal.SIGTERM])
+def test_the_agent_cannot_be_signalled(agent: Agent, sig: signal.Signals) -> None:
+    event = attempt(agent, "kill", f"-{int(sig)}", str(agent.pid), obj={"object": "agent", "signal": sig.name})
+    assert event["hook"] == "task_kill" and event["access"] == "signal", event
+    assert agent._proc.poll() is None, "the agent is gone"
+
+
+def test_kill_0_only_asks_whether_the_agent_exists(agent: Agent) -> None:
+    mark = agent.mark()
+    proc = in_container("kill", "-0", str(agent.pid))
+    assert proc.returncode == 0, proc.stderr
+    assert _tamper_events(agent, mark, settle=False) == []
+
+
+def test_the_agent_cannot_be_traced_nor_its_memory_written(agent: Agent) -> None:
+    event = attempt(agent, "strace", "-p", str(agent.pid), obj={"object": "agent"}, timeout_s=30)
+    assert event["hook"] == "ptrace_access_check" and event["tamper"]["ptrace_mode"] & 0x02, event
+    attempt(agent, PY, "-c", f"open('/proc/{agent.pid}/mem', 'r+b')", obj={"object": "agent"})
+    sysrq_still_denied(agent)
+
+
+def test_ps_in_a_container_reports_nothing(agent: Agent) -> None:
+    """Read-mode checks (every `ps` reading /proc/PID/stat) are not judged."""
+    mark = agent.mark()
+    proc = in_container("ps", "-p", str(agent.pid), "-o", "pid,stat,wchan,cmd")
+    assert proc.returncode == 0 and str(agent.pid) in proc.stdout, proc.stdout + proc.stderr
+    assert _tamper_events(agent, mark, settle=False) == []
+
+
+# --- audit mode -------------------------------------------------------------------------
+
+
+def test_in_audit_mode_each_attempt_succeeds_and_is_reported_once(agent: Agent, instance: Path) -> None:
+    verdict = agent.reload(POLICY.replace('mode = "enforce"', 'mode = "audit"'))
+    assert verdict["message"] == "reloaded", verdict
+    try:
+        settings = _map_id(instance, "settings")
+        attempt(agent, "bpftool", "map", "dump", "id", str(settings), action="audited",
+                obj={"object": "map", "id": settings})
+        attempt(agent, "kill", "-CONT", str(agent.pid), action="audited",
+                obj={"object": "agent", "signal": "SIGCONT"})
+    finally:
+        verdict = agent.reload(POLICY)
+        assert verdict["message"] == "reloaded", verdict
+    attempt(agent, "kill", "-CONT", str(agent.pid), obj={"object": "agent", "signal": "SIGCONT"})
