@@ -946,6 +946,17 @@ LSM_PROBE(path_truncate, const struct path *path, int ret)
  * object is enforcer's.
  */
 
+/* The settings, if any rule of the policy in force needs `watch`; v gets
+ * that policy's slot (begin_decision). NULL: nothing to decide. */
+static __always_inline struct enforcer_settings *settings_watching(__u32 watch, struct verdict_ctx *v)
+{
+	struct enforcer_settings *cfg = get_settings();
+
+	if (!cfg || !(begin_decision(cfg, v) & watch))
+		return NULL;
+	return cfg;
+}
+
 /* 1 when `task`'s thread group is the running agent: its tgid, and its start
  * time in clock ticks, so that a process that got the pid of an agent gone
  * is not taken for it. */
@@ -1001,8 +1012,8 @@ static __always_inline int judge_bpf_object(__u32 kind, __u32 id, const char *na
 	__u64 mntns = 0;
 	__u32 scope;
 
-	cfg = get_settings();
-	if (!cfg || !(begin_decision(cfg, &v) & ENFORCER_WATCH_TAMPER_BPF))
+	cfg = settings_watching(ENFORCER_WATCH_TAMPER_BPF, &v);
+	if (!cfg)
 		return 0;
 	if (!protected_objects.lookup(&key))
 		return 0;
@@ -1093,8 +1104,8 @@ static __always_inline int judge_pin_change(struct inode *dir, struct dentry *de
 	READ_KERNEL(magic, sb->s_magic);
 	if (magic != BPF_FS_MAGIC)
 		return 0;
-	cfg = get_settings();
-	if (!cfg || !(begin_decision(cfg, &v) & ENFORCER_WATCH_TAMPER_PINS) || !cfg->pins_ino)
+	cfg = settings_watching(ENFORCER_WATCH_TAMPER_PINS, &v);
+	if (!cfg || !cfg->pins_ino)
 		return 0;
 	READ_KERNEL(dev, sb->s_dev);
 	if (dev != cfg->pins_dev)
@@ -1140,8 +1151,8 @@ static __always_inline int judge_agent_access(struct task_struct *target, __u32 
 	__u64 mntns = 0;
 	__u32 scope;
 
-	cfg = get_settings();
-	if (!cfg || !(begin_decision(cfg, &v) & ENFORCER_WATCH_TAMPER_AGENT))
+	cfg = settings_watching(ENFORCER_WATCH_TAMPER_AGENT, &v);
+	if (!cfg)
 		return 0;
 	if (!task_is_agent(cfg, target))
 		return 0;
