@@ -213,14 +213,18 @@ class Enforcement:
         except RingBufferError as error:
             raise LoadError(f"cannot read events: {error}") from error
 
-    def poll(self, timeout_ms: int, budget: int) -> bool:
-        """Deliver at most `budget` records, waiting up to `timeout_ms` for the first.
+    def poll(self, timeout_ms: int, budget: int, wake_fd: Optional[int] = None) -> bool:
+        """Deliver at most `budget` records, waiting up to `timeout_ms` for the
+        first, or until `wake_fd` is readable (RingBuffer.wait).
 
         True when the ring buffer was emptied, False when records may remain.
         """
         self._budget = budget
         if self._ring is not None:
-            self._ring.poll(timeout_ms)
+            if wake_fd is None:
+                self._ring.poll(timeout_ms)
+            else:
+                self._ring.wait(timeout_ms, wake_fd)
         return self._budget > 0
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import select
 from typing import Callable, Optional
 
 #: int (*ring_buffer_sample_fn)(void *ctx, void *data, size_t size)
@@ -44,6 +45,10 @@ def _libbpf() -> ctypes.CDLL:
         lib.ring_buffer__new.restype = ctypes.c_void_p
         lib.ring_buffer__poll.argtypes = [ctypes.c_void_p, ctypes.c_int]
         lib.ring_buffer__poll.restype = ctypes.c_int
+        lib.ring_buffer__consume.argtypes = [ctypes.c_void_p]
+        lib.ring_buffer__consume.restype = ctypes.c_int
+        lib.ring_buffer__epoll_fd.argtypes = [ctypes.c_void_p]
+        lib.ring_buffer__epoll_fd.restype = ctypes.c_int
         lib.ring_buffer__free.argtypes = [ctypes.c_void_p]
         lib.ring_buffer__free.restype = None
         return lib
@@ -80,7 +85,21 @@ class RingBuffer:
         during the wait) as negative values: both only end this poll. Any
         other error is raised.
         """
-        result = self._lib.ring_buffer__poll(self._rb, timeout_ms)
+        self._check(self._lib.ring_buffer__poll(self._rb, timeout_ms))
+
+    def wait(self, timeout_ms: int, wake_fd: int) -> None:
+        """Like poll(), but the wait also ends when `wake_fd` becomes readable
+        (a signal's wakeup fd: signal.set_wakeup_fd). A signal that arrives
+        while the caller is busy, before the wait begins, has already written
+        its byte there, so it cannot be held up by the wait."""
+        poller = select.poll()
+        poller.register(self._lib.ring_buffer__epoll_fd(self._rb), select.POLLIN)
+        poller.register(wake_fd, select.POLLIN)
+        poller.poll(timeout_ms)  # retried by Python after a signal's handler (PEP 475): the wake fd ends it
+        self._check(self._lib.ring_buffer__consume(self._rb))
+
+    @staticmethod
+    def _check(result: int) -> None:
         if result < 0 and -result not in (_STOPPED, errno.EINTR):
             raise RingBufferError(-result, f"reading the events ring buffer: {os.strerror(-result)}")
 

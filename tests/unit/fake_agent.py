@@ -55,7 +55,7 @@ class FakeEnforcement:
     def retire_previous(self) -> None:
         pass
 
-    def poll(self, timeout_ms: int, budget: int) -> bool:
+    def poll(self, timeout_ms: int, budget: int, wake_fd=None) -> bool:
         time.sleep(min(timeout_ms, 20) / 1000)
         return True
 

@@ -151,9 +151,11 @@ class PolledEnforcement(FakeEnforcement):
         super().__init__(plan)
         self.agent = agent
         self.timeouts: List[int] = []
+        self.wake_fds: List[object] = []
 
-    def poll(self, timeout_ms: int, budget: int) -> bool:
+    def poll(self, timeout_ms: int, budget: int, wake_fd=None) -> bool:
         self.timeouts.append(timeout_ms)
+        self.wake_fds.append(wake_fd)
         return not self.on_poll(len(self.timeouts))
 
     def on_poll(self, n: int) -> bool:
@@ -204,6 +206,9 @@ def test_a_signal_that_came_while_the_loop_was_busy_is_handled_without_waiting(a
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
     assert quiet.timeouts[:3] == [daemon.POLL_MS, 0, daemon.POLL_MS], quiet.timeouts
+    # every wait also watches the signal wakeup fd, which the loop set (and restored)
+    (wake_fd,) = set(quiet.wake_fds[:4])
+    assert isinstance(wake_fd, int) and signal.set_wakeup_fd(-1) == -1
     assert [r["message"] for r in records(agent) if r["type"] == "agent"][0] == "reloaded"
 
 
