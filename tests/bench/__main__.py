@@ -1,6 +1,6 @@
 """The benchmark of issue 15, host side: one command from the repository root.
 
-    .venv/bin/python -m tests.bench            # full run (30 min on 2 cores: 30.2 min end to end on 2026-12-07)
+    .venv/bin/python -m tests.bench            # full run (about 32 min on 2 cores: 32.0 min end to end from a fresh clone, 2026-12-07)
     .venv/bin/python -m tests.bench --quick    # fewer rounds and iterations (about 10 min)
     .venv/bin/python -m tests.bench --kernel 6.12
     .venv/bin/python -m tests.bench --render RAW.json   # tables again from a guest's raw record, no VM
