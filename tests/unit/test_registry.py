@@ -193,3 +193,50 @@ def test_a_map_declared_inside_a_function_fails_loudly() -> None:
                        "static __always_inline void count(__u32 stat)\n{\n\tBPF_ARRAY(inner, __u32, 1);\n")
     with pytest.raises(DeclarationError, match="not a declaration on its own top-level line"):
         read_declarations(source)
+
+
+# --- arguments newer kernels add (HookSpec.optional_tail) ---------------------------
+
+
+def test_a_hook_whose_tail_macro_is_missing_is_reported() -> None:
+    source = _doctored("unsigned int size ENFORCER_HOOK_TAIL_BPF, int ret)", "unsigned int size, int ret)")
+    (problem,) = _problems(source)
+    assert problem.startswith("hook bpf") and "followed by ENFORCER_HOOK_TAIL_BPF" in problem, problem
+
+
+def test_a_tail_macro_the_registry_does_not_know_is_reported() -> None:
+    hooks = tuple(HookSpec(spec.hook, spec.params) if spec.optional_tail else spec for spec in registry.HOOKS)
+    (problem,) = _problems(SOURCE, hooks=hooks)
+    assert problem.startswith("hook bpf") and "the registry has no optional_tail" in problem, problem
+
+
+def test_the_tail_macro_is_not_taken_for_a_parameter() -> None:
+    (bpf,) = [decl for decl in read_declarations(SOURCE).programs if decl.name == "bpf"]
+    assert bpf.params == ("cmd", "attr", "size") and bpf.has_tail
+
+
+class _Hooks:
+    """A BTF stand-in: every hook passes what the registry expects, bpf `bpf_params`."""
+
+    def __init__(self, bpf_params: tuple) -> None:
+        self.bpf_params = bpf_params
+
+    def lsm_hook_params(self, name: str) -> tuple:
+        if name == "bpf":
+            return self.bpf_params
+        return next(spec.params for spec in registry.HOOKS if spec.name == name)
+
+
+@pytest.mark.parametrize("params", [("cmd", "attr", "size"), ("cmd", "attr", "size", "kernel")])
+def test_the_loader_accepts_a_hook_with_or_without_its_optional_tail(params: tuple) -> None:
+    from enforcer.kernel.loader import check_hook_signatures
+
+    check_hook_signatures(_Hooks(params))
+
+
+def test_the_loader_refuses_any_other_argument_count() -> None:
+    from enforcer.kernel.loader import LoadError, check_hook_signatures
+
+    with pytest.raises(LoadError, match=r"LSM hook bpf: this kernel passes \(cmd, attr, size, kernel, token\), "
+                                        r"enforcer's program expects \(cmd, attr, size\[, kernel\]\)"):
+        check_hook_signatures(_Hooks(("cmd", "attr", "size", "kernel", "token")))
