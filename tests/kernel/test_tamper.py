@@ -19,19 +19,17 @@ import json
 import shutil
 import signal
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional
 
 import pytest
 
 from battery import agent_running
+from namespaced import PIN_ROOT, in_container
 from harness.agent import Agent
 from scenarios import ACTIONS, PY
 
 pytestmark = pytest.mark.kernel
-
-PIN_ROOT = Path("/sys/fs/bpf/enforcer")
 
 POLICY = """\
 version = 1
@@ -77,26 +75,6 @@ def instance(agent) -> Path:
 def _bpftool_json(*args: str) -> dict:
     return json.loads(subprocess.run(["bpftool", *args, "--json"], check=True, capture_output=True,
                                      text=True).stdout)
-
-
-@dataclass(frozen=True)
-class Ran:
-    pid: int
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def in_container(*argv: str, timeout_s: float = 60) -> Ran:
-    """argv as root in a mount namespace of its own (unshare execs it: same pid)."""
-    proc = subprocess.Popen(["unshare", "--mount", "--", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    try:
-        out, err = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-    return Ran(proc.pid, proc.returncode, out, err)
 
 
 def on_host(*argv: str) -> subprocess.CompletedProcess:
