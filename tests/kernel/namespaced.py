@@ -33,3 +33,20 @@ def in_container(*argv: str, timeout_s: float = 60) -> Ran:
         proc.kill()
         out, err = proc.communicate()
     return Ran(proc.pid, proc.returncode, out, err)
+
+
+#: A SysRq rule for containers, to show enforcement goes on, and the tamper rule.
+TAMPER_POLICY = """\
+version = 1
+mode = "enforce"
+
+[[rule]]
+id = "sysrq-container"
+kind = "sysrq"
+scope = "container"
+
+[[rule]]
+id = "tamper"
+kind = "tamper"
+scope = "container"
+"""

@@ -25,26 +25,11 @@ from typing import Iterator, List, Optional
 import pytest
 
 from battery import agent_running
-from namespaced import PIN_ROOT, in_container
+from namespaced import PIN_ROOT, TAMPER_POLICY as POLICY, in_container
 from harness.agent import Agent
 from scenarios import ACTIONS, PY
 
 pytestmark = pytest.mark.kernel
-
-POLICY = """\
-version = 1
-mode = "enforce"
-
-[[rule]]
-id = "sysrq-container"
-kind = "sysrq"
-scope = "container"
-
-[[rule]]
-id = "tamper"
-kind = "tamper"
-scope = "container"
-"""
 
 
 @pytest.fixture(scope="module")

@@ -23,26 +23,14 @@ from typing import Iterator, List
 import pytest
 
 from harness.agent import Agent, AgentError, unload
-from namespaced import PIN_ROOT, in_container
+from namespaced import PIN_ROOT, TAMPER_POLICY, in_container
 
 pytestmark = pytest.mark.kernel
 
 CGROUP_NAME = "enftest-enforcer.service"
 CGROUP = Path("/sys/fs/cgroup") / CGROUP_NAME
 
-POLICY = f"""\
-version = 1
-mode = "enforce"
-
-[[rule]]
-id = "sysrq-container"
-kind = "sysrq"
-scope = "container"
-
-[[rule]]
-id = "tamper"
-kind = "tamper"
-scope = "container"
+POLICY = TAMPER_POLICY + f"""\
 [rule.allow]
 cgroup = ["/{CGROUP_NAME}"]
 """
