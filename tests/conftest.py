@@ -8,7 +8,7 @@ kernel (the VM).  So ``-m "not kernel"`` or ``-m unit`` select whole tiers.
 
 On the host (the normal run) every kernel-marked test item is replaced by a
 proxy item.  One guest boot per installed stock kernel (6.1 and 6.12 on
-Debian 12; one after the other, never two at once) runs all selected kernel
+Debian 12; as many at once as the host has CPUs, $ENFORCER_VM_PARALLEL) runs all selected kernel
 tests (a pytest process inside the guest, with ENFORCER_IN_GUEST=1), and each
 proxy reports the results its test had in the guests: it fails if it failed
 on any kernel, naming the kernel; it passes if it passed on at least one and
@@ -95,8 +95,7 @@ class KernelState:
         self.timeout_s = timeout
         self.results_opt = config.getoption("--kernel-results-dir") or os.environ.get(vm.ENV_RESULTS)
         self.python = os.environ.get(vm.ENV_PYTHON) or sys.executable
-        self.runs: List[vm.GuestRun] = []  # started so far, in order
-        self.pending: List[vm.GuestRun] = []  # one per kernel, not started yet
+        self.pool: Optional[vm.GuestPool] = None  # one guest per kernel
         self.unavailable: Optional[str] = None  # why the guests could not be started
         self.outcomes: Dict[str, vm.GuestOutcome] = {}  # kernel label -> outcome
         self.finished = False
@@ -105,13 +104,14 @@ class KernelState:
         self.results_root: Optional[Path] = None
 
     @property
-    def run(self) -> Optional[vm.GuestRun]:
-        """The guest running now (or the last one)."""
-        return self.runs[-1] if self.runs else None
+    def runs(self) -> List[vm.GuestRun]:
+        """The guests started so far, in order."""
+        return self.pool.started if self.pool is not None else []
 
     def start(self, nodeids: list) -> None:
         try:
             vng, kernels = vm.preflight(self.python)
+            at_once = vm.guests_at_once()
         except vm.HarnessError as e:
             self.unavailable = str(e)
             return
@@ -119,7 +119,7 @@ class KernelState:
             self.results_root = Path(self.results_opt).resolve()
         else:
             self.results_root = Path(tempfile.mkdtemp(prefix="enforcer-kernel-"))
-        self.pending = [
+        self.pool = vm.GuestPool([
             vm.GuestRun(
                 vng=vng, kernel=kernel, repo=REPO, results_dir=self.results_root / vm.kernel_label(kernel),
                 nodeids=nodeids, python=self.python, timeout_s=self.timeout_s,
@@ -127,8 +127,9 @@ class KernelState:
                 verbose=vm.env_flag(os.environ, vm.ENV_VERBOSE),
             )
             for kernel in kernels
-        ]
-        if not self._start_next():
+        ], at_once)
+        self.unavailable = self.pool.fill()
+        if not self.runs:
             return
         # QEMU runs in its own process group (so a timeout can kill all of
         # it); a SIGTERM to pytest would otherwise leave it running.  Turn it
@@ -137,24 +138,14 @@ class KernelState:
             signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
             self.sigterm_installed = True
 
-    def _start_next(self) -> bool:
-        run = self.pending.pop(0)
-        try:
-            run.start()
-        except OSError as e:
-            self.unavailable = f"could not start {run.vng} for {vm.kernel_label(run.kernel)}: {e}"
-            self.pending.clear()
-            return False
-        self.runs.append(run)
-        return True
-
     def finish(self) -> List[Tuple[vm.GuestRun, vm.GuestOutcome]]:
-        """Wait for every guest, starting each after the previous one ended."""
-        while not self.finished:
-            run = self.runs[-1]
-            self.outcomes[vm.kernel_label(run.kernel)] = run.wait()
-            if not self.pending or not self._start_next():
-                self.finished = True
+        """Wait for every guest (the first proxy to ask waits; the rest read)."""
+        assert self.pool is not None
+        if not self.finished:
+            done, problem = self.pool.finish()
+            self.unavailable = self.unavailable or problem
+            self.outcomes = {vm.kernel_label(run.kernel): outcome for run, outcome in done}
+            self.finished = True
         return [(run, self.outcomes[vm.kernel_label(run.kernel)]) for run in self.runs]
 
 
@@ -288,11 +279,12 @@ def pytest_runtestloop(session: pytest.Session) -> None:
     if nodeids:
         state.start(nodeids)  # in the background; proxies wait for it
         tr = config.pluginmanager.get_plugin("terminalreporter")
-        if tr is not None and state.run is not None:
-            kernels = [vm.kernel_label(r.kernel) for r in state.runs + state.pending]
+        if tr is not None and state.pool is not None and state.runs:
+            kernels = [vm.kernel_label(r.kernel) for r in state.runs + state.pool.pending]
             tr.write_line(
-                f"kernel VM: {len(nodeids)} kernel test(s) on {len(kernels)} kernel(s), one guest after the "
-                f"other: {', '.join(kernels)}; follow with: tail -f {state.results_root}/*/{vm.CONSOLE_NAME}"
+                f"kernel VM: {len(nodeids)} kernel test(s) on {len(kernels)} kernel(s), at most "
+                f"{state.pool.at_once} guest(s) at once ({vm.ENV_PARALLEL}): {', '.join(kernels)}; "
+                f"follow with: tail -f {state.results_root}/*/{vm.CONSOLE_NAME}"
             )
 
 
@@ -302,9 +294,8 @@ def _interrupt_on_sigterm(signum, frame):
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     state: KernelState = session.config.stash[_STATE]
-    if state.run is not None and not state.finished:
-        state.pending.clear()
-        state.run.abort()  # e.g. -x, Ctrl-C or SIGTERM before every kernel test ran
+    if state.pool is not None and not state.finished:
+        state.pool.abort()  # e.g. -x, Ctrl-C or SIGTERM before every kernel test ran
     if state.sigterm_installed:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
@@ -315,7 +306,7 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     if state.unavailable:
         tr.write_sep("-", "kernel VM")
         tr.write_line(f"kernel VM unavailable: {state.unavailable}")
-    if state.run is None:
+    if not state.runs:
         return
     tr.write_sep("-", "kernel VM")
     tr.write_line(f"results dir: {state.results_root}")

@@ -35,11 +35,15 @@ ENV_KVM = "ENFORCER_VM_KVM"  # "1": allow KVM (hangs on these machines)
 ENV_VERBOSE = "ENFORCER_VM_VERBOSE"  # "1": kernel console into console.log
 ENV_PYTHON = "ENFORCER_VM_PYTHON"  # interpreter to use inside the guest
 ENV_RESULTS = "ENFORCER_KERNEL_RESULTS"  # host dir for guest results
+ENV_PARALLEL = "ENFORCER_VM_PARALLEL"  # guests running at once (default: one per host CPU)
 ENV_ARTIFACTS = "ENFORCER_TEST_ARTIFACTS"  # set inside the guest
 
-DEFAULT_TIMEOUT_S = 45 * 60  # a whole-tier guest takes about 39 min on 6.1 (CI: 90 for everything)
+# A whole-tier guest took 43 min on 6.1 alone (CI of 2026-12-07); two side by
+# side run about 7% slower each.  CI has 90 min for everything.
+DEFAULT_TIMEOUT_S = 60 * 60
 DEFAULT_MEMORY = "2G"
 DEFAULT_CPUS = 2
+TCG_ONE_THREAD = "-accel tcg,thread=single"
 
 JUNIT_NAME = "junit.xml"
 JSONL_NAME = "results.jsonl"
@@ -63,6 +67,25 @@ def env_flag(env: Mapping[str, str], name: str) -> bool:
 
 def in_ci(env: Mapping[str, str] = os.environ) -> bool:
     return env_flag(env, "CI")
+
+
+def guests_at_once(env: Mapping[str, str] = os.environ, cpu_count: Optional[int] = None) -> int:
+    """How many guests may run at the same time: $ENFORCER_VM_PARALLEL, else
+    one per host CPU.  A guest under software emulation, all its vCPUs on one
+    host thread (TCG_ONE_THREAD), keeps one host CPU busy at most (measured,
+    test_tamper.py: 92% of one CPU alone; two guests side by side each took
+    187-198 s against 185 s for one alone, 354 s one after the other), so on
+    2 CPUs two guests take about the time of one."""
+    raw = env.get(ENV_PARALLEL, "").strip()
+    if not raw:
+        return max(1, cpu_count if cpu_count is not None else (os.cpu_count() or 1))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise HarnessError(f"{ENV_PARALLEL}={raw!r} is not a whole number of guests") from None
+    if value < 1:
+        raise HarnessError(f"{ENV_PARALLEL}={raw!r}: at least one guest must run")
+    return value
 
 
 # ---------------------------------------------------------------- results --
@@ -309,12 +332,21 @@ def build_vng_command(
     cpus: int = DEFAULT_CPUS,
     kvm: bool = False,
     verbose: bool = False,
+    one_thread: bool = True,
 ) -> List[str]:
     cmd = [vng, "--run", str(kernel)]
     if verbose:
         cmd.append("--verbose")  # the kernel's console (boot, oops, panic)
     if not kvm:
         cmd.append("--disable-kvm")  # KVM hangs at "Probing EDD" on these machines
+        # One host thread runs all the guest's vCPUs.  With a thread per vCPU
+        # (QEMU's default), two guests side by side on 2 host CPUs ran 2.1x
+        # slower each and burnt 4x the CPU (a preempted lock holder's sibling
+        # spins); with one they ran as fast as one guest alone (+7%), still
+        # with 2 CPUs as the guest sees them.  The "=" keeps vng's argument
+        # parser from taking "-accel" for an option of its own.
+        if one_thread:
+            cmd.append(f"--qemu-opts={TCG_ONE_THREAD}")
     cmd += [
         "--force-9p",  # no virtiofsd here
         "--memory", memory,
@@ -523,6 +555,11 @@ class GuestRun:
         if self.proc is not None and self.proc.poll() is None:
             self._kill()
 
+    def ended(self) -> bool:
+        """Whether wait() would return at once: QEMU exited or the bound passed."""
+        assert self.proc is not None, "start() first"
+        return self.proc.poll() is not None or time.monotonic() - self._t0 >= self.timeout_s
+
     def wait(self) -> GuestOutcome:
         if self._outcome is not None:
             return self._outcome
@@ -592,3 +629,52 @@ class GuestRun:
     def dmesg(self) -> str:
         p = self.results_dir / DMESG_NAME
         return p.read_text(errors="replace") if p.exists() else ""
+
+
+class GuestPool:
+    """Runs guests with at most `at_once` of them alive; outcomes in the given order."""
+
+    def __init__(self, runs: Sequence["GuestRun"], at_once: int) -> None:
+        if at_once < 1:
+            raise ValueError("at_once must be at least 1")
+        self.at_once = at_once
+        self.pending: List[GuestRun] = list(runs)  # not started yet, in order
+        self.started: List[GuestRun] = []  # in the order they were started
+        self.outcomes: Dict[int, GuestOutcome] = {}  # index in `started` -> outcome
+
+    def _alive(self) -> int:
+        return len(self.started) - len(self.outcomes)
+
+    def fill(self) -> Optional[str]:
+        """Start pending guests up to `at_once` alive; on a failure to start,
+        drop the rest and say why."""
+        while self.pending and self._alive() < self.at_once:
+            run = self.pending[0]
+            try:
+                run.start()
+            except OSError as e:
+                self.pending.clear()
+                return f"could not start {run.vng} for {kernel_label(run.kernel)}: {e}"
+            self.started.append(self.pending.pop(0))
+        return None
+
+    def finish(self, poll_s: float = 0.5) -> Tuple[List[Tuple["GuestRun", GuestOutcome]], Optional[str]]:
+        """Wait for every guest, starting a pending one whenever another
+        ends (each guest's own timeout bounds it).  Returns the outcomes in
+        start order and why a guest could not be started, if one could not."""
+        problem = None
+        while len(self.outcomes) < len(self.started):
+            for index, run in enumerate(self.started):
+                if index not in self.outcomes and run.ended():
+                    self.outcomes[index] = run.wait()
+                    problem = self.fill() or problem
+            if len(self.outcomes) < len(self.started):
+                time.sleep(poll_s)
+        return [(run, self.outcomes[i]) for i, run in enumerate(self.started)], problem
+
+    def abort(self) -> None:
+        """Kill every live guest and start no more (Ctrl-C, -x, SIGTERM)."""
+        self.pending.clear()
+        for run in self.started:
+            run.abort()
+

@@ -248,13 +248,17 @@ def test_build_vng_command():
                                Path("/tmp/res"), Path("/tmp/res/run-in-guest.sh"))
     assert cmd[:3] == ["/v/bin/vng", "--run", "/boot/vmlinuz-6.1.0-56-amd64"]
     assert "--disable-kvm" in cmd and "--force-9p" in cmd
+    assert "--qemu-opts=-accel tcg,thread=single" in cmd  # one host thread per guest
     assert cmd[cmd.index("--memory") + 1] == "2G"
     assert cmd[cmd.index("--cpus") + 1] == "2"
     assert cmd[cmd.index("--rwdir") + 1] == "/tmp/res"
     assert cmd[-2:] == ["--", "/bin/sh /tmp/res/run-in-guest.sh"]
     kvm = vm.build_vng_command("vng", Path("k"), Path("r"), Path("s"), kvm=True, memory="4G", cpus=4)
     assert "--disable-kvm" not in kvm and "--verbose" not in kvm
+    assert not any(arg.startswith("--qemu-opts") for arg in kvm)  # no TCG under KVM
     assert kvm[kvm.index("--memory") + 1] == "4G" and kvm[kvm.index("--cpus") + 1] == "4"
+    threads = vm.build_vng_command("vng", Path("k"), Path("r"), Path("s"), one_thread=False)
+    assert "--disable-kvm" in threads and not any(arg.startswith("--qemu-opts") for arg in threads)
     verbose = vm.build_vng_command("vng", Path("k"), Path("r"), Path("s"), verbose=True)
     assert "--verbose" in verbose and verbose[-2] == "--"
 
@@ -339,3 +343,86 @@ def test_runner_reports_a_guest_that_never_started_its_script(tmp_path):
     assert o.returncode == 255
     assert "never reached its test script" in o.problem and "status 255" in o.problem
     assert "Kernel panic" in o.console
+
+
+# -------------------------------------------------------------------- pool --
+
+def test_guests_at_once_defaults_to_the_cpu_count_and_refuses_nonsense():
+    assert vm.guests_at_once({}, cpu_count=2) == 2
+    assert vm.guests_at_once({}, cpu_count=1) == 1
+    assert vm.guests_at_once({vm.ENV_PARALLEL: " 1 "}, cpu_count=8) == 1
+    for bad in ("0", "-2", "two", "1.5"):
+        with pytest.raises(vm.HarnessError, match=vm.ENV_PARALLEL):
+            vm.guests_at_once({vm.ENV_PARALLEL: bad}, cpu_count=2)
+
+
+def _pool_runs(tmp_path, vng, kernels, timeout_s=60):
+    return [vm.GuestRun(vng=vng, kernel=Path(f"/boot/vmlinuz-{k}"), repo=tmp_path,
+                        results_dir=tmp_path / "res" / k, nodeids=["tests/kernel/test_a.py::test_ok"],
+                        python=sys.executable, timeout_s=timeout_s)
+            for k in kernels]
+
+
+# Each fake guest writes when it started and ended (monotonic enough at 0.1 s)
+# and takes 0.25 s, so overlap is visible in the files.
+_TIMED_GUEST = textwrap.dedent("""\
+    date +%s.%N > "$RES/t-start"
+    echo started > "$RES/guest-started"
+    sleep 0.25
+    date +%s.%N > "$RES/t-end"
+    exit 0
+    """)
+
+
+def _span(run):
+    return (float((run.results_dir / "t-start").read_text()), float((run.results_dir / "t-end").read_text()))
+
+
+def test_pool_runs_guests_side_by_side_up_to_its_bound_and_keeps_their_order(tmp_path):
+    vng = _fake_vng(tmp_path, _TIMED_GUEST)
+    runs = _pool_runs(tmp_path, vng, ["a", "b", "c"])
+    pool = vm.GuestPool(runs, at_once=2)
+    assert pool.fill() is None
+    assert [r.kernel.name for r in pool.started] == ["vmlinuz-a", "vmlinuz-b"]
+    done, problem = pool.finish(poll_s=0.05)
+    assert problem is None
+    assert [run.kernel.name for run, _ in done] == ["vmlinuz-a", "vmlinuz-b", "vmlinuz-c"]
+    assert all(o.returncode == 0 and not o.timed_out for _, o in done)
+    (a0, a1), (b0, b1), (c0, c1) = (_span(r) for r in runs)
+    assert b0 < a1 and a0 < b1  # a and b overlapped
+    assert c0 >= min(a1, b1) - 0.05  # c waited for one of them to end
+
+
+def test_pool_of_one_runs_one_guest_after_the_other(tmp_path):
+    vng = _fake_vng(tmp_path, _TIMED_GUEST)
+    runs = _pool_runs(tmp_path, vng, ["a", "b"])
+    pool = vm.GuestPool(runs, at_once=1)
+    pool.fill()
+    pool.finish(poll_s=0.05)
+    (a0, a1), (b0, b1) = (_span(r) for r in runs)
+    assert b0 >= a1 - 0.05
+
+
+def test_pool_bounds_each_guest_by_its_own_timeout_and_abort_kills_the_rest(tmp_path):
+    vng = _fake_vng(tmp_path, 'echo started > "$RES/guest-started"\nsleep 120 &\nwait\n')
+    runs = _pool_runs(tmp_path, vng, ["a", "b"], timeout_s=0.3)
+    pool = vm.GuestPool(runs, at_once=2)
+    pool.fill()
+    t0 = time.monotonic()
+    done, _ = pool.finish(poll_s=0.05)
+    assert time.monotonic() - t0 < 25
+    assert all(o.timed_out for _, o in done)
+    (tmp_path / "x").mkdir()
+    slow = _pool_runs(tmp_path / "x", _fake_vng(tmp_path / "x", 'sleep 120 &\nwait\n'), ["a"])
+    pool = vm.GuestPool(slow, at_once=1)
+    pool.fill()
+    pool.abort()
+    assert slow[0].proc.poll() is not None
+
+
+def test_pool_says_which_guest_could_not_start_and_starts_no_more(tmp_path):
+    runs = _pool_runs(tmp_path, str(tmp_path / "no-such-vng"), ["a", "b"])
+    pool = vm.GuestPool(runs, at_once=1)
+    problem = pool.fill()
+    assert problem is not None and "no-such-vng" in problem and " for a:" in problem
+    assert pool.started == [] and pool.pending == []
