@@ -1085,8 +1085,11 @@ static __always_inline int is_pin_entry(struct enforcer_settings *cfg, struct de
 	return 0;
 }
 
-/* Removing or renaming enforcer's pins: the last pin of a link that no
- * process holds is what keeps a program attached. */
+/* Removing or renaming enforcer's pins (the last pin of a link that no
+ * process holds is what keeps a program attached), or making anything new in
+ * the pin directory: an instance planted there (a directory of the attacker's
+ * own programs and maps, or a symlink to one) is what a restarted agent would
+ * adopt, and the attacker would hold fds of its maps. */
 static __always_inline int judge_pin_change(struct inode *dir, struct dentry *dentry,
 					    struct dentry *other, __u32 hook)
 {
@@ -1117,7 +1120,12 @@ static __always_inline int judge_pin_change(struct inode *dir, struct dentry *de
 		return 0;
 	v.hook = hook;
 	v.sb = sb;
-	v.access = hook == ENFORCER_HOOK_INODE_RENAME ? ENFORCER_ACCESS_RENAME : ENFORCER_ACCESS_REMOVE;
+	if (hook == ENFORCER_HOOK_INODE_RENAME)
+		v.access = ENFORCER_ACCESS_RENAME;
+	else if (hook == ENFORCER_HOOK_INODE_UNLINK || hook == ENFORCER_HOOK_INODE_RMDIR)
+		v.access = ENFORCER_ACCESS_REMOVE;
+	else
+		v.access = ENFORCER_ACCESS_CREATE;
 	/* no vfsmount here: the path is relative to the bpffs root */
 	resolve_path(s, &s->obj, dentry, NULL);
 	if (other) {
@@ -1139,6 +1147,39 @@ LSM_PROBE(inode_rmdir, struct inode *dir, struct dentry *dentry, int ret)
 	if (ret)
 		return ret;
 	return judge_pin_change(dir, dentry, NULL, ENFORCER_HOOK_INODE_RMDIR);
+}
+
+/* Making an entry: `dentry` is the new name (negative yet), in `dir`.
+ * BPF_OBJ_PIN comes here through vfs_mkobj(). Every file creation in the
+ * system runs these; they leave at the superblock's magic unless on bpffs. */
+LSM_PROBE(inode_create, struct inode *dir, struct dentry *dentry, umode_t mode, int ret)
+{
+	if (ret)
+		return ret;
+	return judge_pin_change(dir, dentry, NULL, ENFORCER_HOOK_INODE_CREATE);
+}
+
+LSM_PROBE(inode_mkdir, struct inode *dir, struct dentry *dentry, umode_t mode, int ret)
+{
+	if (ret)
+		return ret;
+	return judge_pin_change(dir, dentry, NULL, ENFORCER_HOOK_INODE_MKDIR);
+}
+
+LSM_PROBE(inode_symlink, struct inode *dir, struct dentry *dentry, const char *old_name, int ret)
+{
+	if (ret)
+		return ret;
+	return judge_pin_change(dir, dentry, NULL, ENFORCER_HOOK_INODE_SYMLINK);
+}
+
+/* The new name is judged, not the linked inode: another name for one of
+ * enforcer's pins elsewhere takes nothing away (the pin itself stays). */
+LSM_PROBE(inode_link, struct dentry *old_dentry, struct inode *dir, struct dentry *new_dentry, int ret)
+{
+	if (ret)
+		return ret;
+	return judge_pin_change(dir, new_dentry, NULL, ENFORCER_HOOK_INODE_LINK);
 }
 
 /* The agent as the object: a signal or a ptrace access aimed at it. */

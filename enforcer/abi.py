@@ -158,6 +158,10 @@ class Hook(enum.IntEnum):
     INODE_RMDIR = 13
     TASK_KILL = 14  # a signal sent from user space
     PTRACE_ACCESS_CHECK = 15
+    INODE_CREATE = 16  # a file made in a directory; BPF_OBJ_PIN comes here
+    INODE_MKDIR = 17
+    INODE_SYMLINK = 18
+    INODE_LINK = 19  # a hard link: the new name
 
 
 class Access(enum.IntEnum):
@@ -171,6 +175,7 @@ class Access(enum.IntEnum):
     REMOVE = 8  # unlink or rmdir
     SIGNAL = 9  # EventRecord.detail: the signal number
     TRACE = 10  # ptrace attach, /proc/PID/mem, process_vm_writev, pidfd_getfd; detail: the mode bits
+    CREATE = 11  # a pin, a directory, a symlink or a hard link made
 
 
 class Action(enum.IntEnum):

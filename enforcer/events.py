@@ -72,6 +72,11 @@ class TamperTarget:
 _OBJECT_OF_HOOK = {abi.Hook.BPF_MAP: "map", abi.Hook.BPF_PROG: "program", abi.Hook.BPF: "link"}
 
 
+#: Hooks that judge nothing but enforcer's pin directory (inode_rename judges release_agent too).
+_PIN_HOOKS = frozenset({abi.Hook.INODE_UNLINK, abi.Hook.INODE_RMDIR, abi.Hook.INODE_CREATE,
+                        abi.Hook.INODE_MKDIR, abi.Hook.INODE_SYMLINK, abi.Hook.INODE_LINK})
+
+
 def _signal_name(number: int) -> str:
     try:
         return signal.Signals(number).name
@@ -86,8 +91,7 @@ def _tamper(record: abi.EventRecord) -> Optional[TamperTarget]:
         return TamperTarget("agent", signal=_signal_name(record.detail))
     if record.access == abi.Access.TRACE:
         return TamperTarget("agent", ptrace_mode=record.detail)
-    if record.hook in (abi.Hook.INODE_UNLINK, abi.Hook.INODE_RMDIR) or (
-            record.hook == abi.Hook.INODE_RENAME and record.fstype == b"bpf"):
+    if record.hook in _PIN_HOOKS or (record.hook == abi.Hook.INODE_RENAME and record.fstype == b"bpf"):
         return TamperTarget("pin")
     return None
 

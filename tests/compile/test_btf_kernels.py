@@ -46,6 +46,10 @@ TAMPER_HOOKS = {
     "bpf_prog": ("prog",),
     "inode_unlink": ("dir", "dentry"),
     "inode_rmdir": ("dir", "dentry"),
+    "inode_create": ("dir", "dentry", "mode"),
+    "inode_mkdir": ("dir", "dentry", "mode"),
+    "inode_symlink": ("dir", "dentry", "old_name"),
+    "inode_link": ("old_dentry", "dir", "new_dentry"),
     "task_kill": ("p", "info", "sig", "cred"),
     "ptrace_access_check": ("child", "mode"),
 }

@@ -189,6 +189,44 @@ def test_pins_cannot_be_removed_or_renamed(agent: Agent, instance: Path) -> None
     sysrq_still_denied(agent)
 
 
+def test_nothing_can_be_planted_in_the_pin_directory(agent: Agent, instance: Path) -> None:
+    """An instance planted where a restarted agent looks for its own (a
+    directory of the attacker's maps and programs, or a name for one made
+    elsewhere) would be adopted, and its maps are the attacker's."""
+    before = sorted(p.name for p in PIN_ROOT.iterdir())
+    outside = Path("/sys/fs/bpf/tamper-test-outside")
+    other = Path("/sys/fs/bpf/tamper-test-plant")
+    made = on_host("bpftool", "map", "create", str(other), "type", "array", "key", "4", "value", "4",
+                   "entries", "1", "name", "plant")
+    assert made.returncode == 0, made.stderr
+    outside.mkdir()
+    try:
+        event = attempt(agent, "mkdir", str(PIN_ROOT / "planted"), obj={"object": "pin"})
+        assert event["hook"] == "inode_mkdir" and event["access"] == "create", event
+        assert event["path"] == "/enforcer/planted", event
+        attempt(agent, "mkdir", str(instance / "extra"), obj={"object": "pin"})
+        event = attempt(agent, "bpftool", "map", "create", str(PIN_ROOT / "planted-map"), "type", "array",
+                        "key", "4", "value", "4", "entries", "1", "name", "planted", obj={"object": "pin"})
+        assert event["hook"] == "inode_create" and event["path"] == "/enforcer/planted-map", event
+        event = attempt(agent, "ln", "-s", str(outside), str(PIN_ROOT / "symlinked"), obj={"object": "pin"})
+        assert event["hook"] == "inode_symlink", event
+        event = attempt(agent, "ln", str(other), str(PIN_ROOT / "hardlinked"), obj={"object": "pin"})
+        assert event["hook"] == "inode_link" and event["path"] == "/enforcer/hardlinked", event
+        event = attempt(agent, "mv", str(outside), str(PIN_ROOT / "moved-in"), obj={"object": "pin"})
+        assert event["hook"] == "inode_rename" and event["new_path"] == "/enforcer/moved-in", event
+        # the same outside the pin directory is nobody's business
+        mark = agent.mark()
+        proc = in_container("mkdir", str(outside / "fine"))
+        assert proc.returncode == 0, proc.stderr
+        assert _tamper_events(agent, mark, settle=False) == []
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)
+        other.unlink()
+    assert sorted(p.name for p in PIN_ROOT.iterdir()) == before
+    assert not (instance / "extra").exists()
+    sysrq_still_denied(agent)
+
+
 # --- the agent process ------------------------------------------------------------------
 
 

@@ -73,6 +73,10 @@ def test_hooks_and_program_names() -> None:
         "bpf_prog": ("prog",),
         "inode_unlink": ("dir", "dentry"),
         "inode_rmdir": ("dir", "dentry"),
+        "inode_create": ("dir", "dentry", "mode"),
+        "inode_mkdir": ("dir", "dentry", "mode"),
+        "inode_symlink": ("dir", "dentry", "old_name"),
+        "inode_link": ("old_dentry", "dir", "new_dentry"),
         "task_kill": ("p", "info", "sig", "cred"),
         "ptrace_access_check": ("child", "mode"),
     }
