@@ -1234,6 +1234,36 @@ LSM_PROBE(ptrace_access_check, struct task_struct *child, unsigned int mode, int
 				  ENFORCER_ACCESS_TRACE, mode);
 }
 
+/* Limits and scheduling set on the agent by another process: RLIMIT_CPU
+ * makes the kernel itself kill it (SIGXCPU, then SIGKILL: no task_kill),
+ * RLIMIT_NOFILE or RLIMIT_AS break its next reload, SCHED_IDLE or nice 19
+ * starve its reports. Reading the agent's limits (prlimit without a new
+ * value) is not judged. */
+LSM_PROBE(task_setrlimit, struct task_struct *p, unsigned int resource, struct rlimit *new_rlim, int ret)
+{
+	if (ret)
+		return ret;
+	return judge_agent_access(p, ENFORCER_TARGET_TAMPER_RESOURCES, ENFORCER_HOOK_TASK_SETRLIMIT,
+				  ENFORCER_ACCESS_LIMIT, resource);
+}
+
+LSM_PROBE(task_setscheduler, struct task_struct *p, int ret)
+{
+	if (ret)
+		return ret;
+	return judge_agent_access(p, ENFORCER_TARGET_TAMPER_RESOURCES, ENFORCER_HOOK_TASK_SETSCHEDULER,
+				  ENFORCER_ACCESS_SCHEDULE, 0);
+}
+
+LSM_PROBE(task_setnice, struct task_struct *p, int nice, int ret)
+{
+	if (ret)
+		return ret;
+	/* the detail is unsigned: nice -20..19 travels as its two's complement */
+	return judge_agent_access(p, ENFORCER_TARGET_TAMPER_RESOURCES, ENFORCER_HOOK_TASK_SETNICE,
+				  ENFORCER_ACCESS_SCHEDULE, (__u32)nice);
+}
+
 LSM_PROBE(inode_rename, struct inode *old_dir, struct dentry *old_dentry,
 	  struct inode *new_dir, struct dentry *new_dentry, int ret)
 {

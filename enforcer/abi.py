@@ -133,6 +133,10 @@ class Target(enum.IntEnum):
     TAMPER_PIN = 16
     TAMPER_SIGNAL = 17
     TAMPER_PTRACE = 18
+    #: the agent's resource limits or scheduling changed by another process
+    #: (RLIMIT_CPU makes the kernel kill it; RLIMIT_NOFILE or RLIMIT_AS break
+    #: it; SCHED_IDLE or nice 19 starve its event reports)
+    TAMPER_RESOURCES = 19
 
 
 TARGET_COUNT = len(Target)
@@ -162,6 +166,9 @@ class Hook(enum.IntEnum):
     INODE_MKDIR = 17
     INODE_SYMLINK = 18
     INODE_LINK = 19  # a hard link: the new name
+    TASK_SETRLIMIT = 20  # prlimit(2) or setrlimit(2) setting a limit
+    TASK_SETSCHEDULER = 21  # sched_setscheduler, sched_setattr, sched_setaffinity
+    TASK_SETNICE = 22  # setpriority(2), sched_setattr's nice
 
 
 class Access(enum.IntEnum):
@@ -176,6 +183,8 @@ class Access(enum.IntEnum):
     SIGNAL = 9  # EventRecord.detail: the signal number
     TRACE = 10  # ptrace attach, /proc/PID/mem, process_vm_writev, pidfd_getfd; detail: the mode bits
     CREATE = 11  # a pin, a directory, a symlink or a hard link made
+    LIMIT = 12  # a resource limit set; EventRecord.detail: the RLIMIT_* number
+    SCHEDULE = 13  # scheduling policy, affinity or nice set; detail: the nice value (task_setnice)
 
 
 class Action(enum.IntEnum):
@@ -222,7 +231,7 @@ class Watch(enum.IntFlag):
     CGROUP_MOUNT = 256  # release_agent as a cgroup v1 mount parameter
     TAMPER_BPF = 512  # fds of enforcer's own maps, programs and links
     TAMPER_PINS = 1024  # unlink, rmdir and rename under enforcer's pin directory
-    TAMPER_AGENT = 2048  # signals to and ptrace of the agent
+    TAMPER_AGENT = 2048  # signals to, ptrace of, limits and scheduling of the agent
 
 
 class ObjectKind(enum.IntEnum):

@@ -66,6 +66,8 @@ class TamperTarget:
     id: Optional[int] = None  # map, program or link id
     signal: Optional[str] = None  # signal sent to the agent, e.g. "SIGKILL" ("signal 40" when unnamed)
     ptrace_mode: Optional[int] = None  # PTRACE_MODE_* bits asked for
+    limit: Optional[str] = None  # resource limit set on the agent, e.g. "RLIMIT_CPU"
+    nice: Optional[int] = None  # nice value set on the agent (task_setnice)
 
 
 #: Object kinds of tamper events by hook (the pin hooks and the agent hooks by access).
@@ -75,6 +77,15 @@ _OBJECT_OF_HOOK = {abi.Hook.BPF_MAP: "map", abi.Hook.BPF_PROG: "program", abi.Ho
 #: Hooks that judge nothing but enforcer's pin directory (inode_rename judges release_agent too).
 _PIN_HOOKS = frozenset({abi.Hook.INODE_UNLINK, abi.Hook.INODE_RMDIR, abi.Hook.INODE_CREATE,
                         abi.Hook.INODE_MKDIR, abi.Hook.INODE_SYMLINK, abi.Hook.INODE_LINK})
+
+
+#: Linux's RLIMIT_* numbers (include/uapi/asm-generic/resource.h; x86, arm64 and the rest alike).
+_RLIMITS = ("CPU", "FSIZE", "DATA", "STACK", "CORE", "RSS", "NPROC", "NOFILE", "MEMLOCK", "AS", "LOCKS",
+            "SIGPENDING", "MSGQUEUE", "NICE", "RTPRIO", "RTTIME")
+
+
+def _limit_name(number: int) -> str:
+    return f"RLIMIT_{_RLIMITS[number]}" if number < len(_RLIMITS) else f"limit {number}"
 
 
 def _signal_name(number: int) -> str:
@@ -91,6 +102,12 @@ def _tamper(record: abi.EventRecord) -> Optional[TamperTarget]:
         return TamperTarget("agent", signal=_signal_name(record.detail))
     if record.access == abi.Access.TRACE:
         return TamperTarget("agent", ptrace_mode=record.detail)
+    if record.access == abi.Access.LIMIT:
+        return TamperTarget("agent", limit=_limit_name(record.detail))
+    if record.access == abi.Access.SCHEDULE:
+        if record.hook == abi.Hook.TASK_SETNICE:  # the kernel's int, carried in a u32
+            return TamperTarget("agent", nice=record.detail - (1 << 32) if record.detail >= 1 << 31 else record.detail)
+        return TamperTarget("agent")
     if record.hook in _PIN_HOOKS or (record.hook == abi.Hook.INODE_RENAME and record.fstype == b"bpf"):
         return TamperTarget("pin")
     return None

@@ -49,6 +49,9 @@ _SLOTS: Dict[TamperObject, Tuple[Tuple[abi.Target, abi.Watch, str, str], ...]] =
         (abi.Target.TAMPER_PTRACE, abi.Watch.TAMPER_AGENT, "tracing the agent",
          "ptrace attach to the agent, writing its memory (/proc/PID/mem, process_vm_writev), "
          "taking its fds (pidfd_getfd)"),
+        (abi.Target.TAMPER_RESOURCES, abi.Watch.TAMPER_AGENT, "the agent's limits and scheduling",
+         "setting the agent's resource limits (prlimit: RLIMIT_CPU would have the kernel kill it) or its "
+         "scheduling (chrt, taskset, renice)"),
     ),
 }
 

@@ -52,6 +52,9 @@ TAMPER_HOOKS = {
     "inode_link": ("old_dentry", "dir", "new_dentry"),
     "task_kill": ("p", "info", "sig", "cred"),
     "ptrace_access_check": ("child", "mode"),
+    "task_setrlimit": ("p", "resource", "new_rlim"),
+    "task_setscheduler": ("p",),
+    "task_setnice": ("p", "nice"),
 }
 
 

@@ -16,6 +16,7 @@ and through it all the SysRq rule keeps denying.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -248,6 +249,35 @@ def test_the_agent_cannot_be_traced_nor_its_memory_written(agent: Agent) -> None
     event = attempt(agent, "strace", "-p", str(agent.pid), obj={"object": "agent"}, timeout_s=30)
     assert event["hook"] == "ptrace_access_check" and event["tamper"]["ptrace_mode"] & 0x02, event
     attempt(agent, PY, "-c", f"open('/proc/{agent.pid}/mem', 'r+b')", obj={"object": "agent"})
+    sysrq_still_denied(agent)
+
+
+def _limits_and_scheduling(pid: int) -> tuple:
+    with open(f"/proc/{pid}/limits") as fh:
+        limits = fh.read()
+    return limits, os.getpriority(os.PRIO_PROCESS, pid), os.sched_getscheduler(pid), os.sched_getaffinity(pid)
+
+
+def test_the_agents_limits_and_scheduling_cannot_be_changed(agent: Agent) -> None:
+    """RLIMIT_CPU would have the kernel itself kill the agent (no task_kill);
+    SCHED_IDLE, an affinity or nice 19 would starve it."""
+    before = _limits_and_scheduling(agent.pid)
+    event = attempt(agent, "prlimit", f"--pid={agent.pid}", "--cpu=1:1",
+                    obj={"object": "agent", "limit": "RLIMIT_CPU"})
+    assert event["hook"] == "task_setrlimit" and event["access"] == "limit", event
+    attempt(agent, "prlimit", f"--pid={agent.pid}", "--nofile=3:3", obj={"object": "agent", "limit": "RLIMIT_NOFILE"})
+    event = attempt(agent, "chrt", "--idle", "-p", "0", str(agent.pid), obj={"object": "agent"})
+    assert event["hook"] == "task_setscheduler" and event["access"] == "schedule", event
+    event = attempt(agent, "taskset", "-p", "1", str(agent.pid), obj={"object": "agent"})
+    assert event["hook"] == "task_setscheduler", event
+    event = attempt(agent, "renice", "-n", "19", "-p", str(agent.pid), obj={"object": "agent", "nice": 19})
+    assert event["hook"] == "task_setnice", event
+    assert _limits_and_scheduling(agent.pid) == before
+    # reading them is not judged
+    mark = agent.mark()
+    proc = in_container("prlimit", f"--pid={agent.pid}")
+    assert proc.returncode == 0 and "CPU" in proc.stdout, proc.stdout + proc.stderr
+    assert _tamper_events(agent, mark, settle=False) == []
     sysrq_still_denied(agent)
 
 

@@ -79,6 +79,9 @@ def test_hooks_and_program_names() -> None:
         "inode_link": ("old_dentry", "dir", "new_dentry"),
         "task_kill": ("p", "info", "sig", "cred"),
         "ptrace_access_check": ("child", "mode"),
+        "task_setrlimit": ("p", "resource", "new_rlim"),
+        "task_setscheduler": ("p",),
+        "task_setnice": ("p", "nice"),
     }
     assert {spec.hook for spec in registry.HOOKS} == set(abi.Hook)
     assert all(spec.program == f"lsm__{spec.name}" for spec in registry.HOOKS)
@@ -90,7 +93,7 @@ def test_cflags_give_every_map_size_once() -> None:
     assert len(names) == len(set(names))
     for spec in registry.MAPS:
         assert f"-D{spec.size_macro}={spec.size_value}" in flags
-    assert "-DENFORCER_TARGETS_ENTRIES=76" in flags  # 19 targets x 2 scopes x 2 policy slots
+    assert "-DENFORCER_TARGETS_ENTRIES=80" in flags  # 20 targets x 2 scopes x 2 policy slots
     assert "-DENFORCER_RULES_ENTRIES=128" in flags
     assert f"-DENFORCER_EVENTS_PAGES={abi.RINGBUF_BYTES // 4096}" in flags
 

@@ -57,7 +57,7 @@ def _targets(plan, scope: abi.KernelScope) -> dict:
 @pytest.mark.parametrize("protect, targets, watch", [
     (["bpf"], {abi.Target.TAMPER_BPF_OBJECT}, abi.Watch.TAMPER_BPF),
     (["pins"], {abi.Target.TAMPER_PIN}, abi.Watch.TAMPER_PINS),
-    (["agent"], {abi.Target.TAMPER_SIGNAL, abi.Target.TAMPER_PTRACE}, abi.Watch.TAMPER_AGENT),
+    (["agent"], {abi.Target.TAMPER_SIGNAL, abi.Target.TAMPER_PTRACE, abi.Target.TAMPER_RESOURCES}, abi.Watch.TAMPER_AGENT),
 ])
 def test_each_object_claims_its_targets_in_container_scope_only(protect, targets, watch) -> None:
     plan = compile_policy(loads_policy(RULE + f"protect = {protect!r}\n".replace("'", '"')))
@@ -91,6 +91,12 @@ PLAN = compile_policy(loads_policy(RULE), Mode.ENFORCE)
      TamperTarget("agent", signal="SIGKILL")),
     (abi.Hook.TASK_KILL, abi.Access.SIGNAL, 40, b"python3", b"", TamperTarget("agent", signal="signal 40")),
     (abi.Hook.PTRACE_ACCESS_CHECK, abi.Access.TRACE, 0x12, b"python3", b"", TamperTarget("agent", ptrace_mode=0x12)),
+    (abi.Hook.TASK_SETRLIMIT, abi.Access.LIMIT, 0, b"python3", b"", TamperTarget("agent", limit="RLIMIT_CPU")),
+    (abi.Hook.TASK_SETRLIMIT, abi.Access.LIMIT, 7, b"python3", b"", TamperTarget("agent", limit="RLIMIT_NOFILE")),
+    (abi.Hook.TASK_SETRLIMIT, abi.Access.LIMIT, 99, b"python3", b"", TamperTarget("agent", limit="limit 99")),
+    (abi.Hook.TASK_SETSCHEDULER, abi.Access.SCHEDULE, 0, b"python3", b"", TamperTarget("agent")),
+    (abi.Hook.TASK_SETNICE, abi.Access.SCHEDULE, 19, b"python3", b"", TamperTarget("agent", nice=19)),
+    (abi.Hook.TASK_SETNICE, abi.Access.SCHEDULE, (1 << 32) - 20, b"python3", b"", TamperTarget("agent", nice=-20)),
 ])
 def test_tamper_events_say_what_they_aimed_at(hook, access, detail, path, fstype, expected) -> None:
     raw = record(rule=1, hook=int(hook), access=int(access), action=int(abi.Action.BLOCKED), detail=detail,
