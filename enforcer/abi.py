@@ -242,7 +242,16 @@ class ObjectKind(enum.IntEnum):
     LINK = 3
 
 
-#: Entries of `protected_objects`: enforcer's maps, programs and links, with room.
+class ProtectedOwner(enum.IntEnum):
+    """protected_objects' value: whose object an id is (the programs test only
+    that the key is there; enforcer.kernel.protected keeps the table)."""
+
+    INSTANCE = 1  # a map, program or link of the pinned instance
+    AGENT = 2  # the running agent's own (its reload barrier's maps): the next agent replaces them
+
+
+#: Entries of `protected_objects`: enforcer's maps, programs and links, and the
+#: agent's two barrier maps (tests/unit/test_registry.py checks they fit).
 MAX_PROTECTED_OBJECTS = 64
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from typing import Dict
 
 from enforcer.kernel import bpfsys
 
@@ -38,6 +39,11 @@ class RcuBarrier:
     def __call__(self) -> None:
         """Return after an RCU grace period (milliseconds; more under emulation)."""
         self._sys.map_update(self._outer, ctypes.c_uint32(0), ctypes.c_uint32(self._inner), what="barrier map")
+
+    def fds(self) -> Dict[str, int]:
+        """Its two maps, by what they are (for protected_objects: freezing the
+        outer map from elsewhere would make every later reload fail)."""
+        return {"barrier": self._outer, "barrier inner": self._inner}
 
     def close(self) -> None:
         for fd in (self._outer, self._inner):

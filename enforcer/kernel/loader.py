@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 from enforcer import abi, registry
-from enforcer.kernel import bpfsys, headers, objcache, selfid
+from enforcer.kernel import bpfsys, headers, objcache, protected, selfid
 from enforcer.kernel.barrier import RcuBarrier
 from enforcer.kernel.bpfobject import CompiledObject
 from enforcer.kernel.compile_worker import CompileWorkerError, compile_in_worker
@@ -169,11 +169,14 @@ class Enforcement:
         self.generations = GenerationTable()
 
     def protect(self, kind: abi.ObjectKind, fds: Dict[str, int]) -> None:
-        """Name these objects to the tamper rules (protected_objects, by id)."""
-        table = self._loaded.map_fd("protected_objects")
-        for name, fd in fds.items():
-            key = abi.ObjectKey(kind=int(kind), id=bpfsys.object_id(fd, what=f"{kind.name.lower()} {name}"))
-            bpfsys.map_update(table, key, ctypes.c_uint32(1), what="map protected_objects")
+        """Name these objects of the instance to the tamper rules (by id)."""
+        protected.add(self._loaded.map_fd("protected_objects"), kind, fds, abi.ProtectedOwner.INSTANCE)
+
+    def protect_barrier(self) -> None:
+        """Name this agent's reload barrier maps, forgetting the previous agent's."""
+        forgotten = protected.replace_agent_objects(self._loaded.map_fd("protected_objects"), self._barrier.fds())
+        if forgotten:
+            log.info("protected_objects: forgot %d map id(s) of the previous agent's reload barrier", forgotten)
 
     def fill(self) -> None:
         """Write the first plan (generation 1) before anything is attached."""
@@ -302,6 +305,7 @@ def _adopt(instance: Path, obj: CompiledObject, plan: MapPlan) -> Enforcement:
     enforcement = Enforcement(loaded, plan, instance, host_mount_namespace(), barrier,
                               selfid.current(instance.parent))
     try:
+        enforcement.protect_barrier()
         enforcement.maps.adopt(plan)
     except (OSError, ReloadError) as error:
         enforcement.close()
@@ -384,6 +388,7 @@ def load(
         # tamper rules know every map and program of this instance
         enforcement.protect(abi.ObjectKind.MAP, loaded.map_fds)
         enforcement.protect(abi.ObjectKind.PROG, loaded.program_fds)
+        enforcement.protect_barrier()
         enforcement.fill()
     except LoadError:
         enforcement.close()

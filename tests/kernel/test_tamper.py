@@ -149,6 +149,29 @@ def test_programs_and_links_cannot_be_opened_by_id(agent: Agent, instance: Path)
     assert event["hook"] == "bpf", event
 
 
+def _held_map_ids(pid: int) -> set:
+    """Ids of the BPF maps process `pid` holds an fd of (its fdinfo's map_id)."""
+    ids = set()
+    for info in Path(f"/proc/{pid}/fdinfo").iterdir():
+        for line in info.read_text().splitlines():
+            if line.startswith("map_id:"):
+                ids.add(int(line.split()[1]))
+    return ids
+
+
+def test_the_reload_barrier_cannot_be_frozen(agent: Agent, instance: Path) -> None:
+    """The barrier's maps are the agent's own (not pinned); frozen, every
+    later reload would fail."""
+    pinned = {_map_id(instance, p.name[len("map_"):]) for p in instance.iterdir() if p.name.startswith("map_")}
+    barrier = sorted(_held_map_ids(agent.pid) - pinned)
+    shown = {m["id"]: m["type"] for m in _bpftool_json("map", "show")}
+    assert sorted(shown[i] for i in barrier) == ["array", "array_of_maps"], (barrier, shown)
+    for map_id in barrier:
+        attempt(agent, "bpftool", "map", "freeze", "id", str(map_id), obj={"object": "map", "id": map_id})
+    verdict = agent.reload(POLICY)
+    assert verdict["message"] == "reloaded", verdict
+
+
 def test_the_host_is_not_judged_by_a_container_rule(agent: Agent, instance: Path) -> None:
     mark = agent.mark()
     shown = on_host("bpftool", "map", "dump", "id", str(_map_id(instance, "settings")))

@@ -87,6 +87,13 @@ def test_hooks_and_program_names() -> None:
     assert all(spec.program == f"lsm__{spec.name}" for spec in registry.HOOKS)
 
 
+def test_protected_objects_holds_every_object_of_an_instance_and_the_barrier() -> None:
+    """Every map, every program, one link per program, the agent's two barrier
+    maps: a full table would fail the agent's start (E2BIG)."""
+    needed = len(registry.MAPS) + 2 * len(registry.HOOKS) + 2
+    assert needed <= abi.MAX_PROTECTED_OBJECTS, f"{needed} objects to protect"
+
+
 def test_cflags_give_every_map_size_once() -> None:
     flags = registry.cflags()
     names = [flag.split("=")[0] for flag in flags]
