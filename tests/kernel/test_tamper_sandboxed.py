@@ -65,10 +65,19 @@ def _settings_id() -> int:
     return int(json.loads(shown)["id"])
 
 
+def _policy_file(workdir: Path, text: str) -> Path:
+    """The policy in a directory of its own, as /etc/enforcer is: the tamper
+    rule protects that directory, and the agents' state (workdir/state, as
+    /run/enforcer) must not be in it."""
+    policy = workdir / "etc" / "policy.toml"
+    policy.parent.mkdir()
+    policy.write_text(text)
+    return policy
+
+
 def test_the_unit_restarts_and_reloads_its_agent_with_the_tamper_rule_on(tmp_path: Path, agent_log_path: Path,
                                                                           unit_cgroup: Path) -> None:
-    policy = tmp_path / "policy.toml"
-    policy.write_text(POLICY)
+    policy = _policy_file(tmp_path, POLICY)
     first = SandboxedAgent(policy, None, agent_log_path.with_name("agent-first.log"), tmp_path).start()
     second = None
     try:
@@ -98,8 +107,7 @@ def test_without_the_allowlist_the_restarted_agent_cannot_take_over(tmp_path: Pa
                                                                      unit_cgroup: Path) -> None:
     """What the allowlist is for: the next agent is refused the pins it would
     adopt, loads a second instance, then is refused the removal of the first."""
-    policy = tmp_path / "policy.toml"
-    policy.write_text(POLICY.replace(f'[rule.allow]\ncgroup = ["/{CGROUP_NAME}"]\n', ""))
+    policy = _policy_file(tmp_path, POLICY.replace(f'[rule.allow]\ncgroup = ["/{CGROUP_NAME}"]\n', ""))
     first = SandboxedAgent(policy, None, agent_log_path.with_name("agent-first.log"), tmp_path).start()
     try:
         assert first.stop() == 0
