@@ -103,7 +103,6 @@ struct verdict_ctx {
 	__u8 match;
 	__u8 has_new_path;
 	__u8 needs;		/* RuleFlag bits the deciding rule must carry (exec rules: EXEC or MAP) */
-	__u8 tamper;		/* a tamper rule's decision: the event says so (EVENT_TAMPER) */
 	__u32 detail;		/* the event's detail (tamper rules) */
 	struct super_block *sb;
 };
@@ -638,8 +637,6 @@ static __always_inline void emit(struct scratch *s, struct verdict_ctx *v, __u8 
 		ev->flags |= ENFORCER_EVENT_EXE_TRUNCATED;
 	if (s->cgroup.truncated)
 		ev->flags |= ENFORCER_EVENT_CGROUP_TRUNCATED;
-	if (v->tamper)
-		ev->flags |= ENFORCER_EVENT_TAMPER;
 	ev->hook = v->hook;
 	ev->access = v->access;
 	ev->action = action;
@@ -839,49 +836,6 @@ static __always_inline __u8 target_access(__u32 target)
 	}
 }
 
-/* 1 when `dentry` is the directory whose inode number is `ino`, or lies in
- * it, two levels down at most (a pin in an instance directory; a file in the
- * policy directory's allow.d). A new entry's dentry has no inode yet: its
- * parent decides. */
-static __always_inline int is_entry_of(struct dentry *dentry, __u64 ino)
-{
-#pragma unroll
-	for (int level = 0; level < 3; level++) {
-		struct inode *inode = NULL;
-		unsigned long found = 0;
-
-		if (!dentry)
-			return 0;
-		READ_KERNEL(inode, dentry->d_inode);
-		if (inode)
-			READ_KERNEL(found, inode->i_ino);
-		if (inode && found == ino)
-			return 1;
-		dentry = parent_of(dentry);
-	}
-	return 0;
-}
-
-static __always_inline int current_is_agent(struct enforcer_settings *cfg);
-
-/* A write of a file in the policy directory, on whatever filesystem holds it
- * (recognised by that filesystem's s_dev and the directory's inode, not by a
- * path a container may see differently): the target, or TARGET_COUNT. */
-static __always_inline __u32 classify_policy_write(struct enforcer_settings *cfg, struct dentry *dentry,
-						   struct super_block *sb, __u32 watch)
-{
-	__u32 dev = 0;
-
-	if (!(watch & ENFORCER_WATCH_TAMPER_POLICY) || !cfg->policy_ino)
-		return ENFORCER_TARGET_COUNT;
-	READ_KERNEL(dev, sb->s_dev);
-	if (dev != cfg->policy_dev || !is_entry_of(dentry, cfg->policy_ino))
-		return ENFORCER_TARGET_COUNT;
-	if (current_is_agent(cfg))
-		return ENFORCER_TARGET_COUNT;
-	return ENFORCER_TARGET_TAMPER_POLICY;
-}
-
 /* Shared by file_open and path_truncate. */
 static __always_inline int check_file(struct dentry *dentry, struct vfsmount *vfsmnt,
 				      struct super_block *sb, unsigned long magic, int write,
@@ -894,15 +848,13 @@ static __always_inline int check_file(struct dentry *dentry, struct vfsmount *vf
 	__u32 target, scope;
 	int verdict;
 
+	if (magic != PROC_SUPER_MAGIC && magic != CGROUP_SUPER_MAGIC && magic != SYSFS_MAGIC &&
+	    magic != BINFMTFS_MAGIC)
+		return 0;
 	cfg = get_settings();
 	if (!cfg)
 		return 0;
-	if (magic != PROC_SUPER_MAGIC && magic != CGROUP_SUPER_MAGIC && magic != SYSFS_MAGIC &&
-	    magic != BINFMTFS_MAGIC)
-		target = write ? classify_policy_write(cfg, dentry, sb, begin_decision(cfg, &v))
-			       : ENFORCER_TARGET_COUNT;
-	else
-		target = classify_file(dentry, sb, magic, write, begin_decision(cfg, &v));
+	target = classify_file(dentry, sb, magic, write, begin_decision(cfg, &v));
 	if (target >= ENFORCER_TARGET_COUNT)
 		return 0;
 	if (hook == ENFORCER_HOOK_PATH_TRUNCATE) {
@@ -920,7 +872,6 @@ static __always_inline int check_file(struct dentry *dentry, struct vfsmount *vf
 		return 0;
 	v.hook = hook;
 	v.access = target_access(target);
-	v.tamper = target == ENFORCER_TARGET_TAMPER_POLICY;
 	v.sb = sb;
 	resolve_path(s, &s->obj, dentry, vfsmnt);
 	verdict = apply_rule(s, &v, mntns, scope);
@@ -939,30 +890,28 @@ LSM_PROBE(file_open, struct file *file, int ret)
 	struct vfsmount *vfsmnt = NULL;
 	struct super_block *sb;
 	unsigned long magic;
-	unsigned int f_mode, f_flags;
-	int write;
+	unsigned int f_mode = 0, f_flags = 0;
 
 	if (ret)
 		return ret;
-	/* The hot path: every open() on the host. Five plain loads through
+	/* The hot path: every open() on the host. Three plain loads through
 	 * the BTF-typed argument (no helper call; a NULL along the way reads
-	 * as 0) and out, for a read of anything that is not procfs, cgroup v1,
-	 * sysfs or binfmt_misc. Writes elsewhere go on to the settings (the
-	 * policy directory's filesystem); opens of those four are then cut
-	 * short by the watch flags. O_TRUNC truncates even with O_RDONLY (the
-	 * kernel asks for write permission in that case): it counts as a write. */
+	 * as 0) and out, for anything that is not procfs, cgroup v1, sysfs or
+	 * binfmt_misc. Opens there are then cut short by the watch flags. */
 	sb = file->f_inode->i_sb;
 	magic = sb->s_magic;
-	f_mode = file->f_mode;
-	f_flags = file->f_flags;
-	write = (f_mode & ENF_FMODE_WRITE) || (f_flags & ENF_O_TRUNC);
-	if (!write && magic != PROC_SUPER_MAGIC && magic != CGROUP_SUPER_MAGIC && magic != SYSFS_MAGIC &&
+	if (magic != PROC_SUPER_MAGIC && magic != CGROUP_SUPER_MAGIC && magic != SYSFS_MAGIC &&
 	    magic != BINFMTFS_MAGIC)
 		return 0;
+	READ_KERNEL(f_mode, file->f_mode);
+	READ_KERNEL(f_flags, file->f_flags);
 	READ_KERNEL(dentry, file->f_path.dentry);
 	READ_KERNEL(vfsmnt, file->f_path.mnt);
-	return check_file(dentry, vfsmnt, sb, magic, write, (f_flags & ENF_O_TRUNC) != 0,
-			  ENFORCER_HOOK_FILE_OPEN);
+	/* O_TRUNC truncates even with O_RDONLY (the kernel asks for write
+	 * permission in that case), so it counts as a write. */
+	return check_file(dentry, vfsmnt, sb, magic,
+			  (f_mode & ENF_FMODE_WRITE) || (f_flags & ENF_O_TRUNC),
+			  (f_flags & ENF_O_TRUNC) != 0, ENFORCER_HOOK_FILE_OPEN);
 }
 
 LSM_PROBE(path_truncate, const struct path *path, int ret)
@@ -1041,7 +990,6 @@ static __always_inline struct scratch *tamper_hit(struct enforcer_settings *cfg,
 {
 	if (current_is_agent(cfg))
 		return NULL;
-	v->tamper = 1;
 	return target_hit(cfg, target, v, mntns, scope);
 }
 
@@ -1116,47 +1064,58 @@ LSM_PROBE(bpf, int cmd, union bpf_attr *attr, unsigned int size ENFORCER_HOOK_TA
 	return judge_bpf_object(ENFORCER_OBJECT_LINK, attr->link_id, NULL, ENFORCER_HOOK_BPF);
 }
 
+/* 1 when `dentry` is enforcer's pin directory or lies in it (a pin, an
+ * instance directory, a pin in an instance directory). */
+static __always_inline int is_pin_entry(struct enforcer_settings *cfg, struct dentry *dentry)
+{
+#pragma unroll
+	for (int level = 0; level < 3; level++) {
+		struct inode *inode = NULL;
+		unsigned long ino = 0;
+
+		if (!dentry)
+			return 0;
+		READ_KERNEL(inode, dentry->d_inode);
+		if (inode)
+			READ_KERNEL(ino, inode->i_ino);
+		if (inode && ino == cfg->pins_ino)
+			return 1;
+		dentry = parent_of(dentry);
+	}
+	return 0;
+}
+
 /* Removing or renaming enforcer's pins (the last pin of a link that no
  * process holds is what keeps a program attached), or making anything new in
  * the pin directory: an instance planted there (a directory of the attacker's
  * own programs and maps, or a symlink to one) is what a restarted agent would
- * adopt, and the attacker would hold fds of its maps. The same changes in the
- * policy directory, whose files the agent loads at its next reload. */
-static __always_inline int judge_entry_change(struct inode *dir, struct dentry *dentry,
-					      struct dentry *other, __u32 hook)
+ * adopt, and the attacker would hold fds of its maps. */
+static __always_inline int judge_pin_change(struct inode *dir, struct dentry *dentry,
+					    struct dentry *other, __u32 hook)
 {
 	struct enforcer_settings *cfg;
 	struct super_block *sb = NULL;
 	struct verdict_ctx v = {};
 	struct scratch *s;
 	unsigned long magic = 0;
-	__u32 dev = 0, want_dev, watch, target, scope;
-	__u64 mntns = 0, ino;
+	__u32 dev = 0, scope;
+	__u64 mntns = 0;
 
 	READ_KERNEL(sb, dir->i_sb);
 	if (!sb)
 		return 0;
 	READ_KERNEL(magic, sb->s_magic);
-	if (magic == BPF_FS_MAGIC) {
-		watch = ENFORCER_WATCH_TAMPER_PINS;
-		target = ENFORCER_TARGET_TAMPER_PIN;
-	} else {
-		watch = ENFORCER_WATCH_TAMPER_POLICY;
-		target = ENFORCER_TARGET_TAMPER_POLICY;
-	}
-	cfg = settings_watching(watch, &v);
-	if (!cfg)
+	if (magic != BPF_FS_MAGIC)
 		return 0;
-	ino = target == ENFORCER_TARGET_TAMPER_PIN ? cfg->pins_ino : cfg->policy_ino;
-	want_dev = target == ENFORCER_TARGET_TAMPER_PIN ? cfg->pins_dev : cfg->policy_dev;
-	if (!ino)
+	cfg = settings_watching(ENFORCER_WATCH_TAMPER_PINS, &v);
+	if (!cfg || !cfg->pins_ino)
 		return 0;
 	READ_KERNEL(dev, sb->s_dev);
-	if (dev != want_dev)
+	if (dev != cfg->pins_dev)
 		return 0;
-	if (!is_entry_of(dentry, ino) && !(other && is_entry_of(other, ino)))
+	if (!is_pin_entry(cfg, dentry) && !(other && is_pin_entry(cfg, other)))
 		return 0;
-	s = tamper_hit(cfg, target, &v, &mntns, &scope);
+	s = tamper_hit(cfg, ENFORCER_TARGET_TAMPER_PIN, &v, &mntns, &scope);
 	if (!s)
 		return 0;
 	v.hook = hook;
@@ -1167,7 +1126,7 @@ static __always_inline int judge_entry_change(struct inode *dir, struct dentry *
 		v.access = ENFORCER_ACCESS_REMOVE;
 	else
 		v.access = ENFORCER_ACCESS_CREATE;
-	/* no vfsmount here: the path is relative to the filesystem's root */
+	/* no vfsmount here: the path is relative to the bpffs root */
 	resolve_path(s, &s->obj, dentry, NULL);
 	if (other) {
 		v.has_new_path = 1;
@@ -1180,14 +1139,14 @@ LSM_PROBE(inode_unlink, struct inode *dir, struct dentry *dentry, int ret)
 {
 	if (ret)
 		return ret;
-	return judge_entry_change(dir, dentry, NULL, ENFORCER_HOOK_INODE_UNLINK);
+	return judge_pin_change(dir, dentry, NULL, ENFORCER_HOOK_INODE_UNLINK);
 }
 
 LSM_PROBE(inode_rmdir, struct inode *dir, struct dentry *dentry, int ret)
 {
 	if (ret)
 		return ret;
-	return judge_entry_change(dir, dentry, NULL, ENFORCER_HOOK_INODE_RMDIR);
+	return judge_pin_change(dir, dentry, NULL, ENFORCER_HOOK_INODE_RMDIR);
 }
 
 /* Making an entry: `dentry` is the new name (negative yet), in `dir`.
@@ -1197,30 +1156,30 @@ LSM_PROBE(inode_create, struct inode *dir, struct dentry *dentry, umode_t mode, 
 {
 	if (ret)
 		return ret;
-	return judge_entry_change(dir, dentry, NULL, ENFORCER_HOOK_INODE_CREATE);
+	return judge_pin_change(dir, dentry, NULL, ENFORCER_HOOK_INODE_CREATE);
 }
 
 LSM_PROBE(inode_mkdir, struct inode *dir, struct dentry *dentry, umode_t mode, int ret)
 {
 	if (ret)
 		return ret;
-	return judge_entry_change(dir, dentry, NULL, ENFORCER_HOOK_INODE_MKDIR);
+	return judge_pin_change(dir, dentry, NULL, ENFORCER_HOOK_INODE_MKDIR);
 }
 
 LSM_PROBE(inode_symlink, struct inode *dir, struct dentry *dentry, const char *old_name, int ret)
 {
 	if (ret)
 		return ret;
-	return judge_entry_change(dir, dentry, NULL, ENFORCER_HOOK_INODE_SYMLINK);
+	return judge_pin_change(dir, dentry, NULL, ENFORCER_HOOK_INODE_SYMLINK);
 }
 
-/* The new name is judged, and the linked file: another name for a policy
- * file, outside the policy directory, would be a way to write it. */
+/* The new name is judged, not the linked inode: another name for one of
+ * enforcer's pins elsewhere takes nothing away (the pin itself stays). */
 LSM_PROBE(inode_link, struct dentry *old_dentry, struct inode *dir, struct dentry *new_dentry, int ret)
 {
 	if (ret)
 		return ret;
-	return judge_entry_change(dir, new_dentry, old_dentry, ENFORCER_HOOK_INODE_LINK);
+	return judge_pin_change(dir, new_dentry, NULL, ENFORCER_HOOK_INODE_LINK);
 }
 
 /* The agent as the object: a signal or a ptrace access aimed at it. */
@@ -1317,7 +1276,7 @@ LSM_PROBE(inode_rename, struct inode *old_dir, struct dentry *old_dentry,
 
 	if (ret)
 		return ret;
-	ret = judge_entry_change(old_dir, old_dentry, new_dentry, ENFORCER_HOOK_INODE_RENAME);
+	ret = judge_pin_change(old_dir, old_dentry, new_dentry, ENFORCER_HOOK_INODE_RENAME);
 	if (ret)
 		return ret;
 	/* cheap test first: renames are frequent, this name is rare */

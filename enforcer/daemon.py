@@ -267,7 +267,7 @@ class Agent:
             self.notifier.send(f"STATUS=cannot enforce on this host ({missing} failed): see the journal")
             return ExitCode.HOST_CANNOT_ENFORCE
         try:
-            self.enforcement = load(loaded.plan, policy_dir=self.policy_path.parent)
+            self.enforcement = load(loaded.plan)
         except LoadError as error:
             print(f"enforcer: {error}", file=sys.stderr)
             return ExitCode.UNAVAILABLE
