@@ -232,7 +232,7 @@ class Agent:
         # while the programs compile (minutes under emulation) must not kill
         # the agent. Installed before the lock is taken, so whoever finds the
         # agent through its lock can signal it; the reload runs once the loop
-        # starts. SIGTERM keeps its default until then: stopping a start is fine.
+        # starts. SIGTERM keeps its default until READY: stopping a start is fine.
         signal.signal(signal.SIGHUP, self._on_reload)
         signal.signal(signal.SIGUSR1, self._on_reopen)
         try:
@@ -305,6 +305,13 @@ class Agent:
             instance=self.enforcement.instance_dir.name,
             startup=self.startup,
         )
+        # From READY on, a stop goes through the loop (its "stopping" record,
+        # status.json removed): a SIGTERM sent the moment READY is seen
+        # (systemctl stop just after start) must not meet the default action
+        # before loop() begins. Caught in the VM: such a stop ended the agent
+        # with -15 under a loaded host.
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
         # READY only now: every program attached, every map filled.
         self._status_line = self._service_status()
         self.notifier.send(f"READY=1\nSTATUS={self._status_line}")

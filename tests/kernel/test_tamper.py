@@ -27,7 +27,7 @@ import pytest
 
 from battery import agent_running
 from namespaced import PIN_ROOT, TAMPER_POLICY as POLICY, in_container
-from harness.agent import Agent
+from harness.agent import Agent, unload, wait_for_no_enforcer_programs
 from scenarios import ACTIONS, PY
 
 pytestmark = pytest.mark.kernel
@@ -328,3 +328,23 @@ def test_in_audit_mode_each_attempt_succeeds_and_is_reported_once(agent: Agent, 
         verdict = agent.reload(POLICY)
         assert verdict["message"] == "reloaded", verdict
     attempt(agent, "kill", "-CONT", str(agent.pid), obj={"object": "agent", "signal": "SIGCONT"})
+
+
+# --- last: the agent stops, host root unloads ---------------------------------------------
+
+
+def test_zz_pins_stay_protected_after_the_agent_exits_until_host_root_unloads(agent: Agent, instance: Path,
+                                                                              workdir: Path) -> None:
+    """Stopping the agent leaves its programs enforcing, the tamper rule
+    among them; `enforcer unload` by host root (the documented way out, and
+    what the package's removal runs) still removes every pin."""
+    assert agent.stop() == 0, agent.log_tail()
+    link = instance / "link_file_open"
+    proc = in_container("rm", "-f", str(link))
+    assert proc.returncode != 0 and "Operation not permitted" in proc.stderr, proc.stderr
+    proc = in_container(PY, ACTIONS, "open", "/proc/sysrq-trigger", "w")
+    assert proc.returncode == 77, f"SysRq open from a container after the agent's exit: {proc.returncode}"
+    assert link.exists()
+    unload(workdir)
+    assert not instance.exists(), sorted(p.name for p in PIN_ROOT.iterdir())
+    assert wait_for_no_enforcer_programs(timeout_s=30) == {}, "enforcer programs still loaded after unload"

@@ -347,7 +347,7 @@ def test_risky_allowlist_is_logged_at_start(tmp_path, monkeypatch, caplog) -> No
 @pytest.fixture(autouse=True)
 def _restore_signal_handlers():
     """Agent.start installs handlers in this process: put pytest's back."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGHUP, signal.SIGUSR1)}
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)}
     yield
     for sig, handler in saved.items():
         signal.signal(sig, handler)
