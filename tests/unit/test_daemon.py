@@ -497,3 +497,38 @@ def test_service_status_carries_rules_digest_and_counts_and_follows_them(agent) 
     assert agent.notifier.sent[-1].startswith("READY=1\nSTATUS=1 rule (0 enforce, 1 audit); policy ")
     assert agent.loaded.digest not in agent.notifier.sent[1]  # another policy, another digest
     assert records(agent)[-1]["policy_digest"] == agent.loaded.digest
+
+
+def test_from_ready_on_a_sigterm_goes_through_the_loop(tmp_path, monkeypatch) -> None:
+    """A stop sent the moment READY=1 is seen must not meet SIGTERM's default
+    action before loop() begins (seen in the VM: the agent ended with -15)."""
+    from enforcer.kernel import loader, probe
+    from enforcer.kernel.loader import Startup
+
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    monkeypatch.setattr(probe, "run_probe", lambda: probe.ProbeReport(()))
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    plan = compile_policy(load_policy(policy))
+    fake = FakeEnforcement(plan)
+    fake.on_event = lambda callback: None
+    fake.startup = Startup("cached", (("load", 1.0),))
+    fake.close = lambda: None
+    monkeypatch.setattr(loader, "load", lambda plan, **options: fake)
+    agent = daemon.Agent(policy, None, Reporter.json_lines(io.StringIO()), state_dir=tmp_path / "state")
+    monkeypatch.setattr(agent, "_watch_mounts", lambda: None)
+    monkeypatch.setattr(agent, "_watch_processes", lambda: None)
+    at_ready = []
+
+    class Notifier(RecordingNotifier):
+        def send(self, message: str) -> None:
+            if message.startswith("READY=1"):
+                at_ready.append(signal.getsignal(signal.SIGTERM))
+            super().send(message)
+
+    agent.notifier = Notifier()
+    try:
+        assert agent.start() == 0
+    finally:
+        agent.lock.release()
+    assert at_ready == [agent._on_stop]
