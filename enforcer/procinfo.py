@@ -40,7 +40,7 @@ class ProcDetails:
     pid: int
     start_ticks: int
     exe: Optional[str]  # None: unreadable (a kernel thread, a zombie, gone)
-    cmdline: Optional[Tuple[str, ...]]  # None: unreadable; () for a kernel thread or zombie
+    cmdline: Optional[Tuple[str, ...]]  # None: unreadable, or a kernel thread, a zombie, an exiting process
     cmdline_truncated: bool
 
     @property
@@ -112,6 +112,10 @@ def read_details(pid: int, proc: Path = Path("/proc")) -> Optional[ProcDetails]:
         return None
     if after != before:
         return None
-    if dead:
+    # A zombie, or a process between releasing its memory and becoming one
+    # (state still R or D: seen in the VM under load, its cmdline read empty
+    # and its exe unreadable): /proc has no program and no arguments for it,
+    # which means unknown, not "none" (a process that ran has an exe).
+    if dead or (exe is None and not cmdline):
         exe, cmdline, truncated = None, None, False
     return ProcDetails(pid=pid, start_ticks=before, exe=exe, cmdline=cmdline, cmdline_truncated=truncated)

@@ -84,6 +84,11 @@ def test_read_details_refuses_a_pid_that_changed_hands(tmp_path: Path, monkeypat
     starts = iter([100])
     (proc / "7" / "stat").write_bytes(b"7 (new) Z 1 7 7 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 100 0")
     assert procinfo.read_details(7, proc) == ProcDetails(7, 100, None, None, False)
+    # exiting, not yet a zombie: its memory (hence exe and arguments) already gone
+    starts = iter([100])
+    (proc / "7" / "cmdline").write_bytes(b"")
+    (proc / "7" / "stat").write_bytes(b"7 (new) R 1 7 7 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 100 0")
+    assert procinfo.read_details(7, proc) == ProcDetails(7, 100, None, None, False)
 
 
 # --- the cache --------------------------------------------------------------------
