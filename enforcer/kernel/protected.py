@@ -31,10 +31,9 @@ def replace_agent_objects(table_fd: int, fds: Mapping[str, int]) -> int:
     """Forget the previous agent's own maps, name this agent's; returns how
     many were forgotten. The instance's own entries are left as they are."""
     forgotten = 0
-    owner = ctypes.c_uint32()
-    for key in bpfsys.map_keys(table_fd, abi.ObjectKey, what=WHAT):
-        if bpfsys.map_lookup(table_fd, key, owner, what=WHAT) and owner.value == abi.ProtectedOwner.AGENT:
-            forgotten += bpfsys.map_delete(table_fd, key, what=WHAT)
+    for (kind, object_id), owner in entries(table_fd).items():
+        if owner is abi.ProtectedOwner.AGENT:
+            forgotten += bpfsys.map_delete(table_fd, abi.ObjectKey(kind=int(kind), id=object_id), what=WHAT)
     add(table_fd, abi.ObjectKind.MAP, fds, abi.ProtectedOwner.AGENT)
     return forgotten
 
