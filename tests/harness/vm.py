@@ -39,7 +39,7 @@ ENV_PARALLEL = "ENFORCER_VM_PARALLEL"  # guests running at once (default: one pe
 ENV_ARTIFACTS = "ENFORCER_TEST_ARTIFACTS"  # set inside the guest
 
 # A whole-tier guest took 43 min on 6.1 alone (CI of 2026-12-07, thread per
-# vCPU); side by side with the 6.12 guest, each on one host thread, about 59
+# vCPU); side by side with the 6.12 guest, each on one host thread, 49-55
 # (tests/kernel/README.md, "Timings").  CI has 90 min for everything, about 5
 # of which go before the tests.
 DEFAULT_TIMEOUT_S = 75 * 60
@@ -76,8 +76,9 @@ def guests_at_once(env: Mapping[str, str] = os.environ, cpu_count: Optional[int]
     one per host CPU.  A guest under software emulation, all its vCPUs on one
     host thread (TCG_ONE_THREAD), keeps one host CPU busy at most (measured,
     test_tamper.py: 92% of one CPU alone; two guests side by side each took
-    187-198 s against 185 s for one alone, 354 s one after the other), so on
-    2 CPUs two guests take about the time of one."""
+    187-198 s against 185 s for one alone, 354 s one after the other; the
+    whole tier 54.6 and 49.7 min side by side against 43 and 40 one after the
+    other), so on 2 CPUs two guests take much less than twice the time of one."""
     raw = env.get(ENV_PARALLEL, "").strip()
     if not raw:
         return max(1, cpu_count if cpu_count is not None else (os.cpu_count() or 1))
@@ -344,8 +345,9 @@ def build_vng_command(
         # One host thread runs all the guest's vCPUs.  With a thread per vCPU
         # (QEMU's default), two guests side by side on 2 host CPUs ran 2.1x
         # slower each and burnt 4x the CPU (a preempted lock holder's sibling
-        # spins); with one they ran as fast as one guest alone (+7%), still
-        # with 2 CPUs as the guest sees them.  The "=" keeps vng's argument
+        # spins); with one, 7% slower than alone on one module and about 27%
+        # over the whole tier (CI: 54.6 min against 43 alone), still with 2
+        # CPUs as the guest sees them.  The "=" keeps vng's argument
         # parser from taking "-accel" for an option of its own.
         if one_thread:
             cmd.append(f"--qemu-opts={TCG_ONE_THREAD}")
