@@ -239,7 +239,12 @@ class Enforcement:
         self._loaded.close()
 
 
-def _compiled_object(btf_path: Path, bpf_dir: Path, cache_root: Path) -> Tuple[CompiledObject, str, str]:
+def lsm_hook_ids(btf: BtfInfo) -> Dict[str, int]:
+    """The BTF id of each hook enforcer attaches to, by hook name."""
+    return {spec.name: btf.lsm_hook_id(spec.name) for spec in registry.HOOKS}
+
+
+def compiled_object(btf_path: Path, bpf_dir: Path, cache_root: Path) -> Tuple[CompiledObject, str, str]:
     """The object for this kernel and these sources, cached or compiled now
     (and cached); how it was obtained; its key."""
     programs = registry.PROGRAM_HOOKS
@@ -344,10 +349,10 @@ def load(
     cache_root = cache_root or headers.enforcer_cache_root()
     btf = load_btf(btf_path)
     check_hook_signatures(btf)
-    hook_ids = {spec.name: btf.lsm_hook_id(spec.name) for spec in registry.HOOKS}
+    hook_ids = lsm_hook_ids(btf)
     del btf  # no reference kept: see _return_startup_heap
     watch.lap("btf")
-    obj, origin, key = _compiled_object(btf_path, bpf_dir, cache_root)
+    obj, origin, key = compiled_object(btf_path, bpf_dir, cache_root)
     watch.lap("compile" if origin == "compiled" else "cache")
 
     instance = adoptable_instance(pin_root, key, obj) if pin else None
