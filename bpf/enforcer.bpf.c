@@ -103,6 +103,7 @@ struct verdict_ctx {
 	__u8 match;
 	__u8 has_new_path;
 	__u8 needs;		/* RuleFlag bits the deciding rule must carry (exec rules: EXEC or MAP) */
+	__u8 tamper;		/* a tamper rule's decision: the event says so (EVENT_TAMPER) */
 	__u32 detail;		/* the event's detail (tamper rules) */
 	struct super_block *sb;
 };
@@ -637,6 +638,8 @@ static __always_inline void emit(struct scratch *s, struct verdict_ctx *v, __u8 
 		ev->flags |= ENFORCER_EVENT_EXE_TRUNCATED;
 	if (s->cgroup.truncated)
 		ev->flags |= ENFORCER_EVENT_CGROUP_TRUNCATED;
+	if (v->tamper)
+		ev->flags |= ENFORCER_EVENT_TAMPER;
 	ev->hook = v->hook;
 	ev->access = v->access;
 	ev->action = action;
@@ -836,106 +839,27 @@ static __always_inline __u8 target_access(__u32 target)
 	}
 }
 
-/* Shared by file_open and path_truncate. */
-static __always_inline int check_file(struct dentry *dentry, struct vfsmount *vfsmnt,
-				      struct super_block *sb, unsigned long magic, int write,
-				      int truncating, __u8 hook)
+/* 1 when `dentry` is the directory whose inode number is `ino`, or lies in
+ * it, two levels down at most (a pin in an instance directory; a file in the
+ * policy directory's allow.d). A new entry's dentry has no inode yet: its
+ * parent decides. */
+static __always_inline int is_entry_of(struct dentry *dentry, __u64 ino)
 {
-	struct enforcer_settings *cfg;
-	struct scratch *s;
-	struct verdict_ctx v = {};
-	__u64 mntns = 0;
-	__u32 target, scope;
-	int verdict;
+#pragma unroll
+	for (int level = 0; level < 3; level++) {
+		struct inode *inode = NULL;
+		unsigned long found = 0;
 
-	if (magic != PROC_SUPER_MAGIC && magic != CGROUP_SUPER_MAGIC && magic != SYSFS_MAGIC &&
-	    magic != BINFMTFS_MAGIC)
-		return 0;
-	cfg = get_settings();
-	if (!cfg)
-		return 0;
-	target = classify_file(dentry, sb, magic, write, begin_decision(cfg, &v));
-	if (target >= ENFORCER_TARGET_COUNT)
-		return 0;
-	if (hook == ENFORCER_HOOK_PATH_TRUNCATE) {
-		__u64 pid_tgid = bpf_get_current_pid_tgid();
-		__u64 *marker = truncating_opens.lookup(&pid_tgid);
-
-		if (marker && *marker == (__u64)dentry) {
-			/* the O_TRUNC of an open that file_open already decided on */
-			truncating_opens.delete(&pid_tgid);
+		if (!dentry)
 			return 0;
-		}
+		READ_KERNEL(inode, dentry->d_inode);
+		if (inode)
+			READ_KERNEL(found, inode->i_ino);
+		if (inode && found == ino)
+			return 1;
+		dentry = parent_of(dentry);
 	}
-	s = target_hit(cfg, target, &v, &mntns, &scope);
-	if (!s)
-		return 0;
-	v.hook = hook;
-	v.access = target_access(target);
-	v.sb = sb;
-	resolve_path(s, &s->obj, dentry, vfsmnt);
-	verdict = apply_rule(s, &v, mntns, scope);
-	if (verdict == 0 && truncating) {
-		__u64 pid_tgid = bpf_get_current_pid_tgid();
-		__u64 marker = (__u64)dentry;
-
-		truncating_opens.update(&pid_tgid, &marker);
-	}
-	return verdict;
-}
-
-LSM_PROBE(file_open, struct file *file, int ret)
-{
-	struct dentry *dentry = NULL;
-	struct vfsmount *vfsmnt = NULL;
-	struct super_block *sb;
-	unsigned long magic;
-	unsigned int f_mode = 0, f_flags = 0;
-
-	if (ret)
-		return ret;
-	/* The hot path: every open() on the host. Three plain loads through
-	 * the BTF-typed argument (no helper call; a NULL along the way reads
-	 * as 0) and out, for anything that is not procfs, cgroup v1, sysfs or
-	 * binfmt_misc. Opens there are then cut short by the watch flags. */
-	sb = file->f_inode->i_sb;
-	magic = sb->s_magic;
-	if (magic != PROC_SUPER_MAGIC && magic != CGROUP_SUPER_MAGIC && magic != SYSFS_MAGIC &&
-	    magic != BINFMTFS_MAGIC)
-		return 0;
-	READ_KERNEL(f_mode, file->f_mode);
-	READ_KERNEL(f_flags, file->f_flags);
-	READ_KERNEL(dentry, file->f_path.dentry);
-	READ_KERNEL(vfsmnt, file->f_path.mnt);
-	/* O_TRUNC truncates even with O_RDONLY (the kernel asks for write
-	 * permission in that case), so it counts as a write. */
-	return check_file(dentry, vfsmnt, sb, magic,
-			  (f_mode & ENF_FMODE_WRITE) || (f_flags & ENF_O_TRUNC),
-			  (f_flags & ENF_O_TRUNC) != 0, ENFORCER_HOOK_FILE_OPEN);
-}
-
-LSM_PROBE(path_truncate, const struct path *path, int ret)
-{
-	unsigned long magic = 0;
-	struct dentry *dentry = NULL;
-	struct vfsmount *vfsmnt = NULL;
-	struct inode *inode = NULL;
-	struct super_block *sb = NULL;
-
-	if (ret)
-		return ret;
-	READ_KERNEL(dentry, path->dentry);
-	READ_KERNEL(vfsmnt, path->mnt);
-	if (!dentry)
-		return 0;
-	READ_KERNEL(inode, dentry->d_inode);
-	if (!inode)
-		return 0;
-	READ_KERNEL(sb, inode->i_sb);
-	if (!sb)
-		return 0;
-	READ_KERNEL(magic, sb->s_magic);
-	return check_file(dentry, vfsmnt, sb, magic, 1, 0, ENFORCER_HOOK_PATH_TRUNCATE);
+	return 0;
 }
 
 /* --- tamper: enforcer's own objects and process (kind "tamper") ------------
@@ -990,7 +914,170 @@ static __always_inline struct scratch *tamper_hit(struct enforcer_settings *cfg,
 {
 	if (current_is_agent(cfg))
 		return NULL;
+	v->tamper = 1;
 	return target_hit(cfg, target, v, mntns, scope);
+}
+
+/* --- files: the fixed targets on procfs, cgroup v1, sysfs and binfmt_misc,
+ * and the policy directory wherever its filesystem is mounted ------------- */
+
+/* path_truncate for the O_TRUNC of an open that file_open already decided
+ * on: not decided (nor reported) twice. */
+static __always_inline int truncate_decided_at_open(struct dentry *dentry)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 *marker = truncating_opens.lookup(&pid_tgid);
+
+	if (!marker || *marker != (__u64)dentry)
+		return 0;
+	truncating_opens.delete(&pid_tgid);
+	return 1;
+}
+
+/* The decision on an open or truncation once its rule is known. */
+static __always_inline int decide_file(struct scratch *s, struct verdict_ctx *v, struct dentry *dentry,
+				       struct vfsmount *vfsmnt, __u64 mntns, __u32 scope, int truncating)
+{
+	int verdict;
+
+	resolve_path(s, &s->obj, dentry, vfsmnt);
+	verdict = apply_rule(s, v, mntns, scope);
+	if (verdict == 0 && truncating) {
+		__u64 pid_tgid = bpf_get_current_pid_tgid();
+		__u64 marker = (__u64)dentry;
+
+		truncating_opens.update(&pid_tgid, &marker);
+	}
+	return verdict;
+}
+
+/* procfs, cgroup v1, sysfs and binfmt_misc files; shared by file_open and
+ * path_truncate. */
+static __always_inline int check_file(struct dentry *dentry, struct vfsmount *vfsmnt,
+				      struct super_block *sb, unsigned long magic, int write,
+				      int truncating, __u8 hook)
+{
+	struct enforcer_settings *cfg;
+	struct scratch *s;
+	struct verdict_ctx v = {};
+	__u64 mntns = 0;
+	__u32 target, scope;
+
+	if (magic != PROC_SUPER_MAGIC && magic != CGROUP_SUPER_MAGIC && magic != SYSFS_MAGIC &&
+	    magic != BINFMTFS_MAGIC)
+		return 0;
+	cfg = get_settings();
+	if (!cfg)
+		return 0;
+	target = classify_file(dentry, sb, magic, write, begin_decision(cfg, &v));
+	if (target >= ENFORCER_TARGET_COUNT)
+		return 0;
+	if (hook == ENFORCER_HOOK_PATH_TRUNCATE && truncate_decided_at_open(dentry))
+		return 0;
+	s = target_hit(cfg, target, &v, &mntns, &scope);
+	if (!s)
+		return 0;
+	v.hook = hook;
+	v.access = target_access(target);
+	v.sb = sb;
+	return decide_file(s, &v, dentry, vfsmnt, mntns, scope, truncating);
+}
+
+/* A write or truncation of a file in the policy directory, through whatever
+ * mount of its filesystem (recognised by that filesystem's s_dev and the
+ * directory's inode, not by a path a container may see differently). Its own
+ * path through the verifier: merged into check_file's decision, 6.12's
+ * verifier gave up on file_open (over 1,000,000 instructions; 70,000
+ * without it). */
+static __always_inline int check_policy_write(struct dentry *dentry, struct vfsmount *vfsmnt,
+					      struct super_block *sb, int truncating, __u8 hook)
+{
+	struct enforcer_settings *cfg;
+	struct verdict_ctx v = {};
+	struct scratch *s;
+	__u64 mntns = 0;
+	__u32 dev = 0, scope;
+
+	cfg = settings_watching(ENFORCER_WATCH_TAMPER_POLICY, &v);
+	if (!cfg || !cfg->policy_ino)
+		return 0;
+	READ_KERNEL(dev, sb->s_dev);
+	if (dev != cfg->policy_dev || !is_entry_of(dentry, cfg->policy_ino))
+		return 0;
+	if (hook == ENFORCER_HOOK_PATH_TRUNCATE && truncate_decided_at_open(dentry))
+		return 0;
+	s = tamper_hit(cfg, ENFORCER_TARGET_TAMPER_POLICY, &v, &mntns, &scope);
+	if (!s)
+		return 0;
+	v.hook = hook;
+	v.access = ENFORCER_ACCESS_WRITE;
+	v.sb = sb;
+	return decide_file(s, &v, dentry, vfsmnt, mntns, scope, truncating);
+}
+
+LSM_PROBE(file_open, struct file *file, int ret)
+{
+	struct dentry *dentry = NULL;
+	struct vfsmount *vfsmnt = NULL;
+	struct super_block *sb;
+	unsigned long magic;
+	unsigned int f_mode, f_flags;
+	int write;
+
+	if (ret)
+		return ret;
+	/* The hot path: every open() on the host. Five plain loads through
+	 * the BTF-typed argument (no helper call; a NULL along the way reads
+	 * as 0) and out, for a read of anything that is not procfs, cgroup v1,
+	 * sysfs or binfmt_misc. Writes elsewhere go on to the settings (is it
+	 * the policy directory's filesystem?); opens of those four are cut
+	 * short by the watch flags. O_TRUNC truncates even with O_RDONLY (the
+	 * kernel asks for write permission in that case): it counts as a write. */
+	sb = file->f_inode->i_sb;
+	magic = sb->s_magic;
+	f_mode = file->f_mode;
+	f_flags = file->f_flags;
+	write = (f_mode & ENF_FMODE_WRITE) || (f_flags & ENF_O_TRUNC);
+	if (magic != PROC_SUPER_MAGIC && magic != CGROUP_SUPER_MAGIC && magic != SYSFS_MAGIC &&
+	    magic != BINFMTFS_MAGIC) {
+		if (!write)
+			return 0;
+		READ_KERNEL(dentry, file->f_path.dentry);
+		READ_KERNEL(vfsmnt, file->f_path.mnt);
+		return check_policy_write(dentry, vfsmnt, sb, (f_flags & ENF_O_TRUNC) != 0,
+					  ENFORCER_HOOK_FILE_OPEN);
+	}
+	READ_KERNEL(dentry, file->f_path.dentry);
+	READ_KERNEL(vfsmnt, file->f_path.mnt);
+	return check_file(dentry, vfsmnt, sb, magic, write, (f_flags & ENF_O_TRUNC) != 0,
+			  ENFORCER_HOOK_FILE_OPEN);
+}
+
+LSM_PROBE(path_truncate, const struct path *path, int ret)
+{
+	unsigned long magic = 0;
+	struct dentry *dentry = NULL;
+	struct vfsmount *vfsmnt = NULL;
+	struct inode *inode = NULL;
+	struct super_block *sb = NULL;
+
+	if (ret)
+		return ret;
+	READ_KERNEL(dentry, path->dentry);
+	READ_KERNEL(vfsmnt, path->mnt);
+	if (!dentry)
+		return 0;
+	READ_KERNEL(inode, dentry->d_inode);
+	if (!inode)
+		return 0;
+	READ_KERNEL(sb, inode->i_sb);
+	if (!sb)
+		return 0;
+	READ_KERNEL(magic, sb->s_magic);
+	if (magic != PROC_SUPER_MAGIC && magic != CGROUP_SUPER_MAGIC && magic != SYSFS_MAGIC &&
+	    magic != BINFMTFS_MAGIC)
+		return check_policy_write(dentry, vfsmnt, sb, 0, ENFORCER_HOOK_PATH_TRUNCATE);
+	return check_file(dentry, vfsmnt, sb, magic, 1, 0, ENFORCER_HOOK_PATH_TRUNCATE);
 }
 
 /* Writes a kernel string (an object's name) as the event's path. */
@@ -1064,58 +1151,47 @@ LSM_PROBE(bpf, int cmd, union bpf_attr *attr, unsigned int size ENFORCER_HOOK_TA
 	return judge_bpf_object(ENFORCER_OBJECT_LINK, attr->link_id, NULL, ENFORCER_HOOK_BPF);
 }
 
-/* 1 when `dentry` is enforcer's pin directory or lies in it (a pin, an
- * instance directory, a pin in an instance directory). */
-static __always_inline int is_pin_entry(struct enforcer_settings *cfg, struct dentry *dentry)
-{
-#pragma unroll
-	for (int level = 0; level < 3; level++) {
-		struct inode *inode = NULL;
-		unsigned long ino = 0;
-
-		if (!dentry)
-			return 0;
-		READ_KERNEL(inode, dentry->d_inode);
-		if (inode)
-			READ_KERNEL(ino, inode->i_ino);
-		if (inode && ino == cfg->pins_ino)
-			return 1;
-		dentry = parent_of(dentry);
-	}
-	return 0;
-}
-
 /* Removing or renaming enforcer's pins (the last pin of a link that no
  * process holds is what keeps a program attached), or making anything new in
  * the pin directory: an instance planted there (a directory of the attacker's
  * own programs and maps, or a symlink to one) is what a restarted agent would
- * adopt, and the attacker would hold fds of its maps. */
-static __always_inline int judge_pin_change(struct inode *dir, struct dentry *dentry,
-					    struct dentry *other, __u32 hook)
+ * adopt, and the attacker would hold fds of its maps. The same changes in the
+ * policy directory, whose files the agent loads at its next reload. */
+static __always_inline int judge_entry_change(struct inode *dir, struct dentry *dentry,
+					      struct dentry *other, __u32 hook)
 {
 	struct enforcer_settings *cfg;
 	struct super_block *sb = NULL;
 	struct verdict_ctx v = {};
 	struct scratch *s;
 	unsigned long magic = 0;
-	__u32 dev = 0, scope;
-	__u64 mntns = 0;
+	__u32 dev = 0, want_dev, watch, target, scope;
+	__u64 mntns = 0, ino;
 
 	READ_KERNEL(sb, dir->i_sb);
 	if (!sb)
 		return 0;
 	READ_KERNEL(magic, sb->s_magic);
-	if (magic != BPF_FS_MAGIC)
+	if (magic == BPF_FS_MAGIC) {
+		watch = ENFORCER_WATCH_TAMPER_PINS;
+		target = ENFORCER_TARGET_TAMPER_PIN;
+	} else {
+		watch = ENFORCER_WATCH_TAMPER_POLICY;
+		target = ENFORCER_TARGET_TAMPER_POLICY;
+	}
+	cfg = settings_watching(watch, &v);
+	if (!cfg)
 		return 0;
-	cfg = settings_watching(ENFORCER_WATCH_TAMPER_PINS, &v);
-	if (!cfg || !cfg->pins_ino)
+	ino = target == ENFORCER_TARGET_TAMPER_PIN ? cfg->pins_ino : cfg->policy_ino;
+	want_dev = target == ENFORCER_TARGET_TAMPER_PIN ? cfg->pins_dev : cfg->policy_dev;
+	if (!ino)
 		return 0;
 	READ_KERNEL(dev, sb->s_dev);
-	if (dev != cfg->pins_dev)
+	if (dev != want_dev)
 		return 0;
-	if (!is_pin_entry(cfg, dentry) && !(other && is_pin_entry(cfg, other)))
+	if (!is_entry_of(dentry, ino) && !(other && is_entry_of(other, ino)))
 		return 0;
-	s = tamper_hit(cfg, ENFORCER_TARGET_TAMPER_PIN, &v, &mntns, &scope);
+	s = tamper_hit(cfg, target, &v, &mntns, &scope);
 	if (!s)
 		return 0;
 	v.hook = hook;
@@ -1126,7 +1202,7 @@ static __always_inline int judge_pin_change(struct inode *dir, struct dentry *de
 		v.access = ENFORCER_ACCESS_REMOVE;
 	else
 		v.access = ENFORCER_ACCESS_CREATE;
-	/* no vfsmount here: the path is relative to the bpffs root */
+	/* no vfsmount here: the path is relative to the filesystem's root */
 	resolve_path(s, &s->obj, dentry, NULL);
 	if (other) {
 		v.has_new_path = 1;
@@ -1139,14 +1215,14 @@ LSM_PROBE(inode_unlink, struct inode *dir, struct dentry *dentry, int ret)
 {
 	if (ret)
 		return ret;
-	return judge_pin_change(dir, dentry, NULL, ENFORCER_HOOK_INODE_UNLINK);
+	return judge_entry_change(dir, dentry, NULL, ENFORCER_HOOK_INODE_UNLINK);
 }
 
 LSM_PROBE(inode_rmdir, struct inode *dir, struct dentry *dentry, int ret)
 {
 	if (ret)
 		return ret;
-	return judge_pin_change(dir, dentry, NULL, ENFORCER_HOOK_INODE_RMDIR);
+	return judge_entry_change(dir, dentry, NULL, ENFORCER_HOOK_INODE_RMDIR);
 }
 
 /* Making an entry: `dentry` is the new name (negative yet), in `dir`.
@@ -1156,30 +1232,30 @@ LSM_PROBE(inode_create, struct inode *dir, struct dentry *dentry, umode_t mode, 
 {
 	if (ret)
 		return ret;
-	return judge_pin_change(dir, dentry, NULL, ENFORCER_HOOK_INODE_CREATE);
+	return judge_entry_change(dir, dentry, NULL, ENFORCER_HOOK_INODE_CREATE);
 }
 
 LSM_PROBE(inode_mkdir, struct inode *dir, struct dentry *dentry, umode_t mode, int ret)
 {
 	if (ret)
 		return ret;
-	return judge_pin_change(dir, dentry, NULL, ENFORCER_HOOK_INODE_MKDIR);
+	return judge_entry_change(dir, dentry, NULL, ENFORCER_HOOK_INODE_MKDIR);
 }
 
 LSM_PROBE(inode_symlink, struct inode *dir, struct dentry *dentry, const char *old_name, int ret)
 {
 	if (ret)
 		return ret;
-	return judge_pin_change(dir, dentry, NULL, ENFORCER_HOOK_INODE_SYMLINK);
+	return judge_entry_change(dir, dentry, NULL, ENFORCER_HOOK_INODE_SYMLINK);
 }
 
-/* The new name is judged, not the linked inode: another name for one of
- * enforcer's pins elsewhere takes nothing away (the pin itself stays). */
+/* The new name is judged, and the linked file: another name for a policy
+ * file, outside the policy directory, would be a way to write it. */
 LSM_PROBE(inode_link, struct dentry *old_dentry, struct inode *dir, struct dentry *new_dentry, int ret)
 {
 	if (ret)
 		return ret;
-	return judge_pin_change(dir, new_dentry, NULL, ENFORCER_HOOK_INODE_LINK);
+	return judge_entry_change(dir, new_dentry, old_dentry, ENFORCER_HOOK_INODE_LINK);
 }
 
 /* The agent as the object: a signal or a ptrace access aimed at it. */
@@ -1276,7 +1352,7 @@ LSM_PROBE(inode_rename, struct inode *old_dir, struct dentry *old_dentry,
 
 	if (ret)
 		return ret;
-	ret = judge_pin_change(old_dir, old_dentry, new_dentry, ENFORCER_HOOK_INODE_RENAME);
+	ret = judge_entry_change(old_dir, old_dentry, new_dentry, ENFORCER_HOOK_INODE_RENAME);
 	if (ret)
 		return ret;
 	/* cheap test first: renames are frequent, this name is rare */

@@ -66,6 +66,11 @@ struct enforcer_settings {
 	__u32 tick_ns;		/* ns per clock tick, for agent_start_ticks */
 	__u64 pins_ino;		/* inode number of the pin directory */
 	__u64 agent_start_ticks;	/* start_boottime / tick_ns of the agent's thread group leader */
+	/* the policy directory (/etc/enforcer): s_dev of its filesystem and
+	 * its inode number; 0: not protected */
+	__u64 policy_ino;
+	__u32 policy_dev;
+	__u32 reserved2;
 };
 
 /* protected_objects key: one of enforcer's own BPF objects. */

@@ -137,6 +137,8 @@ class Target(enum.IntEnum):
     #: (RLIMIT_CPU makes the kernel kill it; RLIMIT_NOFILE or RLIMIT_AS break
     #: it; SCHED_IDLE or nice 19 starve its event reports)
     TAMPER_RESOURCES = 19
+    #: writes, creations, renames and removals in the policy directory
+    TAMPER_POLICY = 20
 
 
 TARGET_COUNT = len(Target)
@@ -232,6 +234,7 @@ class Watch(enum.IntFlag):
     TAMPER_BPF = 512  # fds of enforcer's own maps, programs and links
     TAMPER_PINS = 1024  # unlink, rmdir and rename under enforcer's pin directory
     TAMPER_AGENT = 2048  # signals to, ptrace of, limits and scheduling of the agent
+    TAMPER_POLICY = 4096  # writes and changes in the policy directory
 
 
 class ObjectKind(enum.IntEnum):
@@ -267,6 +270,8 @@ class EventFlag(enum.IntFlag):
     ANCESTRY_TRUNCATED = 32
     #: the kernel has task_struct.start_boottime: start_ns fields are real
     START_KNOWN = 64
+    #: decided by a tamper rule (the event's `tamper` part says what it aimed at)
+    TAMPER = 128
 
 
 class Stat(enum.IntEnum):
@@ -308,6 +313,11 @@ class Settings(ctypes.Structure):
         ("tick_ns", ctypes.c_uint32),  # nanoseconds per clock tick (1e9 / sysconf(_SC_CLK_TCK))
         ("pins_ino", ctypes.c_uint64),
         ("agent_start_ticks", ctypes.c_uint64),
+        # the policy directory (/etc/enforcer): its inode number and
+        # super_block.s_dev of its filesystem. 0: not protected.
+        ("policy_ino", ctypes.c_uint64),
+        ("policy_dev", ctypes.c_uint32),
+        ("reserved2", ctypes.c_uint32),
     ]
 
 

@@ -32,6 +32,7 @@ from enforcer.generations import DRAIN_BUDGET
 from enforcer.kinds.exec_places import indexed_filesystems
 from enforcer.parse import PolicyError, ignored_allow_d_files
 from enforcer.policydigest import policy_digest
+from enforcer.policydir import check_policy_directory
 from enforcer.policyfile.problems import PolicyProblem
 from enforcer.periodic import Scheduler
 from enforcer.ancestry import AncestryEnricher, ProcessDescriber
@@ -158,7 +159,9 @@ def load_and_compile(path: Path, override: Optional[Mode]) -> Loaded:
         log.warning("%s is not read (allow.d reads only *.toml files)", ignored)
     for warning in policy.warnings:
         log.warning("%s", warning)
-    return Loaded(policy, compile_for_host(policy, override))
+    plan = compile_for_host(policy, override)
+    check_policy_directory(plan, path)
+    return Loaded(policy, plan)
 
 
 @dataclass(frozen=True)
@@ -267,7 +270,7 @@ class Agent:
             self.notifier.send(f"STATUS=cannot enforce on this host ({missing} failed): see the journal")
             return ExitCode.HOST_CANNOT_ENFORCE
         try:
-            self.enforcement = load(loaded.plan)
+            self.enforcement = load(loaded.plan, policy_dir=self.policy_path.parent)
         except LoadError as error:
             print(f"enforcer: {error}", file=sys.stderr)
             return ExitCode.UNAVAILABLE

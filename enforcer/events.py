@@ -74,11 +74,6 @@ class TamperTarget:
 _OBJECT_OF_HOOK = {abi.Hook.BPF_MAP: "map", abi.Hook.BPF_PROG: "program", abi.Hook.BPF: "link"}
 
 
-#: Hooks that judge nothing but enforcer's pin directory (inode_rename judges release_agent too).
-_PIN_HOOKS = frozenset({abi.Hook.INODE_UNLINK, abi.Hook.INODE_RMDIR, abi.Hook.INODE_CREATE,
-                        abi.Hook.INODE_MKDIR, abi.Hook.INODE_SYMLINK, abi.Hook.INODE_LINK})
-
-
 #: Linux's RLIMIT_* numbers (include/uapi/asm-generic/resource.h; x86, arm64 and the rest alike).
 _RLIMITS = ("CPU", "FSIZE", "DATA", "STACK", "CORE", "RSS", "NPROC", "NOFILE", "MEMLOCK", "AS", "LOCKS",
             "SIGPENDING", "MSGQUEUE", "NICE", "RTPRIO", "RTTIME")
@@ -96,6 +91,8 @@ def _signal_name(number: int) -> str:
 
 
 def _tamper(record: abi.EventRecord) -> Optional[TamperTarget]:
+    if not record.flags & abi.EventFlag.TAMPER:
+        return None
     if record.access == abi.Access.OBTAIN:
         return TamperTarget(_OBJECT_OF_HOOK.get(record.hook, "object"), id=record.detail)
     if record.access == abi.Access.SIGNAL:
@@ -108,9 +105,8 @@ def _tamper(record: abi.EventRecord) -> Optional[TamperTarget]:
         if record.hook == abi.Hook.TASK_SETNICE:  # the kernel's int, carried in a u32
             return TamperTarget("agent", nice=record.detail - (1 << 32) if record.detail >= 1 << 31 else record.detail)
         return TamperTarget("agent")
-    if record.hook in _PIN_HOOKS or (record.hook == abi.Hook.INODE_RENAME and record.fstype == b"bpf"):
-        return TamperTarget("pin")
-    return None
+    # an entry of the pin directory (on a bpffs) or of the policy directory (never on one)
+    return TamperTarget("pin" if record.fstype == b"bpf" else "policy")
 
 
 @dataclass(frozen=True)

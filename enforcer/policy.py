@@ -77,7 +77,8 @@ class TamperObject(str, enum.Enum):
 
     BPF = "bpf"  # fds of its BPF maps, programs and links (by id or by pin): bpftool map update, prog dump...
     PINS = "pins"  # unlink, rmdir, rename under /sys/fs/bpf/enforcer
-    AGENT = "agent"  # signals to the agent process (but 0) and ptrace attach to it
+    AGENT = "agent"  # signals to the agent process (but 0), ptrace attach to it, its limits and scheduling
+    POLICY = "policy"  # writes, creations, renames and removals in the policy directory (/etc/enforcer)
 
 
 #: The pseudo filesystem name that stands for anonymous files: memfd_create(2)

@@ -167,6 +167,7 @@ class Enforcement:
         self.startup = Startup("", ())
         self.maps = PolicyMaps(loaded.map_fd, host_mntns, barrier, agent=agent)
         self.generations = GenerationTable()
+        self.policy_dir: Optional[Path] = None  # protected by tamper rules; set by load()
 
     def protect(self, kind: abi.ObjectKind, fds: Dict[str, int]) -> None:
         """Name these objects of the instance to the tamper rules (by id)."""
@@ -184,7 +185,9 @@ class Enforcement:
         self.generations.add(self.maps.generation, self.plan)
 
     def apply(self, new_plan: MapPlan) -> PlanDiff:
-        """Reload: switch the kernel to `new_plan` in one step (see PolicyMaps.apply)."""
+        """Reload: switch the kernel to `new_plan` in one step (see PolicyMaps.apply).
+        The policy directory is looked up again: host root may have replaced it."""
+        self.maps.agent = selfid.with_policy_dir(self.maps.agent, self.policy_dir)
         changes = self.maps.apply(self.plan, new_plan)
         self.plan = new_plan
         self.generations.add(self.maps.generation, new_plan)
@@ -288,7 +291,7 @@ def adoptable_instance(pin_root: Path, key: str, obj: CompiledObject) -> Optiona
     return None
 
 
-def _adopt(instance: Path, obj: CompiledObject, plan: MapPlan) -> Enforcement:
+def _adopt(instance: Path, obj: CompiledObject, plan: MapPlan, policy_dir: Optional[Path]) -> Enforcement:
     """Take over a pinned instance: its programs stay attached (no second set
     is loaded, no window), its maps are brought to `plan` by the reload
     transaction. Raises LoadError with everything this opened closed again."""
@@ -308,7 +311,8 @@ def _adopt(instance: Path, obj: CompiledObject, plan: MapPlan) -> Enforcement:
         loaded.close()
         raise LoadError(str(error)) from error
     enforcement = Enforcement(loaded, plan, instance, host_mount_namespace(), barrier,
-                              selfid.current(instance.parent))
+                              selfid.current(instance.parent, policy_dir))
+    enforcement.policy_dir = policy_dir
     try:
         enforcement.protect_barrier()
         enforcement.maps.adopt(plan)
@@ -334,8 +338,12 @@ def load(
     cache_root: Optional[Path] = None,
     pin_root: Path = PIN_ROOT,
     pin: bool = True,
+    policy_dir: Optional[Path] = None,
 ) -> Enforcement:
     """Establish enforcement of `plan`, all or nothing.
+
+    policy_dir: the policy file's directory, for the tamper rules that
+    protect it (None: none).
 
     cache_root: where header trees and compiled objects are kept
     ($ENFORCER_CACHE_DIR, else /var/cache/enforcer).
@@ -358,7 +366,7 @@ def load(
     instance = adoptable_instance(pin_root, key, obj) if pin else None
     if instance is not None:
         try:
-            enforcement = _adopt(instance, obj, plan)
+            enforcement = _adopt(instance, obj, plan, policy_dir)
         except LoadError as error:
             log.warning("not adopting the pinned instance %s, loading a new one beside it: %s", instance.name, error)
         else:
@@ -382,12 +390,13 @@ def load(
         loaded.close()
         raise LoadError(f"creating the reload barrier (an array-of-maps map) failed: {error}") from error
     try:
-        agent = selfid.current(_pin_root_made(pin_root) if pin else None)
+        agent = selfid.current(_pin_root_made(pin_root) if pin else None, policy_dir)
     except OSError as error:
         loaded.close()
         barrier.close()
         raise LoadError(f"creating the pin directory {pin_root} failed: {error}") from error
     enforcement = Enforcement(loaded, plan, Path(), host_mount_namespace(), barrier, agent)
+    enforcement.policy_dir = policy_dir
     try:
         # before anything is attached: from the first attached moment on, the
         # tamper rules know every map and program of this instance

@@ -122,7 +122,7 @@ class PolicyMaps:
         settings = abi.Settings(
             host_mntns=self.host_mntns, active=self.active, agent_tgid=agent.tgid,
             agent_start_ticks=agent.start_ticks, tick_ns=agent.tick_ns, pins_dev=agent.pins_dev,
-            pins_ino=agent.pins_ino,
+            pins_ino=agent.pins_ino, policy_dev=agent.policy_dev, policy_ino=agent.policy_ino,
         )
         for slot in range(abi.POLICY_SLOTS):
             settings.generation[slot] = self.generations[slot]

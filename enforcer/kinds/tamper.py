@@ -3,11 +3,12 @@
 A container's root (a privileged container, a compromised service with
 capabilities) can otherwise take an fd of enforcer's policy maps by id and
 rewrite them (`bpftool map update id N ...`), remove its pins, kill or trace
-the agent. The kernel recognises enforcer's objects by kernel facts, not by
-names a caller supplies: maps, programs and links by their ids (the agent
-names them in protected_objects at load, before attaching), pins by the inode
-of the pin directory, the agent by its pid and start time. The running agent
-is never judged. Host scope is refused for now: telling enforcer's own
+the agent, or edit the policy through a host mount. The kernel recognises
+enforcer's objects by kernel facts, not by names a caller supplies: maps,
+programs and links by their ids (the agent names them in protected_objects
+at load, before attaching), pins by the inode of the pin directory, the
+policy directory by its file system and inode, the agent by its pid and
+start time. The running agent is never judged. Host scope is refused for now: telling enforcer's own
 commands run by host root from any other host root process needs exec-time
 marks (docs/threat-model.md, "Tamper protection").
 """
@@ -52,6 +53,12 @@ _SLOTS: Dict[TamperObject, Tuple[Tuple[abi.Target, abi.Watch, str, str], ...]] =
         (abi.Target.TAMPER_RESOURCES, abi.Watch.TAMPER_AGENT, "the agent's limits and scheduling",
          "setting the agent's resource limits (prlimit: RLIMIT_CPU would have the kernel kill it) or its "
          "scheduling (chrt, taskset, renice)"),
+    ),
+    TamperObject.POLICY: (
+        (abi.Target.TAMPER_POLICY, abi.Watch.TAMPER_POLICY, "enforcer's policy directory",
+         "writing, truncating, creating, renaming, removing or hard-linking anything in the policy directory "
+         "(the --policy file's directory, e.g. /etc/enforcer, and its allow.d), through any mount of its "
+         "filesystem"),
     ),
 }
 

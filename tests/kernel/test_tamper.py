@@ -39,10 +39,30 @@ def workdir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def agent(workdir) -> Iterator[Agent]:
-    policy = workdir / "policy.toml"
-    policy.write_text(POLICY)
-    with agent_running(policy, None, workdir, "agent-tamper.log") as running:
+def etc_fs(workdir) -> Iterator[Path]:
+    """A file system of its own for the policy directory, as /etc is the root
+    file system's on a host: hard links and renames stay inside it."""
+    root = workdir / "etcfs"
+    root.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(root)], check=True)
+    try:
+        yield root
+    finally:
+        subprocess.run(["umount", "-l", str(root)], check=True)
+
+
+@pytest.fixture(scope="module")
+def policy_dir(etc_fs) -> Path:
+    directory = etc_fs / "enforcer"
+    (directory / "allow.d").mkdir(parents=True)
+    (directory / "policy.toml").write_text(POLICY)
+    (directory / "allow.d" / "local.toml").write_text("")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def agent(workdir, policy_dir) -> Iterator[Agent]:
+    with agent_running(policy_dir / "policy.toml", None, workdir, "agent-tamper.log") as running:
         yield running
 
 
@@ -249,6 +269,52 @@ def test_nothing_can_be_planted_in_the_pin_directory(agent: Agent, instance: Pat
     assert sorted(p.name for p in PIN_ROOT.iterdir()) == before
     assert not (instance / "extra").exists()
     sysrq_still_denied(agent)
+
+
+# --- the policy directory ---------------------------------------------------------------
+
+
+def test_the_policy_directory_cannot_be_changed_from_a_container(agent: Agent, policy_dir: Path,
+                                                                  etc_fs: Path) -> None:
+    """Through a host mount (`-v /etc:/host/etc`), the next reload would load
+    whatever a container wrote there. The directory is known by its file
+    system and inode, so the container's name for it does not matter."""
+    policy = policy_dir / "policy.toml"
+    local = policy_dir / "allow.d" / "local.toml"
+    before = {p.name: p.read_text() for p in (policy, local)}
+    event = attempt(agent, "sh", "-c", f"echo '# mine' >> {policy}", obj={"object": "policy"})
+    assert event["hook"] == "file_open" and event["access"] == "write", event
+    assert event["path"] == str(policy), event  # the path as the writer named it
+    attempt(agent, "truncate", "-s", "0", str(local), obj={"object": "policy"})
+    # truncate(2) by name opens nothing: path_truncate decides
+    event = attempt(agent, PY, "-c", f"import os; os.truncate({str(local)!r}, 0)", obj={"object": "policy"})
+    assert event["hook"] == "path_truncate", event
+    # another mount of the same filesystem (the container's own bind mount): the same directory
+    event = attempt(agent, "sh", "-c", f"mount --bind {etc_fs} /mnt && echo '# mine' >> /mnt/enforcer/policy.toml",
+                    obj={"object": "policy"})
+    assert event["hook"] == "file_open" and event["path"] == "/mnt/enforcer/policy.toml", event
+    event = attempt(agent, "touch", str(policy_dir / "allow.d" / "planted.toml"), obj={"object": "policy"})
+    assert event["hook"] == "inode_create" and event["path"] == "/enforcer/allow.d/planted.toml", event
+    event = attempt(agent, "rm", "-f", str(local), obj={"object": "policy"})
+    assert event["hook"] == "inode_unlink", event
+    event = attempt(agent, "mv", str(policy_dir), str(etc_fs / "enforcer.old"), obj={"object": "policy"})
+    assert event["hook"] == "inode_rename", event
+    # another name for a policy file outside the directory would be a way to write it
+    event = attempt(agent, "ln", str(policy), str(etc_fs / "other-name"), obj={"object": "policy"})
+    assert event["hook"] == "inode_link", event
+    # reading is not judged, nor writing beside the directory
+    mark = agent.mark()
+    read = in_container("cat", str(policy))
+    beside = in_container("sh", "-c", f"echo x > {etc_fs / 'beside.txt'}")
+    assert read.returncode == 0 and "tamper" in read.stdout, read.stderr
+    assert beside.returncode == 0, beside.stderr
+    assert _tamper_events(agent, mark, settle=False) == []
+    assert {p.name: p.read_text() for p in (policy, local)} == before
+    assert sorted(p.name for p in (policy_dir / "allow.d").iterdir()) == ["local.toml"]
+    # host root edits it as ever, and the agent reloads it (looking the directory up again)
+    verdict = agent.reload(POLICY)
+    assert verdict["message"] == "reloaded", verdict
+    attempt(agent, "sh", "-c", f"echo '# mine' >> {policy}", obj={"object": "policy"})
 
 
 # --- the agent process ------------------------------------------------------------------

@@ -100,7 +100,7 @@ def test_cflags_give_every_map_size_once() -> None:
     assert len(names) == len(set(names))
     for spec in registry.MAPS:
         assert f"-D{spec.size_macro}={spec.size_value}" in flags
-    assert "-DENFORCER_TARGETS_ENTRIES=80" in flags  # 20 targets x 2 scopes x 2 policy slots
+    assert "-DENFORCER_TARGETS_ENTRIES=84" in flags  # 21 targets x 2 scopes x 2 policy slots
     assert "-DENFORCER_RULES_ENTRIES=128" in flags
     assert f"-DENFORCER_EVENTS_PAGES={abi.RINGBUF_BYTES // 4096}" in flags
 

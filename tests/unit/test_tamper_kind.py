@@ -23,7 +23,7 @@ from test_maps import FDS, Barrier, FakeBpf  # the maps protocol's fakes
 RULE = 'version = 1\n[[rule]]\nid = "tamper"\nkind = "tamper"\nscope = "container"\n'
 
 
-def test_a_tamper_rule_protects_all_three_by_default() -> None:
+def test_a_tamper_rule_protects_all_four_by_default() -> None:
     (rule,) = loads_policy(RULE).rules
     assert rule.kind is RuleKind.TAMPER
     assert rule.protect == frozenset(TamperObject)
@@ -45,8 +45,8 @@ def test_a_tamper_rule_without_scope_is_refused_too() -> None:
 
 
 def test_an_unknown_object_is_named() -> None:
-    with pytest.raises(PolicyError, match='unknown value "policy"'):
-        loads_policy(RULE + 'protect = ["bpf", "policy"]\n')
+    with pytest.raises(PolicyError, match='unknown value "kernel"'):
+        loads_policy(RULE + 'protect = ["bpf", "kernel"]\n')
 
 
 def _targets(plan, scope: abi.KernelScope) -> dict:
@@ -58,12 +58,14 @@ def _targets(plan, scope: abi.KernelScope) -> dict:
     (["bpf"], {abi.Target.TAMPER_BPF_OBJECT}, abi.Watch.TAMPER_BPF),
     (["pins"], {abi.Target.TAMPER_PIN}, abi.Watch.TAMPER_PINS),
     (["agent"], {abi.Target.TAMPER_SIGNAL, abi.Target.TAMPER_PTRACE, abi.Target.TAMPER_RESOURCES}, abi.Watch.TAMPER_AGENT),
+    (["policy"], {abi.Target.TAMPER_POLICY}, abi.Watch.TAMPER_POLICY),
 ])
 def test_each_object_claims_its_targets_in_container_scope_only(protect, targets, watch) -> None:
     plan = compile_policy(loads_policy(RULE + f"protect = {protect!r}\n".replace("'", '"')))
     assert _targets(plan, abi.KernelScope.CONTAINER) == {target: 1 for target in targets}
     assert _targets(plan, abi.KernelScope.HOST) == {}
-    assert plan.watch & (abi.Watch.TAMPER_BPF | abi.Watch.TAMPER_PINS | abi.Watch.TAMPER_AGENT) == watch
+    assert plan.watch & (abi.Watch.TAMPER_BPF | abi.Watch.TAMPER_PINS | abi.Watch.TAMPER_AGENT
+                         | abi.Watch.TAMPER_POLICY) == watch
 
 
 def test_two_tamper_rules_may_not_claim_the_same_object() -> None:
@@ -87,6 +89,10 @@ PLAN = compile_policy(loads_policy(RULE), Mode.ENFORCE)
     (abi.Hook.INODE_MKDIR, abi.Access.CREATE, 0, b"/enforcer/1-2-cd", b"bpf", TamperTarget("pin")),
     (abi.Hook.INODE_SYMLINK, abi.Access.CREATE, 0, b"/enforcer/1-2-ef", b"bpf", TamperTarget("pin")),
     (abi.Hook.INODE_LINK, abi.Access.CREATE, 0, b"/enforcer/1-2-ab/x", b"bpf", TamperTarget("pin")),
+    (abi.Hook.FILE_OPEN, abi.Access.WRITE, 0, b"/host/etc/enforcer/policy.toml", b"ext4", TamperTarget("policy")),
+    (abi.Hook.PATH_TRUNCATE, abi.Access.WRITE, 0, b"/etc/enforcer/policy.toml", b"xfs", TamperTarget("policy")),
+    (abi.Hook.INODE_RENAME, abi.Access.RENAME, 0, b"/etc/enforcer", b"ext4", TamperTarget("policy")),
+    (abi.Hook.INODE_LINK, abi.Access.CREATE, 0, b"/tmp/x", b"ext4", TamperTarget("policy")),
     (abi.Hook.TASK_KILL, abi.Access.SIGNAL, int(signal.SIGKILL), b"python3", b"",
      TamperTarget("agent", signal="SIGKILL")),
     (abi.Hook.TASK_KILL, abi.Access.SIGNAL, 40, b"python3", b"", TamperTarget("agent", signal="signal 40")),
@@ -100,7 +106,7 @@ PLAN = compile_policy(loads_policy(RULE), Mode.ENFORCE)
 ])
 def test_tamper_events_say_what_they_aimed_at(hook, access, detail, path, fstype, expected) -> None:
     raw = record(rule=1, hook=int(hook), access=int(access), action=int(abi.Action.BLOCKED), detail=detail,
-                 path=path, fstype=fstype, flags=int(abi.EventFlag.CONTAINER))
+                 path=path, fstype=fstype, flags=int(abi.EventFlag.CONTAINER | abi.EventFlag.TAMPER))
     event = decode(raw, PLAN, BootClock(0))
     assert event.rule == "tamper" and event.mitre == "T1562.001"
     assert event.tamper == expected
@@ -108,9 +114,14 @@ def test_tamper_events_say_what_they_aimed_at(hook, access, detail, path, fstype
 
 
 def test_other_events_have_no_tamper_part() -> None:
+    """Without the kernel's TAMPER flag, attributed or not (the same hooks decide other kinds' rules)."""
     raw = record(rule=1, hook=int(abi.Hook.INODE_RENAME), access=int(abi.Access.RENAME), fstype=b"cgroup",
                  path=b"/release_agent", action=int(abi.Action.BLOCKED))
     assert decode(raw, PLAN, BootClock(0)).tamper is None
+    raw = record(rule=9, hook=int(abi.Hook.FILE_OPEN), access=int(abi.Access.WRITE), fstype=b"proc",
+                 path=b"/proc/sysrq-trigger", action=int(abi.Action.BLOCKED))
+    event = decode(raw, PLAN, BootClock(0))
+    assert not event.attributed and event.tamper is None
 
 
 # --- the agent's identity -----------------------------------------------------------
@@ -133,12 +144,28 @@ def test_the_identity_of_this_process(tmp_path) -> None:
     assert selfid.current(tmp_path / "missing").pins_ino == 0
 
 
+def test_the_policy_directory_is_named_by_its_filesystems_dev_from_mountinfo(tmp_path) -> None:
+    """mountinfo's major:minor is super_block.s_dev (stat's st_dev is not, on btrfs)."""
+    policy_dir = tmp_path / "etc-enforcer"
+    policy_dir.mkdir()
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(f"1 0 8:1 / / rw - ext4 /dev/sda1 rw\n"
+                         f"2 1 0:44 / {tmp_path} rw - btrfs /dev/sdb rw\n")
+    assert selfid.directory_on_its_filesystem(policy_dir, str(mountinfo)) == ((0 << 20) | 44,
+                                                                             policy_dir.stat().st_ino)
+    assert selfid.directory_on_its_filesystem(tmp_path / "gone", str(mountinfo)) == (0, 0)
+    me = selfid.current(None, policy_dir)
+    assert me.policy_ino == policy_dir.stat().st_ino and me.policy_dev != 0
+    assert selfid.with_policy_dir(me, None).policy_ino == 0
+
+
 def test_the_settings_carry_the_agent() -> None:
     fake = FakeBpf()
     agent = selfid.AgentIdentity(tgid=4321, start_ticks=99, tick_ns=10_000_000, pins_dev=(0 << 20) | 33,
-                                 pins_ino=7)
+                                 pins_ino=7, policy_dev=(8 << 20) | 1, policy_ino=1234)
     maps = PolicyMaps(FDS.__getitem__, host_mntns=1, barrier=Barrier(fake), syscalls=fake, agent=agent)
     maps.fill(PLAN)
     settings = fake.settings()
     assert (settings.agent_tgid, settings.agent_start_ticks, settings.tick_ns) == (4321, 99, 10_000_000)
     assert (settings.pins_dev, settings.pins_ino) == (33, 7)
+    assert (settings.policy_dev, settings.policy_ino) == ((8 << 20) | 1, 1234)

@@ -1,0 +1,59 @@
+"""A tamper rule that protects "policy" needs the policy in a directory of its own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from enforcer.compile import compile_policy
+from enforcer.parse import loads_policy
+from enforcer.policydir import check_policy_directory, foreign_directories
+from enforcer.policyfile.problems import PolicyError
+
+TAMPER = 'version = 1\n[[rule]]\nid = "tamper"\nkind = "tamper"\nscope = "container"\n'
+
+
+def _plan(text: str):
+    return compile_policy(loads_policy(text))
+
+
+def _policy_in(directory: Path) -> Path:
+    (directory / "allow.d").mkdir(parents=True)
+    policy = directory / "policy.toml"
+    policy.write_text(TAMPER)
+    return policy
+
+
+def test_a_directory_of_its_own_is_accepted(tmp_path: Path) -> None:
+    policy = _policy_in(tmp_path / "enforcer")
+    (policy.parent / "policy.toml.dpkg-old").write_text("")  # files beside it are enforcer's to protect
+    assert foreign_directories(policy.parent) == []
+    check_policy_directory(_plan(TAMPER), policy)
+
+
+def test_a_shared_directory_is_refused_naming_the_file_and_its_directories(tmp_path: Path) -> None:
+    etc = tmp_path / "etc"
+    policy = _policy_in(etc)
+    for name in ("cni", "ssl", "apt"):
+        (etc / name).mkdir()
+    with pytest.raises(PolicyError) as caught:
+        check_policy_directory(_plan(TAMPER), policy)
+    (error,) = caught.value.errors
+    assert error.file == str(policy)
+    assert "3 other directories (apt, cni, ssl)" in error.message
+    assert 'leave "policy" out of protect' in error.message
+
+
+def test_without_policy_protection_the_directory_is_not_looked_at(tmp_path: Path) -> None:
+    etc = tmp_path / "etc"
+    policy = _policy_in(etc)
+    (etc / "cni").mkdir()
+    check_policy_directory(_plan(TAMPER + 'protect = ["bpf", "pins", "agent"]\n'), policy)
+    check_policy_directory(_plan('version = 1\n[[rule]]\nid = "sysrq"\nkind = "sysrq"\n'), policy)
+
+
+def test_an_unlistable_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError) as caught:
+        check_policy_directory(_plan(TAMPER), tmp_path / "missing" / "policy.toml")
+    assert "cannot be listed" in caught.value.errors[0].message
