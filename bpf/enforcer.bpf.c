@@ -42,6 +42,10 @@
 #define ENF_FMODE_READ		0x1
 #define ENF_FMODE_WRITE		0x2
 #define ENF_O_TRUNC		01000
+#define ENF_ATTR_MODE		(1 << 0)
+#define ENF_ATTR_UID		(1 << 1)
+#define ENF_ATTR_GID		(1 << 2)
+#define ENF_ATTR_SIZE		(1 << 3)
 #define ENF_EPERM		1
 #define ENF_PROT_EXEC		0x4
 #define ENF_VM_EXEC		0x4
@@ -864,10 +868,9 @@ static __always_inline int is_entry_of(struct dentry *dentry, __u64 ino)
 
 /* --- tamper: enforcer's own objects and process (kind "tamper") ------------
  *
- * Who is judged: only tasks whose scope has a tamper rule (container scope;
- * host root's commands need exec-time marks, docs/threat-model.md). Never the
- * running agent itself. Each hook leaves after one or two loads unless the
- * object is enforcer's.
+ * Who is judged: only tasks whose scope has a tamper rule; on the host, not
+ * root (current_is_host_root). Never the running agent itself. Each hook
+ * leaves after one or two loads unless the object is enforcer's.
  */
 
 /* The settings, if any rule of the policy in force needs `watch`; v gets
@@ -907,15 +910,38 @@ static __always_inline int current_is_agent(struct enforcer_settings *cfg)
 	return task_is_agent(cfg, (struct task_struct *)bpf_get_current_task());
 }
 
+/* Host root: effective uid 0 (the kernel's, so root of a user namespace of
+ * its own is not) in the host's mount namespace, which the caller checked.
+ * It administers enforcer (enforcer unload, systemctl, the package scripts)
+ * and is out of the tamper rules' reach (docs/threat-model.md); a host
+ * service with capabilities that is not root is judged. */
+static __always_inline int current_is_host_root(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	const struct cred *cred = NULL;
+	kuid_t euid = {};
+
+	READ_KERNEL(cred, task->cred);
+	if (!cred)
+		return 0;
+	READ_KERNEL(euid, cred->euid);
+	return euid.val == 0;
+}
+
 /* The tamper rule covering `target` for the acting task, unless it is the
  * agent; v->rule is set. NULL: nothing to decide. */
 static __always_inline struct scratch *tamper_hit(struct enforcer_settings *cfg, __u32 target,
 						  struct verdict_ctx *v, __u64 *mntns, __u32 *scope)
 {
+	struct scratch *s;
+
 	if (current_is_agent(cfg))
 		return NULL;
 	v->tamper = 1;
-	return target_hit(cfg, target, v, mntns, scope);
+	s = target_hit(cfg, target, v, mntns, scope);
+	if (s && *scope == ENFORCER_SCOPE_HOST && current_is_host_root())
+		return NULL;
+	return s;
 }
 
 /* --- files: the fixed targets on procfs, cgroup v1, sysfs and binfmt_misc,
@@ -983,14 +1009,16 @@ static __always_inline int check_file(struct dentry *dentry, struct vfsmount *vf
 	return decide_file(s, &v, dentry, vfsmnt, mntns, scope, truncating);
 }
 
-/* A write or truncation of a file in the policy directory, through whatever
- * mount of its filesystem (recognised by that filesystem's s_dev and the
- * directory's inode, not by a path a container may see differently). Its own
- * path through the verifier: merged into check_file's decision, 6.12's
- * verifier gave up on file_open (over 1,000,000 instructions; 70,000
- * without it). */
-static __always_inline int check_policy_write(struct dentry *dentry, struct vfsmount *vfsmnt,
-					      struct super_block *sb, int truncating, __u8 hook)
+/* A change to a file in the policy directory (a write, a truncation, its
+ * mode or owner), through whatever mount of its filesystem: recognised by
+ * that filesystem's s_dev and the directory's inode, not by a path a
+ * container may see differently. Its own path through the verifier: merged
+ * into check_file's decision, 6.12's verifier gave up on file_open (over
+ * 1,000,000 instructions; 70,000 without it). A NULL vfsmount: the event's
+ * path is the one inside the filesystem. */
+static __always_inline int check_policy_change(struct dentry *dentry, struct vfsmount *vfsmnt,
+					       struct super_block *sb, __u8 access, int truncating,
+					       __u8 hook)
 {
 	struct enforcer_settings *cfg;
 	struct verdict_ctx v = {};
@@ -1004,15 +1032,45 @@ static __always_inline int check_policy_write(struct dentry *dentry, struct vfsm
 	READ_KERNEL(dev, sb->s_dev);
 	if (dev != cfg->policy_dev || !is_entry_of(dentry, cfg->policy_ino))
 		return 0;
-	if (hook == ENFORCER_HOOK_PATH_TRUNCATE && truncate_decided_at_open(dentry))
+	if (hook == ENFORCER_HOOK_INODE_SETATTR && truncate_decided_at_open(dentry))
 		return 0;
 	s = tamper_hit(cfg, ENFORCER_TARGET_TAMPER_POLICY, &v, &mntns, &scope);
 	if (!s)
 		return 0;
 	v.hook = hook;
-	v.access = ENFORCER_ACCESS_WRITE;
+	v.access = access;
 	v.sb = sb;
 	return decide_file(s, &v, dentry, vfsmnt, mntns, scope, truncating);
+}
+
+/* The file's own name, on the file system of its inode. A file opened
+ * through another file system's path has an f_path that is not its inode's:
+ * an overlay opens the real file of its upper layer with the overlay's path
+ * (open_with_fake_path, backing_file_open), so judging that path would judge
+ * the overlay's directories, whose inode numbers are not the real ones. Then
+ * one of the real inode's own names stands in (a regular file has one unless
+ * hard-linked; making a hard link in or to the policy directory is refused). */
+static __always_inline struct dentry *name_on_inode_fs(struct file *file, struct super_block *sb,
+							struct vfsmount **vfsmnt)
+{
+	struct dentry *dentry = NULL;
+	struct super_block *dentry_sb = NULL;
+	struct inode *inode = NULL;
+	struct hlist_node *alias = NULL;
+
+	READ_KERNEL(dentry, file->f_path.dentry);
+	READ_KERNEL(*vfsmnt, file->f_path.mnt);
+	if (dentry)
+		READ_KERNEL(dentry_sb, dentry->d_sb);
+	if (dentry_sb == sb)
+		return dentry;
+	*vfsmnt = NULL;	/* the path inside the real file system */
+	READ_KERNEL(inode, file->f_inode);
+	if (inode)
+		READ_KERNEL(alias, inode->i_dentry.first);
+	if (!alias)
+		return NULL;
+	return (struct dentry *)((char *)alias - __builtin_offsetof(struct dentry, d_u.d_alias));
 }
 
 LSM_PROBE(file_open, struct file *file, int ret)
@@ -1042,10 +1100,11 @@ LSM_PROBE(file_open, struct file *file, int ret)
 	    magic != BINFMTFS_MAGIC) {
 		if (!write)
 			return 0;
-		READ_KERNEL(dentry, file->f_path.dentry);
-		READ_KERNEL(vfsmnt, file->f_path.mnt);
-		return check_policy_write(dentry, vfsmnt, sb, (f_flags & ENF_O_TRUNC) != 0,
-					  ENFORCER_HOOK_FILE_OPEN);
+		dentry = name_on_inode_fs(file, sb, &vfsmnt);
+		if (!dentry)
+			return 0;
+		return check_policy_change(dentry, vfsmnt, sb, ENFORCER_ACCESS_WRITE, (f_flags & ENF_O_TRUNC) != 0,
+					   ENFORCER_HOOK_FILE_OPEN);
 	}
 	READ_KERNEL(dentry, file->f_path.dentry);
 	READ_KERNEL(vfsmnt, file->f_path.mnt);
@@ -1074,10 +1133,37 @@ LSM_PROBE(path_truncate, const struct path *path, int ret)
 	if (!sb)
 		return 0;
 	READ_KERNEL(magic, sb->s_magic);
-	if (magic != PROC_SUPER_MAGIC && magic != CGROUP_SUPER_MAGIC && magic != SYSFS_MAGIC &&
-	    magic != BINFMTFS_MAGIC)
-		return check_policy_write(dentry, vfsmnt, sb, 0, ENFORCER_HOOK_PATH_TRUNCATE);
 	return check_file(dentry, vfsmnt, sb, magic, 1, 0, ENFORCER_HOOK_PATH_TRUNCATE);
+}
+
+/* A file's size, mode or owner set: truncate(2), ftruncate(2), an O_TRUNC
+ * open, chmod, chown; also what an overlay does to its upper layer's file on
+ * the writer's behalf, which path_truncate sees only by the overlay's path.
+ * The policy directory's files only: a policy file made writable by others
+ * (or owned by someone else) is one the agent refuses at its next start
+ * (enforcer/fileperms.py), and the truncation of one empties it. Times alone
+ * (touch, utimes) are let through, unjudged. */
+#ifdef ENFORCER_HOOK_WITH_HEAD_INODE_SETATTR
+#define ENFORCER_HOOK_HEAD_INODE_SETATTR struct mnt_idmap *idmap,	/* Linux 6.3+ */
+#else
+#define ENFORCER_HOOK_HEAD_INODE_SETATTR
+#endif
+LSM_PROBE(inode_setattr, ENFORCER_HOOK_HEAD_INODE_SETATTR struct dentry *dentry, struct iattr *attr, int ret)
+{
+	struct super_block *sb = NULL;
+	unsigned int valid = 0;
+
+	if (ret)
+		return ret;
+	READ_KERNEL(valid, attr->ia_valid);
+	if (!(valid & (ENF_ATTR_MODE | ENF_ATTR_UID | ENF_ATTR_GID | ENF_ATTR_SIZE)))
+		return 0;
+	READ_KERNEL(sb, dentry->d_sb);
+	if (!sb)
+		return 0;
+	return check_policy_change(dentry, NULL, sb,
+				   (valid & ENF_ATTR_SIZE) ? ENFORCER_ACCESS_WRITE : ENFORCER_ACCESS_ATTRIBUTES, 0,
+				   ENFORCER_HOOK_INODE_SETATTR);
 }
 
 /* Writes a kernel string (an object's name) as the event's path. */
@@ -1151,6 +1237,29 @@ LSM_PROBE(bpf, int cmd, union bpf_attr *attr, unsigned int size ENFORCER_HOOK_TA
 	return judge_bpf_object(ENFORCER_OBJECT_LINK, attr->link_id, NULL, ENFORCER_HOOK_BPF);
 }
 
+/* 1 when `dentry` is a directory above the policy directory on its
+ * filesystem: renaming it away (or exchanging it with another), then making
+ * a new one in its place, would put other files at the policy's path for the
+ * agent's next reload or start. */
+static __always_inline int is_policy_ancestor(struct enforcer_settings *cfg, struct dentry *dentry)
+{
+	struct inode *inode = NULL;
+	unsigned long ino = 0;
+
+	if (!dentry)
+		return 0;
+	READ_KERNEL(inode, dentry->d_inode);
+	if (!inode)
+		return 0;	/* a new name: nothing is moved away */
+	READ_KERNEL(ino, inode->i_ino);
+#pragma unroll
+	for (int i = 0; i < ENFORCER_POLICY_ANCESTORS; i++) {
+		if (cfg->policy_ancestors[i] && cfg->policy_ancestors[i] == ino)
+			return 1;
+	}
+	return 0;
+}
+
 /* Removing or renaming enforcer's pins (the last pin of a link that no
  * process holds is what keeps a program attached), or making anything new in
  * the pin directory: an instance planted there (a directory of the attacker's
@@ -1189,7 +1298,9 @@ static __always_inline int judge_entry_change(struct inode *dir, struct dentry *
 	READ_KERNEL(dev, sb->s_dev);
 	if (dev != want_dev)
 		return 0;
-	if (!is_entry_of(dentry, ino) && !(other && is_entry_of(other, ino)))
+	if (!is_entry_of(dentry, ino) && !(other && is_entry_of(other, ino)) &&
+	    !(hook == ENFORCER_HOOK_INODE_RENAME && target == ENFORCER_TARGET_TAMPER_POLICY &&
+	      (is_policy_ancestor(cfg, dentry) || is_policy_ancestor(cfg, other))))
 		return 0;
 	s = tamper_hit(cfg, target, &v, &mntns, &scope);
 	if (!s)

@@ -71,6 +71,9 @@ struct enforcer_settings {
 	__u64 policy_ino;
 	__u32 policy_dev;
 	__u32 reserved2;
+	/* inode numbers of the directories above it on its filesystem, nearest
+	 * first, up to its mount's root; 0: none */
+	__u64 policy_ancestors[ENFORCER_POLICY_ANCESTORS];
 };
 
 /* protected_objects key: one of enforcer's own BPF objects. */

@@ -66,6 +66,9 @@ RINGBUF_BYTES = 1 << 22
 #: Complete policies each policy map holds side by side; `Settings.active`
 #: names the one in force. A reload fills the other and flips (see Settings).
 POLICY_SLOTS = 2
+#: directories above the policy directory, on its file system, whose renaming
+#: the tamper rules judge (the nearest ones; /etc/enforcer has one, /etc)
+POLICY_ANCESTORS = 4
 
 #: Map capacities, per policy (the kernel maps hold POLICY_SLOTS times as
 #: many). The compiler refuses a policy whose plan does not fit.
@@ -171,6 +174,8 @@ class Hook(enum.IntEnum):
     TASK_SETRLIMIT = 20  # prlimit(2) or setrlimit(2) setting a limit
     TASK_SETSCHEDULER = 21  # sched_setscheduler, sched_setattr, sched_setaffinity
     TASK_SETNICE = 22  # setpriority(2), sched_setattr's nice
+    #: chmod, chown, truncate(2), ftruncate(2), O_TRUNC: a file's size, mode or owner set
+    INODE_SETATTR = 23
 
 
 class Access(enum.IntEnum):
@@ -187,6 +192,7 @@ class Access(enum.IntEnum):
     CREATE = 11  # a pin, a directory, a symlink or a hard link made
     LIMIT = 12  # a resource limit set; EventRecord.detail: the RLIMIT_* number
     SCHEDULE = 13  # scheduling policy, affinity or nice set; detail: the nice value (task_setnice)
+    ATTRIBUTES = 14  # a file's mode or owner set (chmod, chown); its size is a WRITE
 
 
 class Action(enum.IntEnum):
@@ -318,6 +324,10 @@ class Settings(ctypes.Structure):
         ("policy_ino", ctypes.c_uint64),
         ("policy_dev", ctypes.c_uint32),
         ("reserved2", ctypes.c_uint32),
+        # inode numbers of the directories above it on that file system,
+        # nearest first, up to the root of its mount (0: none): renaming one
+        # of them away would put other files at the policy's path
+        ("policy_ancestors", ctypes.c_uint64 * POLICY_ANCESTORS),
     ]
 
 
@@ -464,6 +474,7 @@ def cflags() -> List[str]:
         f"-DENFORCER_ANCESTRY_MAX={ANCESTRY_MAX}",
         f"-DENFORCER_SCOPE_COUNT={SCOPE_COUNT}",
         f"-DENFORCER_POLICY_SLOTS={POLICY_SLOTS}",
+        f"-DENFORCER_POLICY_ANCESTORS={POLICY_ANCESTORS}",
         f"-DENFORCER_TARGET_COUNT={TARGET_COUNT}",
         f"-DENFORCER_STAT_COUNT={STAT_COUNT}",
         f"-DENFORCER_LOCATION_SHIFT={LOCATION_SHIFT}",

@@ -92,6 +92,17 @@ class HookSpec:
     #: arguments newer kernels pass after `params` (the C declares them through
     #: ENFORCER_HOOK_TAIL_<HOOK>, defined by kernel/features.py from BTF)
     optional_tail: Tuple[str, ...] = ()
+    #: arguments newer kernels pass before `params` (ENFORCER_HOOK_HEAD_<HOOK>)
+    optional_head: Tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.optional_head and self.optional_tail:
+            raise ValueError(f"hook {self.name}: arguments added at both ends are not supported")
+
+    @property
+    def optional_count(self) -> int:
+        """How many arguments a newer kernel passes beyond `params`."""
+        return len(self.optional_head) + len(self.optional_tail)
 
     @property
     def name(self) -> str:
@@ -132,6 +143,8 @@ MAPS_BY_NAME: Dict[str, MapSpec] = {spec.name: spec for spec in MAPS}
 HOOKS: Tuple[HookSpec, ...] = (
     HookSpec(abi.Hook.FILE_OPEN, ("file",)),
     HookSpec(abi.Hook.PATH_TRUNCATE, ("path",)),
+    # Linux 6.3 added the mount's idmap in front
+    HookSpec(abi.Hook.INODE_SETATTR, ("dentry", "attr"), optional_head=("idmap",)),
     HookSpec(abi.Hook.BPF_MAP, ("map", "fmode")),
     HookSpec(abi.Hook.BPF_PROG, ("prog",)),
     # Linux 6.14+ (BPF tokens, signed programs) passes `kernel`: a bpf() call

@@ -67,6 +67,8 @@ class ProgramDecl:
     #: the last parameter is followed by ENFORCER_HOOK_TAIL_<HOOK>: the
     #: arguments some kernels add (HookSpec.optional_tail), or nothing
     has_tail: bool = False
+    #: the first parameter is preceded by ENFORCER_HOOK_HEAD_<HOOK> (HookSpec.optional_head)
+    has_head: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,15 +148,18 @@ def _program_decl(args: List[str], line: int) -> ProgramDecl:
         raise DeclarationError(f"line {line}: LSM_PROBE must name the hook and end with `int ret`")
     params = []
     tail_macro = f"ENFORCER_HOOK_TAIL_{args[0].upper()}"
-    has_tail = False
+    head_macro = f"ENFORCER_HOOK_HEAD_{args[0].upper()}"
+    has_tail = has_head = False
     for arg in args[1:-1]:
         names = _IDENTIFIER.findall(arg)
         if names and names[-1] == tail_macro and arg is args[-2]:
             names, has_tail = names[:-1], True
+        if names and names[0] == head_macro and arg is args[1]:
+            names, has_head = names[1:], True
         if not names:
             raise DeclarationError(f"line {line}: LSM_PROBE parameter {arg!r} has no name")
         params.append(names[-1])
-    return ProgramDecl(name=args[0], params=tuple(params), line=line, has_tail=has_tail)
+    return ProgramDecl(name=args[0], params=tuple(params), line=line, has_tail=has_tail, has_head=has_head)
 
 
 def read_declarations(source: str) -> Declarations:
@@ -211,6 +216,11 @@ def _hook_problems(spec: HookSpec, decl: ProgramDecl) -> List[str]:
             f"the registry says newer kernels add ({', '.join(spec.optional_tail)}): the last parameter must be "
             f"followed by ENFORCER_HOOK_TAIL_{spec.name.upper()}" if spec.optional_tail else
             f"ENFORCER_HOOK_TAIL_{spec.name.upper()} follows the last parameter, the registry has no optional_tail")
+    if decl.has_head != bool(spec.optional_head):
+        problems.append(
+            f"the registry says newer kernels add ({', '.join(spec.optional_head)}) in front: the first parameter "
+            f"must be preceded by ENFORCER_HOOK_HEAD_{spec.name.upper()}" if spec.optional_head else
+            f"ENFORCER_HOOK_HEAD_{spec.name.upper()} precedes the first parameter, the registry has no optional_head")
     return [f"hook {spec.name} (line {decl.line}): {problem}" for problem in problems]
 
 

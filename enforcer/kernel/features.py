@@ -33,19 +33,21 @@ def feature_cflags(btf: BtfSource) -> tuple[str, ...]:
 
 
 def _hook_tail_cflags(info: BtfInfo) -> list[str]:
-    """ENFORCER_HOOK_WITH_TAIL_<HOOK> for each hook to which this kernel
-    passes the arguments newer kernels add (registry.HookSpec.optional_tail):
-    an LSM program reads its arguments by position, `ret` comes after all."""
+    """ENFORCER_HOOK_WITH_TAIL_<HOOK> (or _HEAD_) for each hook to which this
+    kernel passes the arguments newer kernels add (registry.HookSpec's
+    optional_tail and optional_head): an LSM program reads its arguments by
+    position, `ret` comes after all."""
     flags = []
     for spec in registry.HOOKS:
-        if not spec.optional_tail:
+        if not spec.optional_count:
             continue
         try:
             passed = len(info.lsm_hook_params(spec.name))
         except LsmHookNotFoundError:
             continue  # the loader's check_hook_signatures refuses such a kernel, naming the hook
-        if passed == len(spec.params) + len(spec.optional_tail):
-            flags.append(f"-DENFORCER_HOOK_WITH_TAIL_{spec.name.upper()}=1")
+        if passed == len(spec.params) + spec.optional_count:
+            where = "HEAD" if spec.optional_head else "TAIL"
+            flags.append(f"-DENFORCER_HOOK_WITH_{where}_{spec.name.upper()}=1")
     return flags
 
 

@@ -88,8 +88,9 @@ def check_hook_signatures(btf: BtfInfo) -> None:
     problems = []
     for spec in registry.HOOKS:
         actual = tuple(btf.lsm_hook_params(spec.name))
-        if len(actual) not in (len(spec.params), len(spec.params) + len(spec.optional_tail)):
-            expected = ", ".join(spec.params) + (f"[, {', '.join(spec.optional_tail)}]" if spec.optional_tail else "")
+        if len(actual) not in (len(spec.params), len(spec.params) + spec.optional_count):
+            expected = ((f"[{', '.join(spec.optional_head)}, ]" if spec.optional_head else "") + ", ".join(spec.params)
+                        + (f"[, {', '.join(spec.optional_tail)}]" if spec.optional_tail else ""))
             problems.append(
                 f"LSM hook {spec.name}: this kernel passes ({', '.join(actual)}), "
                 f"enforcer's program expects ({expected})"

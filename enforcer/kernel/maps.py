@@ -127,6 +127,8 @@ class PolicyMaps:
         for slot in range(abi.POLICY_SLOTS):
             settings.generation[slot] = self.generations[slot]
             settings.watch[slot] = self._watch[slot]
+        for index, ancestor in enumerate(agent.policy_ancestors[:abi.POLICY_ANCESTORS]):
+            settings.policy_ancestors[index] = ancestor
         self._sys.map_update(self._fd_of("settings"), ctypes.c_uint32(0), settings, what="map settings")
 
     def _write_plan(self, plan: MapPlan, slot: int) -> None:

@@ -8,9 +8,10 @@ enforcer's objects by kernel facts, not by names a caller supplies: maps,
 programs and links by their ids (the agent names them in protected_objects
 at load, before attaching), pins by the inode of the pin directory, the
 policy directory by its file system and inode, the agent by its pid and
-start time. The running agent is never judged. Host scope is refused for now: telling enforcer's own
-commands run by host root from any other host root process needs exec-time
-marks (docs/threat-model.md, "Tamper protection").
+start time. The running agent is never judged, nor, in host scope, host
+root (effective uid 0): it administers enforcer (`enforcer unload`, the
+package scripts) and is out of scope (docs/threat-model.md, "Tamper
+protection"); a host service with capabilities that is not root is judged.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any, Dict, List, Mapping, Tuple
 
 from enforcer import abi
 from enforcer.kinds.base import KindDefaults, Parsed, TargetClaim, claiming_kind, enum_set
-from enforcer.policy import Rule, RuleKind, RuleMeta, Scope, Severity, TamperObject, TamperRule
+from enforcer.policy import Rule, RuleKind, RuleMeta, Severity, TamperObject, TamperRule
 from enforcer.policyfile.schema import Checker, KeyPath
 
 __all__ = ["SPEC", "DEFAULTS"]
@@ -75,13 +76,6 @@ def _claims(rule: Rule) -> List[TargetClaim]:
 
 def _parse(c: Checker, table: Mapping[str, Any], loc: KeyPath, meta: RuleMeta) -> Parsed:
     protect = enum_set(c, table, loc, "protect", TamperObject, list(TamperObject))
-    if meta.scope is not Scope.CONTAINER:
-        c.err(
-            loc + ("scope",),
-            f'a "tamper" rule needs scope = "container" (it has "{meta.scope.value}"): on the host, enforcer '
-            "cannot yet tell its own commands run by host root from any other root process "
-            "(docs/threat-model.md, \"Tamper protection\")",
-        )
     return Parsed(TamperRule(meta=meta, protect=protect))
 
 

@@ -74,6 +74,15 @@ def test_the_bpf_hook_tail_follows_btf(kernels: dict, kernel: str, tail: bool) -
     assert ("-DENFORCER_HOOK_WITH_TAIL_BPF=1" in flags) is tail
 
 
+@pytest.mark.parametrize("kernel, head", [("host", True), ("6.1", False), ("6.12", True)])
+def test_the_inode_setattr_head_follows_btf(kernels: dict, kernel: str, head: bool) -> None:
+    """6.3+ passes the mount's idmap before inode_setattr's two arguments."""
+    params = btf.lsm_hook_params(kernels[kernel][0], "inode_setattr")
+    assert params == (("idmap", "dentry", "attr") if head else ("dentry", "attr"))
+    flags = features.feature_cflags(kernels[kernel][0])
+    assert ("-DENFORCER_HOOK_WITH_HEAD_INODE_SETATTR=1" in flags) is head
+
+
 @pytest.mark.parametrize("kernel", ["host", "6.1", "6.12"])
 def test_hook_types(kernels: dict, kernel: str) -> None:
     sig = btf.lsm_hook_signature(kernels[kernel][0], "path_truncate")

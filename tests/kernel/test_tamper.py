@@ -1,4 +1,4 @@
-"""kind = "tamper": a container's root cannot switch enforcer off (issue 14, container scope).
+"""kind = "tamper": a container's root, or a host service with capabilities, cannot switch enforcer off (issue 14).
 
 One agent for the module, on a host-scoped service's footing (started from
 the guest's initial mount namespace), with a SysRq rule for containers and a
@@ -9,8 +9,10 @@ the BPF id commands, which need CAP_SYS_ADMIN in the initial user namespace.
 It shares the host's pid namespace and sees the host's bpffs (a
 `--pid=host -v /sys/fs/bpf:/sys/fs/bpf` container). Each attempt must fail
 with EPERM and be reported exactly once with what it aimed at; the same
-operation from the host (not covered by the container-scoped rule) must work;
-and through it all the SysRq rule keeps denying.
+operation by host root must work; and through it all the SysRq rule keeps
+denying. The rule covers the host too (scope "all"), where it judges a
+service that is not root but holds capabilities (`setpriv` to nobody with
+ambient CAP_SYS_ADMIN, CAP_KILL, CAP_DAC_OVERRIDE...).
 """
 
 from __future__ import annotations
@@ -21,16 +23,20 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional
 
 import pytest
 
 from battery import agent_running
-from namespaced import PIN_ROOT, TAMPER_POLICY as POLICY, in_container
+from namespaced import PIN_ROOT, TAMPER_POLICY, Ran, as_host_service, in_container
 from harness.agent import Agent, unload, wait_for_no_enforcer_programs
 from scenarios import ACTIONS, PY
 
 pytestmark = pytest.mark.kernel
+
+#: the tamper rule covers the host too: there it judges services that are not root
+POLICY = TAMPER_POLICY.replace('kind = "tamper"\nscope = "container"', 'kind = "tamper"\nscope = "all"')
+assert POLICY != TAMPER_POLICY
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +59,9 @@ def etc_fs(workdir) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def policy_dir(etc_fs) -> Path:
-    directory = etc_fs / "enforcer"
+    """/etc/enforcer on that file system: /etc is a directory above it there,
+    as on a host."""
+    directory = etc_fs / "etc" / "enforcer"
     (directory / "allow.d").mkdir(parents=True)
     (directory / "policy.toml").write_text(POLICY)
     (directory / "allow.d" / "local.toml").write_text("")
@@ -95,11 +103,12 @@ def _tamper_events(agent: Agent, mark: int, settle: bool = True) -> List[dict]:
 
 
 def attempt(agent: Agent, *argv: str, action: str = "blocked", obj: Optional[dict] = None,
-            timeout_s: float = 60) -> dict:
-    """Run argv in a container, which must fail (blocked) or succeed (audited),
-    and be reported exactly once, as `action`, naming `obj` in its tamper part."""
+            timeout_s: float = 60, runner: Callable[..., Ran] = in_container) -> dict:
+    """Run argv in a container (or as `runner` runs it), which must fail
+    (blocked) or succeed (audited), and be reported exactly once, as
+    `action`, naming `obj` in its tamper part."""
     mark = agent.mark()
-    proc = in_container(*argv, timeout_s=timeout_s)
+    proc = runner(*argv, timeout_s=timeout_s)
     events = _tamper_events(agent, mark)
     said = f"{' '.join(argv)}: exit {proc.returncode}, stderr {proc.stderr.strip()!r}, events {events}"
     if action == "blocked":
@@ -110,7 +119,7 @@ def attempt(agent: Agent, *argv: str, action: str = "blocked", obj: Optional[dic
     assert len(events) == 1, "expected exactly one tamper event: " + said
     event = events[0]
     assert event["action"] == action and event["pid"] == proc.pid, said
-    assert event["container"]["namespaced"] is True, said
+    assert event["container"]["namespaced"] is (runner is in_container), said
     if obj is not None:
         for key, value in obj.items():
             assert event["tamper"][key] == value, said
@@ -192,13 +201,31 @@ def test_the_reload_barrier_cannot_be_frozen(agent: Agent, instance: Path) -> No
     assert verdict["message"] == "reloaded", verdict
 
 
-def test_the_host_is_not_judged_by_a_container_rule(agent: Agent, instance: Path) -> None:
+def test_host_root_is_not_judged(agent: Agent, instance: Path) -> None:
+    """It administers enforcer (`enforcer status`, `unload`, the package
+    scripts) and is out of scope (docs/threat-model.md)."""
     mark = agent.mark()
     shown = on_host("bpftool", "map", "dump", "id", str(_map_id(instance, "settings")))
     assert shown.returncode == 0, shown.stderr
     status = on_host(PY, "-m", "enforcer", "status")
     assert status.returncode == 0, status.stdout + status.stderr
     assert _tamper_events(agent, mark, settle=False) == []
+
+
+def test_a_host_service_with_capabilities_that_is_not_root_is_judged(agent: Agent, instance: Path,
+                                                                     policy_dir: Path) -> None:
+    """nobody with CAP_SYS_ADMIN, CAP_KILL, CAP_DAC_OVERRIDE... in the host's
+    mount namespace: a compromised daemon that has not become root."""
+    settings = _map_id(instance, "settings")
+    attempt(agent, "bpftool", "map", "dump", "id", str(settings), obj={"object": "map", "id": settings},
+            runner=as_host_service)
+    attempt(agent, "kill", "-CONT", str(agent.pid), obj={"object": "agent", "signal": "SIGCONT"},
+            runner=as_host_service)
+    event = attempt(agent, "sh", "-c", f"echo '# mine' >> {policy_dir / 'policy.toml'}", obj={"object": "policy"},
+                    runner=as_host_service)
+    assert event["uid"] == 65534, event
+    assert "# mine" not in (policy_dir / "policy.toml").read_text()
+    sysrq_still_denied(agent)
 
 
 def test_another_programs_maps_stay_reachable_from_a_container(agent: Agent) -> None:
@@ -286,28 +313,40 @@ def test_the_policy_directory_cannot_be_changed_from_a_container(agent: Agent, p
     assert event["hook"] == "file_open" and event["access"] == "write", event
     assert event["path"] == str(policy), event  # the path as the writer named it
     attempt(agent, "truncate", "-s", "0", str(local), obj={"object": "policy"})
-    # truncate(2) by name opens nothing: path_truncate decides
+    # truncate(2) by name opens nothing: the size change itself is judged
     event = attempt(agent, PY, "-c", f"import os; os.truncate({str(local)!r}, 0)", obj={"object": "policy"})
-    assert event["hook"] == "path_truncate", event
+    assert (event["hook"], event["access"]) == ("inode_setattr", "write"), event
     # another mount of the same filesystem (the container's own bind mount): the same directory
-    event = attempt(agent, "sh", "-c", f"mount --bind {etc_fs} /mnt && echo '# mine' >> /mnt/enforcer/policy.toml",
+    event = attempt(agent, "sh", "-c", f"mount --bind {etc_fs} /mnt && echo '# mine' >> /mnt/etc/enforcer/policy.toml",
                     obj={"object": "policy"})
-    assert event["hook"] == "file_open" and event["path"] == "/mnt/enforcer/policy.toml", event
+    assert event["hook"] == "file_open" and event["path"] == "/mnt/etc/enforcer/policy.toml", event
     event = attempt(agent, "touch", str(policy_dir / "allow.d" / "planted.toml"), obj={"object": "policy"})
-    assert event["hook"] == "inode_create" and event["path"] == "/enforcer/allow.d/planted.toml", event
+    assert event["hook"] == "inode_create" and event["path"] == "/etc/enforcer/allow.d/planted.toml", event
     event = attempt(agent, "rm", "-f", str(local), obj={"object": "policy"})
     assert event["hook"] == "inode_unlink", event
     event = attempt(agent, "mv", str(policy_dir), str(etc_fs / "enforcer.old"), obj={"object": "policy"})
     assert event["hook"] == "inode_rename", event
+    # /etc moved away (or swapped with another), a new /etc/enforcer could take the policy's path
+    etc = policy_dir.parent
+    event = attempt(agent, "mv", str(etc), str(etc_fs / "etc.old"), obj={"object": "policy"})
+    assert event["hook"] == "inode_rename" and event["path"] == "/etc", event
+    (etc_fs / "etc.fake").mkdir(exist_ok=True)
+    exchange = ("import ctypes, os, sys; libc = ctypes.CDLL(None, use_errno=True); "
+                f"r = libc.renameat2(-100, {str(etc_fs / 'etc.fake')!r}.encode(), -100, {str(etc)!r}.encode(), 2); "
+                "sys.exit(r and os.strerror(ctypes.get_errno()))")  # RENAME_EXCHANGE
+    event = attempt(agent, PY, "-c", exchange, obj={"object": "policy"})
+    assert event["hook"] == "inode_rename" and event["new_path"] == "/etc", event
     # another name for a policy file outside the directory would be a way to write it
     event = attempt(agent, "ln", str(policy), str(etc_fs / "other-name"), obj={"object": "policy"})
     assert event["hook"] == "inode_link", event
-    # reading is not judged, nor writing beside the directory
+    # reading is not judged, nor writing beside the directory, nor renaming another directory
     mark = agent.mark()
     read = in_container("cat", str(policy))
     beside = in_container("sh", "-c", f"echo x > {etc_fs / 'beside.txt'}")
+    renamed = in_container("mv", str(etc_fs / "etc.fake"), str(etc_fs / "etc.other"))
     assert read.returncode == 0 and "tamper" in read.stdout, read.stderr
     assert beside.returncode == 0, beside.stderr
+    assert renamed.returncode == 0, renamed.stderr
     assert _tamper_events(agent, mark, settle=False) == []
     assert {p.name: p.read_text() for p in (policy, local)} == before
     assert sorted(p.name for p in (policy_dir / "allow.d").iterdir()) == ["local.toml"]
@@ -315,6 +354,48 @@ def test_the_policy_directory_cannot_be_changed_from_a_container(agent: Agent, p
     verdict = agent.reload(POLICY)
     assert verdict["message"] == "reloaded", verdict
     attempt(agent, "sh", "-c", f"echo '# mine' >> {policy}", obj={"object": "policy"})
+
+
+def test_the_policy_cannot_be_changed_through_an_overlay_nor_by_its_attributes(
+        agent: Agent, policy_dir: Path, etc_fs: Path, workdir: Path) -> None:
+    """Other doors to the same files. An overlay whose upper layer is the
+    policy directory: the writer's open reaches the real file with the
+    overlay's path (its directories have other inode numbers when the lower
+    layer is on another file system), and a truncation reaches it only as a
+    size change. And the files' attributes: a policy file made writable by
+    others, or given to another owner, is one the agent refuses at its next
+    start (enforcer/fileperms.py), which would switch enforcement off at the
+    next reboot."""
+    policy = policy_dir / "policy.toml"
+    lower = workdir / "ovl-lower"  # the guest's /tmp: another file system than the upper layer's
+    lower.mkdir(exist_ok=True)
+    ovl_work = etc_fs / "ovl-work"
+    ovl_work.mkdir(exist_ok=True)
+    overlay = f"mount -t overlay overlay -o lowerdir={lower},upperdir={policy_dir},workdir={ovl_work} /mnt"
+    before = (policy.read_text(), policy.stat().st_mode, policy.stat().st_uid)
+    event = attempt(agent, "sh", "-c", f"{overlay} && echo '# mine' >> /mnt/policy.toml", obj={"object": "policy"})
+    assert (event["hook"], event["access"]) == ("file_open", "write"), event
+    # 6.1 opens the real file with the overlay's path: the real inode's name
+    # inside its file system stands in. 6.8+ opens it with its real path, on
+    # the overlay's private mount of its upper layer: the path inside that.
+    assert event["path"] in ("/etc/enforcer/policy.toml", "/policy.toml"), event
+    event = attempt(agent, "sh", "-c",
+                    f"{overlay} && exec {PY} -c \"import os; os.truncate('/mnt/policy.toml', 0)\"",
+                    obj={"object": "policy"})
+    assert (event["hook"], event["access"]) == ("inode_setattr", "write"), event
+    event = attempt(agent, "chmod", "666", str(policy), obj={"object": "policy"})
+    assert (event["hook"], event["access"]) == ("inode_setattr", "attributes"), event
+    event = attempt(agent, "chown", "1000", str(policy), obj={"object": "policy"})
+    assert (event["hook"], event["access"]) == ("inode_setattr", "attributes"), event
+    assert (policy.read_text(), policy.stat().st_mode, policy.stat().st_uid) == before
+    # times alone are let through, unjudged (`touch -c`: plain touch opens the file for writing, which is
+    # refused); so is an overlay over it that only reads
+    mark = agent.mark()
+    touched = in_container("touch", "-c", str(policy))
+    read = in_container("sh", "-c", f"{overlay} && cat /mnt/policy.toml")
+    assert touched.returncode == 0, touched.stderr
+    assert read.returncode == 0 and "tamper" in read.stdout, read.stderr
+    assert _tamper_events(agent, mark, settle=False) == []
 
 
 # --- the agent process ------------------------------------------------------------------
@@ -390,6 +471,13 @@ def test_in_audit_mode_each_attempt_succeeds_and_is_reported_once(agent: Agent, 
                 obj={"object": "map", "id": settings})
         attempt(agent, "kill", "-CONT", str(agent.pid), action="audited",
                 obj={"object": "agent", "signal": "SIGCONT"})
+        # an O_TRUNC open truncates too (inode_setattr): one action, one event
+        local = agent.policy.parent / "allow.d" / "local.toml"
+        event = attempt(agent, "sh", "-c", f"echo '# audited' > {local}", action="audited",
+                        obj={"object": "policy"})
+        assert (event["hook"], event["access"]) == ("file_open", "write"), event
+        assert local.read_text() == "# audited\n"
+        local.write_text("")
     finally:
         verdict = agent.reload(POLICY)
         assert verdict["message"] == "reloaded", verdict

@@ -82,6 +82,7 @@ def test_hooks_and_program_names() -> None:
         "task_setrlimit": ("p", "resource", "new_rlim"),
         "task_setscheduler": ("p",),
         "task_setnice": ("p", "nice"),
+        "inode_setattr": ("dentry", "attr"),
     }
     assert {spec.hook for spec in registry.HOOKS} == set(abi.Hook)
     assert all(spec.program == f"lsm__{spec.name}" for spec in registry.HOOKS)
@@ -229,16 +230,60 @@ def test_the_tail_macro_is_not_taken_for_a_parameter() -> None:
     assert bpf.params == ("cmd", "attr", "size") and bpf.has_tail
 
 
-class _Hooks:
-    """A BTF stand-in: every hook passes what the registry expects, bpf `bpf_params`."""
+# --- arguments newer kernels add in front (HookSpec.optional_head) -------------------
 
-    def __init__(self, bpf_params: tuple) -> None:
+
+def test_a_hook_whose_head_macro_is_missing_is_reported() -> None:
+    source = _doctored("ENFORCER_HOOK_HEAD_INODE_SETATTR struct dentry *dentry", "struct dentry *dentry")
+    (problem,) = _problems(source)
+    assert problem.startswith("hook inode_setattr") and "preceded by ENFORCER_HOOK_HEAD_INODE_SETATTR" in problem
+
+
+def test_a_head_macro_the_registry_does_not_know_is_reported() -> None:
+    hooks = tuple(HookSpec(spec.hook, spec.params) if spec.optional_head else spec for spec in registry.HOOKS)
+    (problem,) = _problems(SOURCE, hooks=hooks)
+    assert problem.startswith("hook inode_setattr") and "the registry has no optional_head" in problem, problem
+
+
+def test_the_head_macro_is_not_taken_for_a_parameter() -> None:
+    (setattr_,) = [decl for decl in read_declarations(SOURCE).programs if decl.name == "inode_setattr"]
+    assert setattr_.params == ("dentry", "attr") and setattr_.has_head and not setattr_.has_tail
+
+
+def test_a_hook_cannot_grow_at_both_ends() -> None:
+    with pytest.raises(ValueError, match="both ends"):
+        HookSpec(abi.Hook.INODE_SETATTR, ("dentry", "attr"), optional_tail=("x",), optional_head=("idmap",))
+
+
+class _Hooks:
+    """A BTF stand-in: every hook passes what the registry expects, bpf
+    `bpf_params` and inode_setattr `setattr_params`."""
+
+    def __init__(self, bpf_params: tuple, setattr_params: tuple = ("dentry", "attr")) -> None:
         self.bpf_params = bpf_params
+        self.setattr_params = setattr_params
 
     def lsm_hook_params(self, name: str) -> tuple:
         if name == "bpf":
             return self.bpf_params
+        if name == "inode_setattr":
+            return self.setattr_params
         return next(spec.params for spec in registry.HOOKS if spec.name == name)
+
+
+@pytest.mark.parametrize("params", [("dentry", "attr"), ("idmap", "dentry", "attr")])
+def test_the_loader_accepts_a_hook_with_or_without_its_optional_head(params: tuple) -> None:
+    from enforcer.kernel.loader import check_hook_signatures
+
+    check_hook_signatures(_Hooks(("cmd", "attr", "size"), params))
+
+
+def test_the_loader_names_a_head_it_would_accept() -> None:
+    from enforcer.kernel.loader import LoadError, check_hook_signatures
+
+    with pytest.raises(LoadError, match=r"LSM hook inode_setattr: this kernel passes \(dentry\), "
+                                        r"enforcer's program expects \(\[idmap, \]dentry, attr\)"):
+        check_hook_signatures(_Hooks(("cmd", "attr", "size"), ("dentry",)))
 
 
 @pytest.mark.parametrize("params", [("cmd", "attr", "size"), ("cmd", "attr", "size", "kernel")])

@@ -30,18 +30,18 @@ def test_a_tamper_rule_protects_all_four_by_default() -> None:
     assert (rule.meta.severity, rule.meta.mitre) == (Severity.CRITICAL, "T1562.001")
 
 
-@pytest.mark.parametrize("scope", ["all", "host"])
-def test_only_container_scope_is_accepted(scope: str) -> None:
-    with pytest.raises(PolicyError) as caught:
-        loads_policy(RULE.replace('scope = "container"', f'scope = "{scope}"'))
-    (error,) = caught.value.errors
-    assert 'rule 1 "tamper" scope' in str(error)
-    assert f'needs scope = "container" (it has "{scope}")' in str(error)
+@pytest.mark.parametrize("scope, host, container", [("all", True, True), ("host", True, False)])
+def test_host_scope_is_accepted(scope: str, host: bool, container: bool) -> None:
+    """On the host the kernel exempts root (effective uid 0), so a host-scoped
+    rule judges services with capabilities that are not root."""
+    plan = compile_policy(loads_policy(RULE.replace('scope = "container"', f'scope = "{scope}"')))
+    assert bool(_targets(plan, abi.KernelScope.HOST)) is host
+    assert bool(_targets(plan, abi.KernelScope.CONTAINER)) is container
 
 
-def test_a_tamper_rule_without_scope_is_refused_too() -> None:
-    with pytest.raises(PolicyError, match='needs scope = "container" \\(it has "all"\\)'):
-        loads_policy(RULE.replace('scope = "container"\n', ""))
+def test_a_tamper_rule_without_scope_covers_both() -> None:
+    plan = compile_policy(loads_policy(RULE.replace('scope = "container"\n', "")))
+    assert _targets(plan, abi.KernelScope.HOST) == _targets(plan, abi.KernelScope.CONTAINER) != {}
 
 
 def test_an_unknown_object_is_named() -> None:
@@ -146,14 +146,16 @@ def test_the_identity_of_this_process(tmp_path) -> None:
 
 def test_the_policy_directory_is_named_by_its_filesystems_dev_from_mountinfo(tmp_path) -> None:
     """mountinfo's major:minor is super_block.s_dev (stat's st_dev is not, on btrfs)."""
-    policy_dir = tmp_path / "etc-enforcer"
-    policy_dir.mkdir()
+    policy_dir = tmp_path / "etc" / "enforcer"
+    policy_dir.mkdir(parents=True)
     mountinfo = tmp_path / "mountinfo"
     mountinfo.write_text(f"1 0 8:1 / / rw - ext4 /dev/sda1 rw\n"
                          f"2 1 0:44 / {tmp_path} rw - btrfs /dev/sdb rw\n")
-    assert selfid.directory_on_its_filesystem(policy_dir, str(mountinfo)) == ((0 << 20) | 44,
-                                                                             policy_dir.stat().st_ino)
-    assert selfid.directory_on_its_filesystem(tmp_path / "gone", str(mountinfo)) == (0, 0)
+    found = selfid.directory_on_its_filesystem(policy_dir, str(mountinfo))
+    assert (found.dev, found.ino) == ((0 << 20) | 44, policy_dir.stat().st_ino)
+    # the one directory above it below the mount point: tmp_path is the mount's root here
+    assert found.ancestors == ((tmp_path / "etc").stat().st_ino,)
+    assert selfid.directory_on_its_filesystem(tmp_path / "gone", str(mountinfo)) == selfid.DirectoryIdentity()
     me = selfid.current(None, policy_dir)
     assert me.policy_ino == policy_dir.stat().st_ino and me.policy_dev != 0
     assert selfid.with_policy_dir(me, None).policy_ino == 0
@@ -169,3 +171,24 @@ def test_the_settings_carry_the_agent() -> None:
     assert (settings.agent_tgid, settings.agent_start_ticks, settings.tick_ns) == (4321, 99, 10_000_000)
     assert (settings.pins_dev, settings.pins_ino) == (33, 7)
     assert (settings.policy_dev, settings.policy_ino) == ((8 << 20) | 1, 1234)
+    assert list(settings.policy_ancestors) == [0] * abi.POLICY_ANCESTORS  # none named
+
+
+def test_the_settings_carry_the_policy_directorys_ancestors() -> None:
+    fake = FakeBpf()
+    agent = selfid.AgentIdentity(tgid=1, policy_dev=1, policy_ino=1234, policy_ancestors=(55, 2))
+    maps = PolicyMaps(FDS.__getitem__, host_mntns=1, barrier=Barrier(fake), syscalls=fake, agent=agent)
+    maps.fill(PLAN)
+    assert list(fake.settings().policy_ancestors) == [55, 2, 0, 0]
+
+
+@pytest.mark.parametrize("path, mount_point, expected", [
+    ("/etc/enforcer", "/", ("/etc",)),
+    ("/usr/local/etc/enforcer", "/", ("/usr/local/etc", "/usr/local", "/usr")),
+    ("/a/b/c/d/e/enforcer", "/", ("/a/b/c/d/e", "/a/b/c/d", "/a/b/c", "/a/b")),  # the nearest four
+    ("/etc/enforcer", "/etc", ()),  # /etc a file system of its own: nothing above on it
+    ("/srv/conf/enforcer", "/srv", ("/srv/conf",)),
+    ("/enforcer", "/", ()),
+])
+def test_the_ancestors_judged_are_those_below_the_mount_point(path: str, mount_point: str, expected: tuple) -> None:
+    assert selfid.ancestors_below(path, mount_point) == expected
