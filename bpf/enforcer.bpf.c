@@ -46,6 +46,9 @@
 #define ENF_ATTR_UID		(1 << 1)
 #define ENF_ATTR_GID		(1 << 2)
 #define ENF_ATTR_SIZE		(1 << 3)
+#define ENF_MS_BIND		4096
+#define ENF_MS_REMOUNT		32
+#define ENF_MS_PROPAGATION	((1 << 17) | (1 << 18) | (1 << 19) | (1 << 20))	/* UNBINDABLE, PRIVATE, SLAVE, SHARED */
 #define ENF_EPERM		1
 #define ENF_PROT_EXEC		0x4
 #define ENF_VM_EXEC		0x4
@@ -1087,8 +1090,9 @@ LSM_PROBE(file_open, struct file *file, int ret)
 	/* The hot path: every open() on the host. Five plain loads through
 	 * the BTF-typed argument (no helper call; a NULL along the way reads
 	 * as 0) and out, for a read of anything that is not procfs, cgroup v1,
-	 * sysfs or binfmt_misc. Writes elsewhere go on to the settings (is it
-	 * the policy directory's filesystem?); opens of those four are cut
+	 * sysfs or binfmt_misc. Writes elsewhere go on to the settings, and
+	 * further only when a tamper rule protects the policy directory (is
+	 * it that directory's filesystem?); opens of those four are cut
 	 * short by the watch flags. O_TRUNC truncates even with O_RDONLY (the
 	 * kernel asks for write permission in that case): it counts as a write. */
 	sb = file->f_inode->i_sb;
@@ -1098,8 +1102,10 @@ LSM_PROBE(file_open, struct file *file, int ret)
 	write = (f_mode & ENF_FMODE_WRITE) || (f_flags & ENF_O_TRUNC);
 	if (magic != PROC_SUPER_MAGIC && magic != CGROUP_SUPER_MAGIC && magic != SYSFS_MAGIC &&
 	    magic != BINFMTFS_MAGIC) {
-		if (!write)
-			return 0;
+		struct verdict_ctx probe = {};
+
+		if (!write || !settings_watching(ENFORCER_WATCH_TAMPER_POLICY, &probe))
+			return 0;	/* no rule protects the policy: no more reads */
 		dentry = name_on_inode_fs(file, sb, &vfsmnt);
 		if (!dentry)
 			return 0;
@@ -1142,7 +1148,7 @@ LSM_PROBE(path_truncate, const struct path *path, int ret)
  * The policy directory's files only: a policy file made writable by others
  * (or owned by someone else) is one the agent refuses at its next start
  * (enforcer/fileperms.py), and the truncation of one empties it. Times alone
- * (touch, utimes) are let through, unjudged. */
+ * (utimes, touch -c) are let through, unjudged. */
 #ifdef ENFORCER_HOOK_WITH_HEAD_INODE_SETATTR
 #define ENFORCER_HOOK_HEAD_INODE_SETATTR struct mnt_idmap *idmap,	/* Linux 6.3+ */
 #else
@@ -1367,6 +1373,141 @@ LSM_PROBE(inode_link, struct dentry *old_dentry, struct inode *dir, struct dentr
 	if (ret)
 		return ret;
 	return judge_entry_change(dir, new_dentry, old_dentry, ENFORCER_HOOK_INODE_LINK);
+}
+
+/* Unmounting the bpffs that holds enforcer's pins, or putting a mount over
+ * it (or in it). A container's own mount is its own business, but with
+ * shared propagation (`-v /sys/fs/bpf:/sys/fs/bpf:rshared`) either reaches
+ * the host's: an unmount frees the pins with the last mount (an adopting
+ * agent holds no link fd, so its programs detach at once), a mount on top
+ * hides them from the next agent, which would look for its instance in the
+ * attacker's file system. Recognised by the superblock (bpffs, the pins'
+ * s_dev), whatever the mount point is called. */
+static __always_inline int judge_pins_mount(struct super_block *sb, struct dentry *dentry,
+					    struct vfsmount *vfsmnt, __u8 access, __u32 hook)
+{
+	struct enforcer_settings *cfg;
+	struct verdict_ctx v = {};
+	struct scratch *s;
+	unsigned long magic = 0;
+	__u32 dev = 0, scope;
+	__u64 mntns = 0;
+
+	if (!sb)
+		return 0;
+	READ_KERNEL(magic, sb->s_magic);
+	if (magic != BPF_FS_MAGIC)
+		return 0;
+	cfg = settings_watching(ENFORCER_WATCH_TAMPER_PINS, &v);
+	if (!cfg || !cfg->pins_ino)
+		return 0;
+	READ_KERNEL(dev, sb->s_dev);
+	if (dev != cfg->pins_dev)
+		return 0;
+	s = tamper_hit(cfg, ENFORCER_TARGET_TAMPER_PIN, &v, &mntns, &scope);
+	if (!s)
+		return 0;
+	v.hook = hook;
+	v.access = access;
+	v.sb = sb;
+	resolve_path(s, &s->obj, dentry, vfsmnt);
+	return apply_rule(s, &v, mntns, scope);
+}
+
+/* How many mounts directly beneath an unmounted one are looked at (sysfs
+ * at /sys has about ten: cgroup, securityfs, debugfs, bpf...). */
+#define UMOUNT_CHILDREN_MAX 32
+
+/* The bpffs mounted directly beneath `mnt` that holds the pins, if any:
+ * `umount -l /sys` takes it along. NULL: none (or not among the first
+ * UMOUNT_CHILDREN_MAX). */
+static __always_inline struct super_block *pins_fs_beneath(struct enforcer_settings *cfg, struct vfsmount *mnt)
+{
+	struct mount *parent = (struct mount *)((char *)mnt - offsetof(struct mount, mnt));
+	struct list_head *head = &parent->mnt_mounts;
+	struct list_head *next = NULL;
+
+	READ_KERNEL(next, head->next);
+	for (int i = 0; i < UMOUNT_CHILDREN_MAX && next && next != head; i++) {
+		struct mount *child = (struct mount *)((char *)next - offsetof(struct mount, mnt_child));
+		struct super_block *sb = NULL;
+		unsigned long magic = 0;
+		__u32 dev = 0;
+
+		READ_KERNEL(sb, child->mnt.mnt_sb);
+		if (sb) {
+			READ_KERNEL(magic, sb->s_magic);
+			READ_KERNEL(dev, sb->s_dev);
+			if (magic == BPF_FS_MAGIC && dev == cfg->pins_dev)
+				return sb;
+		}
+		READ_KERNEL(next, child->mnt_child.next);
+	}
+	return NULL;
+}
+
+/* The mount itself, or (umount -l of the mount above it) one beneath. */
+LSM_PROBE(sb_umount, struct vfsmount *mnt, int flags, int ret)
+{
+	struct enforcer_settings *cfg;
+	struct super_block *sb = NULL;
+	struct dentry *root = NULL;
+	unsigned long magic = 0;
+
+	if (ret)
+		return ret;
+	READ_KERNEL(sb, mnt->mnt_sb);
+	READ_KERNEL(root, mnt->mnt_root);
+	if (sb)
+		READ_KERNEL(magic, sb->s_magic);
+	if (magic != BPF_FS_MAGIC) {
+		struct verdict_ctx probe = {};
+
+		cfg = settings_watching(ENFORCER_WATCH_TAMPER_PINS, &probe);
+		if (!cfg || !cfg->pins_ino)
+			return 0;	/* no tamper rule: no walk */
+		sb = pins_fs_beneath(cfg, mnt);
+	}
+	return judge_pins_mount(sb, root, mnt, ENFORCER_ACCESS_UNMOUNT, ENFORCER_HOOK_SB_UMOUNT);
+}
+
+/* A mount put on `path` (or `path`'s own mount remounted). */
+static __always_inline int judge_mount_onto(const struct path *path, __u32 hook)
+{
+	struct dentry *dentry = NULL;
+	struct vfsmount *vfsmnt = NULL;
+	struct super_block *sb = NULL;
+
+	READ_KERNEL(dentry, path->dentry);
+	READ_KERNEL(vfsmnt, path->mnt);
+	if (!dentry)
+		return 0;
+	READ_KERNEL(sb, dentry->d_sb);
+	return judge_pins_mount(sb, dentry, vfsmnt, ENFORCER_ACCESS_MOUNT, hook);
+}
+
+/* `path` is where the mount goes (for a remount or a propagation change,
+ * the mount itself). A propagation change and a bind's remount (its read-only
+ * flag) concern that one mount: container runtimes make both on the
+ * /sys/fs/bpf they bind into a container, and neither puts anything over the
+ * pins. A remount of the superblock itself is judged (`mount -o remount,ro`
+ * would keep the next agent from pinning). */
+LSM_PROBE(sb_mount, const char *dev_name, const struct path *path, const char *type, unsigned long flags,
+	  void *data, int ret)
+{
+	if (ret)
+		return ret;
+	if ((flags & ENF_MS_PROPAGATION) || ((flags & ENF_MS_REMOUNT) && (flags & ENF_MS_BIND)))
+		return 0;
+	return judge_mount_onto(path, ENFORCER_HOOK_SB_MOUNT);
+}
+
+/* The new mount API's way to put a mount (fsmount, open_tree) on a path. */
+LSM_PROBE(move_mount, const struct path *from_path, const struct path *to_path, int ret)
+{
+	if (ret)
+		return ret;
+	return judge_mount_onto(to_path, ENFORCER_HOOK_MOVE_MOUNT);
 }
 
 /* The agent as the object: a signal or a ptrace access aimed at it. */

@@ -176,6 +176,9 @@ class Hook(enum.IntEnum):
     TASK_SETNICE = 22  # setpriority(2), sched_setattr's nice
     #: chmod, chown, truncate(2), ftruncate(2), O_TRUNC: a file's size, mode or owner set
     INODE_SETATTR = 23
+    SB_UMOUNT = 24  # umount(2) of a mount
+    SB_MOUNT = 25  # mount(2): a new mount, a bind or a move onto a path, a remount
+    MOVE_MOUNT = 26  # move_mount(2), the new mount API's way to put a mount on a path
 
 
 class Access(enum.IntEnum):
@@ -193,6 +196,7 @@ class Access(enum.IntEnum):
     LIMIT = 12  # a resource limit set; EventRecord.detail: the RLIMIT_* number
     SCHEDULE = 13  # scheduling policy, affinity or nice set; detail: the nice value (task_setnice)
     ATTRIBUTES = 14  # a file's mode or owner set (chmod, chown); its size is a WRITE
+    UNMOUNT = 15  # a mount removed (umount, umount -l)
 
 
 class Action(enum.IntEnum):
@@ -260,8 +264,9 @@ class ProtectedOwner(enum.IntEnum):
 
 
 #: Entries of `protected_objects`: enforcer's maps, programs and links, and the
-#: agent's two barrier maps (tests/unit/test_registry.py checks they fit).
-MAX_PROTECTED_OBJECTS = 64
+#: agent's two barrier maps (tests/unit/test_registry.py checks they fit: 68
+#: with 26 hooks); room for more hooks, a hash map costs nothing per entry unused.
+MAX_PROTECTED_OBJECTS = 128
 
 
 class EventFlag(enum.IntFlag):

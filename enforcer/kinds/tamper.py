@@ -43,7 +43,8 @@ _SLOTS: Dict[TamperObject, Tuple[Tuple[abi.Target, abi.Watch, str, str], ...]] =
     TamperObject.PINS: (
         (abi.Target.TAMPER_PIN, abi.Watch.TAMPER_PINS, "enforcer's pins",
          "removing, renaming or making anything in enforcer's pin directory (/sys/fs/bpf/enforcer): "
-         "rm, mv, rmdir, mkdir, a new pin, a symlink or hard link there; in every mount of that bpffs"),
+         "rm, mv, rmdir, mkdir, a new pin, a symlink or hard link there; in every mount of that bpffs; "
+         "unmounting that bpffs or mounting over it"),
     ),
     TamperObject.AGENT: (
         (abi.Target.TAMPER_SIGNAL, abi.Watch.TAMPER_AGENT, "signals to the agent",

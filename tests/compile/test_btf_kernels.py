@@ -55,6 +55,9 @@ TAMPER_HOOKS = {
     "task_setrlimit": ("p", "resource", "new_rlim"),
     "task_setscheduler": ("p",),
     "task_setnice": ("p", "nice"),
+    "sb_umount": ("mnt", "flags"),
+    "sb_mount": ("dev_name", "path", "type", "flags", "data"),
+    "move_mount": ("from_path", "to_path"),
 }
 
 

@@ -156,6 +156,37 @@ def _open_tree_exec(directory: str, name: str) -> None:
                          ctypes.c_char_p(name.encode()), argv, envp, ctypes.c_int(0)))
 
 
+SYS_MOVE_MOUNT = 429  # the same number on every architecture
+MOVE_MOUNT_F_EMPTY_PATH = 4
+MS_RDONLY, MS_BIND, MNT_DETACH = 1, 4096, 2
+_MOUNT_FLAGS = {"ro": MS_RDONLY, "remount": MS_REMOUNT, "bind": MS_BIND}
+
+
+def _umount(target: str, how: str = "") -> None:
+    """umount2(2); how: "detach" for MNT_DETACH (umount -l)."""
+    _check(_libc.umount2(target.encode(), MNT_DETACH if how == "detach" else 0))
+
+
+def _mount(source: str, target: str, fstype: str, flags: str = "") -> None:
+    """mount(2); flags: a comma-separated list of ro, remount, bind."""
+    value = 0
+    for name in filter(None, flags.split(",")):
+        value |= _MOUNT_FLAGS[name]
+    _check(_libc.mount(source.encode(), target.encode(), fstype.encode() or None, ctypes.c_ulong(value), None))
+
+
+def _move_mount(directory: str, target: str) -> None:
+    """The new mount API: a clone of `directory`'s mount (open_tree) put on `target` with move_mount(2)."""
+    tree = _check(_libc.syscall(ctypes.c_long(SYS_OPEN_TREE), ctypes.c_int(-100), ctypes.c_char_p(directory.encode()),
+                                ctypes.c_uint(OPEN_TREE_CLONE | os.O_CLOEXEC)))
+    try:
+        _check(_libc.syscall(ctypes.c_long(SYS_MOVE_MOUNT), ctypes.c_int(tree), ctypes.c_char_p(b""),
+                             ctypes.c_int(-100), ctypes.c_char_p(target.encode()),
+                             ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH)))
+    finally:
+        os.close(tree)
+
+
 def _dlopen(path: str) -> None:
     """dlopen(3) of a shared object, as a program loading a plugin does."""
     try:
@@ -213,6 +244,9 @@ ACTIONS = {
     "preload": _preload,
     "mapped": _mapped,
     "ffi-callback": _ffi_callback,
+    "umount": _umount,
+    "mount": _mount,
+    "move-mount": _move_mount,
 }
 
 

@@ -83,6 +83,9 @@ def test_hooks_and_program_names() -> None:
         "task_setscheduler": ("p",),
         "task_setnice": ("p", "nice"),
         "inode_setattr": ("dentry", "attr"),
+        "sb_umount": ("mnt", "flags"),
+        "sb_mount": ("dev_name", "path", "type", "flags", "data"),
+        "move_mount": ("from_path", "to_path"),
     }
     assert {spec.hook for spec in registry.HOOKS} == set(abi.Hook)
     assert all(spec.program == f"lsm__{spec.name}" for spec in registry.HOOKS)
