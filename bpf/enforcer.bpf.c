@@ -869,6 +869,29 @@ static __always_inline int is_entry_of(struct dentry *dentry, __u64 ino)
 	return 0;
 }
 
+/* 1 when `dentry` is a directory above the policy directory on its
+ * filesystem: renaming it away (or exchanging it with another), then making
+ * a new one in its place, would put other files at the policy's path for the
+ * agent's next reload or start. */
+static __always_inline int is_policy_ancestor(struct enforcer_settings *cfg, struct dentry *dentry)
+{
+	struct inode *inode = NULL;
+	unsigned long ino = 0;
+
+	if (!dentry)
+		return 0;
+	READ_KERNEL(inode, dentry->d_inode);
+	if (!inode)
+		return 0;	/* a new name: nothing is moved away */
+	READ_KERNEL(ino, inode->i_ino);
+#pragma unroll
+	for (int i = 0; i < ENFORCER_POLICY_ANCESTORS; i++) {
+		if (cfg->policy_ancestors[i] && cfg->policy_ancestors[i] == ino)
+			return 1;
+	}
+	return 0;
+}
+
 /* --- tamper: enforcer's own objects and process (kind "tamper") ------------
  *
  * Who is judged: only tasks whose scope has a tamper rule; on the host, not
@@ -1033,7 +1056,12 @@ static __always_inline int check_policy_change(struct dentry *dentry, struct vfs
 	if (!cfg || !cfg->policy_ino)
 		return 0;
 	READ_KERNEL(dev, sb->s_dev);
-	if (dev != cfg->policy_dev || !is_entry_of(dentry, cfg->policy_ino))
+	if (dev != cfg->policy_dev)
+		return 0;
+	/* a directory above it made writable by others is one more reason for
+	 * the agent to refuse its policy (enforcer/fileperms.py checks them
+	 * all); a mount over one would put other files at the policy's path */
+	if (!is_entry_of(dentry, cfg->policy_ino) && !(hook != ENFORCER_HOOK_FILE_OPEN && is_policy_ancestor(cfg, dentry)))
 		return 0;
 	if (hook == ENFORCER_HOOK_INODE_SETATTR && truncate_decided_at_open(dentry))
 		return 0;
@@ -1243,28 +1271,6 @@ LSM_PROBE(bpf, int cmd, union bpf_attr *attr, unsigned int size ENFORCER_HOOK_TA
 	return judge_bpf_object(ENFORCER_OBJECT_LINK, attr->link_id, NULL, ENFORCER_HOOK_BPF);
 }
 
-/* 1 when `dentry` is a directory above the policy directory on its
- * filesystem: renaming it away (or exchanging it with another), then making
- * a new one in its place, would put other files at the policy's path for the
- * agent's next reload or start. */
-static __always_inline int is_policy_ancestor(struct enforcer_settings *cfg, struct dentry *dentry)
-{
-	struct inode *inode = NULL;
-	unsigned long ino = 0;
-
-	if (!dentry)
-		return 0;
-	READ_KERNEL(inode, dentry->d_inode);
-	if (!inode)
-		return 0;	/* a new name: nothing is moved away */
-	READ_KERNEL(ino, inode->i_ino);
-#pragma unroll
-	for (int i = 0; i < ENFORCER_POLICY_ANCESTORS; i++) {
-		if (cfg->policy_ancestors[i] && cfg->policy_ancestors[i] == ino)
-			return 1;
-	}
-	return 0;
-}
 
 /* Removing or renaming enforcer's pins (the last pin of a link that no
  * process holds is what keeps a program attached), or making anything new in
@@ -1375,6 +1381,16 @@ LSM_PROBE(inode_link, struct dentry *old_dentry, struct inode *dir, struct dentr
 	return judge_entry_change(dir, new_dentry, old_dentry, ENFORCER_HOOK_INODE_LINK);
 }
 
+/* A fifo, a device node or a socket where a policy file would be: allow.d
+ * reads *.toml files, and refuses anything that is not a regular file, which
+ * would keep every later reload and start from happening. */
+LSM_PROBE(inode_mknod, struct inode *dir, struct dentry *dentry, umode_t mode, dev_t dev, int ret)
+{
+	if (ret)
+		return ret;
+	return judge_entry_change(dir, dentry, NULL, ENFORCER_HOOK_INODE_MKNOD);
+}
+
 /* Unmounting the bpffs that holds enforcer's pins, or putting a mount over
  * it (or in it). A container's own mount is its own business, but with
  * shared propagation (`-v /sys/fs/bpf:/sys/fs/bpf:rshared`) either reaches
@@ -1474,6 +1490,7 @@ LSM_PROBE(sb_umount, struct vfsmount *mnt, int flags, int ret)
 /* A mount put on `path` (or `path`'s own mount remounted). */
 static __always_inline int judge_mount_onto(const struct path *path, __u32 hook)
 {
+	unsigned long magic = 0;
 	struct dentry *dentry = NULL;
 	struct vfsmount *vfsmnt = NULL;
 	struct super_block *sb = NULL;
@@ -1483,6 +1500,11 @@ static __always_inline int judge_mount_onto(const struct path *path, __u32 hook)
 	if (!dentry)
 		return 0;
 	READ_KERNEL(sb, dentry->d_sb);
+	if (!sb)
+		return 0;
+	READ_KERNEL(magic, sb->s_magic);
+	if (magic != BPF_FS_MAGIC)	/* over the policy directory, in it, or over a directory above it */
+		return check_policy_change(dentry, vfsmnt, sb, ENFORCER_ACCESS_MOUNT, 0, hook);
 	return judge_pins_mount(sb, dentry, vfsmnt, ENFORCER_ACCESS_MOUNT, hook);
 }
 
@@ -1491,14 +1513,18 @@ static __always_inline int judge_mount_onto(const struct path *path, __u32 hook)
  * flag) concern that one mount: container runtimes make both on the
  * /sys/fs/bpf they bind into a container, and neither puts anything over the
  * pins. A remount of the superblock itself is judged (`mount -o remount,ro`
- * would keep the next agent from pinning). */
+ * would keep the next agent from pinning). The flags are read in the order
+ * the kernel acts on them (path_mount): remount and bind come before a
+ * propagation bit, so MS_BIND|MS_SHARED is a bind, judged. */
 LSM_PROBE(sb_mount, const char *dev_name, const struct path *path, const char *type, unsigned long flags,
 	  void *data, int ret)
 {
 	if (ret)
 		return ret;
-	if ((flags & ENF_MS_PROPAGATION) || ((flags & ENF_MS_REMOUNT) && (flags & ENF_MS_BIND)))
-		return 0;
+	if ((flags & (ENF_MS_REMOUNT | ENF_MS_BIND)) == (ENF_MS_REMOUNT | ENF_MS_BIND))
+		return 0;	/* a bind's own flags */
+	if (!(flags & (ENF_MS_REMOUNT | ENF_MS_BIND)) && (flags & ENF_MS_PROPAGATION))
+		return 0;	/* a propagation change */
 	return judge_mount_onto(path, ENFORCER_HOOK_SB_MOUNT);
 }
 

@@ -179,6 +179,7 @@ class Hook(enum.IntEnum):
     SB_UMOUNT = 24  # umount(2) of a mount
     SB_MOUNT = 25  # mount(2): a new mount, a bind or a move onto a path, a remount
     MOVE_MOUNT = 26  # move_mount(2), the new mount API's way to put a mount on a path
+    INODE_MKNOD = 27  # a fifo, a device node or a socket (bind(2) of AF_UNIX) made in a directory
 
 
 class Access(enum.IntEnum):
@@ -264,8 +265,8 @@ class ProtectedOwner(enum.IntEnum):
 
 
 #: Entries of `protected_objects`: enforcer's maps, programs and links, and the
-#: agent's two barrier maps (tests/unit/test_registry.py checks they fit: 68
-#: with 26 hooks); room for more hooks, a hash map costs nothing per entry unused.
+#: agent's two barrier maps (tests/unit/test_registry.py checks they fit: 70
+#: with 27 hooks); room for more hooks, a hash map costs nothing per entry unused.
 MAX_PROTECTED_OBJECTS = 128
 
 

@@ -108,7 +108,10 @@ class MountInfoError(ValueError):
 
 def parse_mountinfo(text: str, origin: str = MOUNTINFO_PATH) -> MountTable:
     entries = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # "\n" only: str.splitlines() also splits on \x0b, \x0c, \x1c-\x1e and
+    # U+2028, which the kernel leaves unescaped in a mount point's path, so
+    # one strange mount would have made the whole table unreadable
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         fields = line.split(" ")

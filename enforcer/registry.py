@@ -156,6 +156,7 @@ HOOKS: Tuple[HookSpec, ...] = (
     HookSpec(abi.Hook.INODE_MKDIR, ("dir", "dentry", "mode")),
     HookSpec(abi.Hook.INODE_SYMLINK, ("dir", "dentry", "old_name")),
     HookSpec(abi.Hook.INODE_LINK, ("old_dentry", "dir", "new_dentry")),
+    HookSpec(abi.Hook.INODE_MKNOD, ("dir", "dentry", "mode", "dev")),
     HookSpec(abi.Hook.SB_UMOUNT, ("mnt", "flags")),
     HookSpec(abi.Hook.SB_MOUNT, ("dev_name", "path", "type", "flags", "data")),
     HookSpec(abi.Hook.MOVE_MOUNT, ("from_path", "to_path")),

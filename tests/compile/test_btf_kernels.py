@@ -58,6 +58,7 @@ TAMPER_HOOKS = {
     "sb_umount": ("mnt", "flags"),
     "sb_mount": ("dev_name", "path", "type", "flags", "data"),
     "move_mount": ("from_path", "to_path"),
+    "inode_mknod": ("dir", "dentry", "mode", "dev"),
 }
 
 

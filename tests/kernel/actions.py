@@ -158,8 +158,8 @@ def _open_tree_exec(directory: str, name: str) -> None:
 
 SYS_MOVE_MOUNT = 429  # the same number on every architecture
 MOVE_MOUNT_F_EMPTY_PATH = 4
-MS_RDONLY, MS_BIND, MNT_DETACH = 1, 4096, 2
-_MOUNT_FLAGS = {"ro": MS_RDONLY, "remount": MS_REMOUNT, "bind": MS_BIND}
+MS_RDONLY, MS_BIND, MS_SHARED, MNT_DETACH = 1, 4096, 1 << 20, 2
+_MOUNT_FLAGS = {"ro": MS_RDONLY, "remount": MS_REMOUNT, "bind": MS_BIND, "shared": MS_SHARED}
 
 
 def _umount(target: str, how: str = "") -> None:
@@ -168,7 +168,7 @@ def _umount(target: str, how: str = "") -> None:
 
 
 def _mount(source: str, target: str, fstype: str, flags: str = "") -> None:
-    """mount(2); flags: a comma-separated list of ro, remount, bind."""
+    """mount(2); flags: a comma-separated list of ro, remount, bind, shared."""
     value = 0
     for name in filter(None, flags.split(",")):
         value |= _MOUNT_FLAGS[name]

@@ -312,6 +312,8 @@ def test_the_pins_file_system_cannot_be_unmounted_nor_covered(agent: Agent, inst
     event = attempt(agent, PY, ACTIONS, "mount", "tmpfs", "/sys/fs/bpf", "tmpfs", obj={"object": "pin"})
     assert (event["hook"], event["access"]) == ("sb_mount", "mount"), event
     attempt(agent, PY, ACTIONS, "mount", "/tmp", str(PIN_ROOT), "", "bind", obj={"object": "pin"})
+    # a propagation bit does not make a bind one (the kernel binds first)
+    attempt(agent, PY, ACTIONS, "mount", "/tmp", "/sys/fs/bpf", "", "bind,shared", obj={"object": "pin"})
     attempt(agent, PY, ACTIONS, "mount", "bpf", "/sys/fs/bpf", "bpf", "remount,ro", obj={"object": "pin"})
     event = attempt(agent, PY, ACTIONS, "move-mount", "/tmp", str(PIN_ROOT), obj={"object": "pin"})
     assert (event["hook"], event["access"]) == ("move_mount", "mount"), event
@@ -368,6 +370,20 @@ def test_the_policy_directory_cannot_be_changed_from_a_container(agent: Agent, p
     # another name for a policy file outside the directory would be a way to write it
     event = attempt(agent, "ln", str(policy), str(etc_fs / "other-name"), obj={"object": "policy"})
     assert event["hook"] == "inode_link", event
+    # a fifo or a socket where a policy file would be: allow.d refuses what is not a regular file
+    event = attempt(agent, "mkfifo", str(policy_dir / "allow.d" / "zz.toml"), obj={"object": "policy"})
+    assert event["hook"] == "inode_mknod", event
+    attempt(agent, PY, "-c", f"import socket; socket.socket(socket.AF_UNIX).bind({str(policy_dir / 'x.toml')!r})",
+            obj={"object": "policy"})
+    # /etc made writable by others: the agent's file checks would refuse every policy below it
+    event = attempt(agent, "chmod", "g+w", str(etc), obj={"object": "policy"})
+    assert (event["hook"], event["access"], event["path"]) == ("inode_setattr", "attributes", "/etc"), event
+    # a mount over the directory, a file of it, or a directory above it (with shared propagation, the host's)
+    event = attempt(agent, PY, ACTIONS, "mount", "tmpfs", str(policy_dir), "tmpfs", obj={"object": "policy"})
+    assert (event["hook"], event["access"]) == ("sb_mount", "mount"), event
+    attempt(agent, PY, ACTIONS, "mount", "/dev/null", str(policy), "", "bind", obj={"object": "policy"})
+    attempt(agent, PY, ACTIONS, "mount", "tmpfs", str(etc), "tmpfs", obj={"object": "policy"})
+    attempt(agent, PY, ACTIONS, "move-mount", "/tmp", str(policy_dir), obj={"object": "policy"})
     # reading is not judged, nor writing beside the directory, nor renaming another directory
     mark = agent.mark()
     read = in_container("cat", str(policy))

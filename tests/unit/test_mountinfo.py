@@ -78,3 +78,11 @@ def test_the_default_table_is_pid_1s():
     assert HOST_MOUNTINFO_PATH == "/proc/1/mountinfo"
     assert host_mountinfo_path() == HOST_MOUNTINFO_PATH  # root here: readable
     assert read_mount_table().entries == read_mount_table(HOST_MOUNTINFO_PATH).entries
+
+
+def test_a_mount_point_with_a_form_feed_or_a_line_separator_keeps_the_table_readable() -> None:
+    """The kernel escapes only space, tab, newline and backslash in a path:
+    str.splitlines() would have cut such a line in two."""
+    table = parse_mountinfo("22 1 254:1 / / rw - ext4 /dev/vda1 rw\n"
+                            "23 22 0:50 / /mnt/a\x0cb\u2028c rw - tmpfs t rw\n")
+    assert [entry.mount_point for entry in table.entries] == ["/", "/mnt/a\x0cb\u2028c"]

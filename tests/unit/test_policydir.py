@@ -57,3 +57,21 @@ def test_an_unlistable_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(PolicyError) as caught:
         check_policy_directory(_plan(TAMPER), tmp_path / "missing" / "policy.toml")
     assert "cannot be listed" in caught.value.errors[0].message
+
+
+def test_a_configmap_volumes_own_entries_do_not_count(tmp_path: Path) -> None:
+    policy = _policy_in(tmp_path / "enforcer")
+    (policy.parent / "..2026_12_07_18_00_00.123").mkdir()
+    (policy.parent / "..data").symlink_to(policy.parent / "..2026_12_07_18_00_00.123")
+    assert foreign_directories(policy.parent) == []
+
+
+def test_a_policy_directory_on_btrfs_is_refused(tmp_path: Path) -> None:
+    policy = _policy_in(tmp_path / "enforcer")
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(f"1 0 8:1 / / rw - ext4 /dev/sda1 rw\n2 1 0:44 /@etc {tmp_path} rw - btrfs /dev/sdb rw\n")
+    with pytest.raises(PolicyError) as caught:
+        check_policy_directory(_plan(TAMPER), policy, str(mountinfo))
+    assert "is on btrfs" in caught.value.errors[0].message
+    mountinfo.write_text(f"1 0 8:1 / / rw - ext4 /dev/sda1 rw\n2 1 0:44 / {tmp_path} rw - xfs /dev/sdb rw\n")
+    check_policy_directory(_plan(TAMPER), policy, str(mountinfo))

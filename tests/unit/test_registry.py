@@ -86,6 +86,7 @@ def test_hooks_and_program_names() -> None:
         "sb_umount": ("mnt", "flags"),
         "sb_mount": ("dev_name", "path", "type", "flags", "data"),
         "move_mount": ("from_path", "to_path"),
+        "inode_mknod": ("dir", "dentry", "mode", "dev"),
     }
     assert {spec.hook for spec in registry.HOOKS} == set(abi.Hook)
     assert all(spec.program == f"lsm__{spec.name}" for spec in registry.HOOKS)
