@@ -892,6 +892,37 @@ static __always_inline int is_policy_ancestor(struct enforcer_settings *cfg, str
 	return 0;
 }
 
+/* 1 when `dentry` hangs from no directory the kernel knows: a file opened by
+ * handle (open_by_handle_at) after its names left the dentry cache (echo 2 >
+ * /proc/sys/vm/drop_caches) comes with a disconnected dentry, its own parent.
+ * Which directory it lies in cannot be told from it. The file system's root
+ * is its own parent too, and is not one. */
+static __always_inline int is_disconnected(struct dentry *dentry, struct super_block *sb)
+{
+	struct dentry *root = NULL;
+
+	if (!dentry || parent_of(dentry) != dentry)
+		return 0;
+	READ_KERNEL(root, sb->s_root);
+	return dentry != root;
+}
+
+/* 1 when `sb` is the bpffs that holds enforcer's pins: by its magic and
+ * s_dev, whatever a mount of it is called. */
+static __always_inline int is_pins_fs(struct enforcer_settings *cfg, struct super_block *sb)
+{
+	unsigned long magic = 0;
+	__u32 dev = 0;
+
+	if (!sb || !cfg->pins_ino)
+		return 0;
+	READ_KERNEL(magic, sb->s_magic);
+	if (magic != BPF_FS_MAGIC)
+		return 0;
+	READ_KERNEL(dev, sb->s_dev);
+	return dev == cfg->pins_dev;
+}
+
 /* --- tamper: enforcer's own objects and process (kind "tamper") ------------
  *
  * Who is judged: only tasks whose scope has a tamper rule; on the host, not
@@ -1040,38 +1071,40 @@ static __always_inline int check_file(struct dentry *dentry, struct vfsmount *vf
  * that filesystem's s_dev and the directory's inode, not by a path a
  * container may see differently. Its own path through the verifier: merged
  * into check_file's decision, 6.12's verifier gave up on file_open (over
- * 1,000,000 instructions; 70,000 without it). A NULL vfsmount: the event's
- * path is the one inside the filesystem. */
-static __always_inline int check_policy_change(struct dentry *dentry, struct vfsmount *vfsmnt,
+ * 1,000,000 instructions; 70,000 without it). `cfg` (not NULL) and `v`: the
+ * caller's settings_watching(ENFORCER_WATCH_TAMPER_POLICY). A NULL vfsmount:
+ * the event's path is the one inside the filesystem. */
+static __always_inline int check_policy_change(struct enforcer_settings *cfg, struct verdict_ctx *v,
+					       struct dentry *dentry, struct vfsmount *vfsmnt,
 					       struct super_block *sb, __u8 access, int truncating,
 					       __u8 hook)
 {
-	struct enforcer_settings *cfg;
-	struct verdict_ctx v = {};
 	struct scratch *s;
 	__u64 mntns = 0;
 	__u32 dev = 0, scope;
 
-	cfg = settings_watching(ENFORCER_WATCH_TAMPER_POLICY, &v);
-	if (!cfg || !cfg->policy_ino)
+	if (!cfg->policy_ino)
 		return 0;
 	READ_KERNEL(dev, sb->s_dev);
 	if (dev != cfg->policy_dev)
 		return 0;
 	/* a directory above it made writable by others is one more reason for
 	 * the agent to refuse its policy (enforcer/fileperms.py checks them
-	 * all); a mount over one would put other files at the policy's path */
-	if (!is_entry_of(dentry, cfg->policy_ino) && !(hook != ENFORCER_HOOK_FILE_OPEN && is_policy_ancestor(cfg, dentry)))
+	 * all); a mount over one would put other files at the policy's path.
+	 * A file reached by handle whose directory the kernel no longer knows
+	 * may be one of the policy's: on its file system, it counts as one. */
+	if (!is_entry_of(dentry, cfg->policy_ino) && !is_disconnected(dentry, sb) &&
+	    !(hook != ENFORCER_HOOK_FILE_OPEN && is_policy_ancestor(cfg, dentry)))
 		return 0;
 	if (hook == ENFORCER_HOOK_INODE_SETATTR && truncate_decided_at_open(dentry))
 		return 0;
-	s = tamper_hit(cfg, ENFORCER_TARGET_TAMPER_POLICY, &v, &mntns, &scope);
+	s = tamper_hit(cfg, ENFORCER_TARGET_TAMPER_POLICY, v, &mntns, &scope);
 	if (!s)
 		return 0;
-	v.hook = hook;
-	v.access = access;
-	v.sb = sb;
-	return decide_file(s, &v, dentry, vfsmnt, mntns, scope, truncating);
+	v->hook = hook;
+	v->access = access;
+	v->sb = sb;
+	return decide_file(s, v, dentry, vfsmnt, mntns, scope, truncating);
 }
 
 /* The file's own name, on the file system of its inode. A file opened
@@ -1130,15 +1163,19 @@ LSM_PROBE(file_open, struct file *file, int ret)
 	write = (f_mode & ENF_FMODE_WRITE) || (f_flags & ENF_O_TRUNC);
 	if (magic != PROC_SUPER_MAGIC && magic != CGROUP_SUPER_MAGIC && magic != SYSFS_MAGIC &&
 	    magic != BINFMTFS_MAGIC) {
-		struct verdict_ctx probe = {};
+		struct verdict_ctx v = {};
+		struct enforcer_settings *cfg;
 
-		if (!write || !settings_watching(ENFORCER_WATCH_TAMPER_POLICY, &probe))
+		if (!write)
+			return 0;
+		cfg = settings_watching(ENFORCER_WATCH_TAMPER_POLICY, &v);
+		if (!cfg)
 			return 0;	/* no rule protects the policy: no more reads */
 		dentry = name_on_inode_fs(file, sb, &vfsmnt);
 		if (!dentry)
 			return 0;
-		return check_policy_change(dentry, vfsmnt, sb, ENFORCER_ACCESS_WRITE, (f_flags & ENF_O_TRUNC) != 0,
-					   ENFORCER_HOOK_FILE_OPEN);
+		return check_policy_change(cfg, &v, dentry, vfsmnt, sb, ENFORCER_ACCESS_WRITE,
+					   (f_flags & ENF_O_TRUNC) != 0, ENFORCER_HOOK_FILE_OPEN);
 	}
 	READ_KERNEL(dentry, file->f_path.dentry);
 	READ_KERNEL(vfsmnt, file->f_path.mnt);
@@ -1184,6 +1221,8 @@ LSM_PROBE(path_truncate, const struct path *path, int ret)
 #endif
 LSM_PROBE(inode_setattr, ENFORCER_HOOK_HEAD_INODE_SETATTR struct dentry *dentry, struct iattr *attr, int ret)
 {
+	struct enforcer_settings *cfg;
+	struct verdict_ctx v = {};
 	struct super_block *sb = NULL;
 	unsigned int valid = 0;
 
@@ -1195,7 +1234,10 @@ LSM_PROBE(inode_setattr, ENFORCER_HOOK_HEAD_INODE_SETATTR struct dentry *dentry,
 	READ_KERNEL(sb, dentry->d_sb);
 	if (!sb)
 		return 0;
-	return check_policy_change(dentry, NULL, sb,
+	cfg = settings_watching(ENFORCER_WATCH_TAMPER_POLICY, &v);
+	if (!cfg)	/* a branch, not a select: clang's select masks the pointer, which the verifier refuses */
+		return 0;
+	return check_policy_change(cfg, &v, dentry, NULL, sb,
 				   (valid & ENF_ATTR_SIZE) ? ENFORCER_ACCESS_WRITE : ENFORCER_ACCESS_ATTRIBUTES, 0,
 				   ENFORCER_HOOK_INODE_SETATTR);
 }
@@ -1286,7 +1328,7 @@ static __always_inline int judge_entry_change(struct inode *dir, struct dentry *
 	struct verdict_ctx v = {};
 	struct scratch *s;
 	unsigned long magic = 0;
-	__u32 dev = 0, want_dev, watch, target, scope;
+	__u32 dev = 0, watch, target, scope;
 	__u64 mntns = 0, ino;
 
 	READ_KERNEL(sb, dir->i_sb);
@@ -1303,13 +1345,16 @@ static __always_inline int judge_entry_change(struct inode *dir, struct dentry *
 	cfg = settings_watching(watch, &v);
 	if (!cfg)
 		return 0;
-	ino = target == ENFORCER_TARGET_TAMPER_PIN ? cfg->pins_ino : cfg->policy_ino;
-	want_dev = target == ENFORCER_TARGET_TAMPER_PIN ? cfg->pins_dev : cfg->policy_dev;
-	if (!ino)
-		return 0;
-	READ_KERNEL(dev, sb->s_dev);
-	if (dev != want_dev)
-		return 0;
+	if (target == ENFORCER_TARGET_TAMPER_PIN) {
+		if (!is_pins_fs(cfg, sb))
+			return 0;
+		ino = cfg->pins_ino;
+	} else {
+		ino = cfg->policy_ino;
+		READ_KERNEL(dev, sb->s_dev);
+		if (!ino || dev != cfg->policy_dev)
+			return 0;
+	}
 	if (!is_entry_of(dentry, ino) && !(other && is_entry_of(other, ino)) &&
 	    !(hook == ENFORCER_HOOK_INODE_RENAME && target == ENFORCER_TARGET_TAMPER_POLICY &&
 	      (is_policy_ancestor(cfg, dentry) || is_policy_ancestor(cfg, other))))
@@ -1391,43 +1436,36 @@ LSM_PROBE(inode_mknod, struct inode *dir, struct dentry *dentry, umode_t mode, d
 	return judge_entry_change(dir, dentry, NULL, ENFORCER_HOOK_INODE_MKNOD);
 }
 
-/* Unmounting the bpffs that holds enforcer's pins, or putting a mount over
- * it (or in it). A container's own mount is its own business, but with
- * shared propagation (`-v /sys/fs/bpf:/sys/fs/bpf:rshared`) either reaches
- * the host's: an unmount frees the pins with the last mount (an adopting
- * agent holds no link fd, so its programs detach at once), a mount on top
- * hides them from the next agent, which would look for its instance in the
- * attacker's file system. Recognised by the superblock (bpffs, the pins'
- * s_dev), whatever the mount point is called. */
-static __always_inline int judge_pins_mount(struct super_block *sb, struct dentry *dentry,
+/* Unmounting the bpffs that holds enforcer's pins, putting a mount over it
+ * (or in it), moving it away, or changing its superblock's options. A
+ * container's own mount is its own business, but with shared propagation
+ * (`-v /sys/fs/bpf:/sys/fs/bpf:rshared`) an unmount or a mount on top
+ * reaches the host's: an unmount frees the pins with the last mount (an
+ * adopting agent holds no link fd, so its programs detach at once), a mount
+ * on top hides them from the next agent, which would look for its instance
+ * in the attacker's file system. The superblock is one for every mount of
+ * it: a read-only remount through any of them keeps the next agent from
+ * pinning. `cfg` (not NULL) and `v`: the caller's
+ * settings_watching(ENFORCER_WATCH_TAMPER_PINS); a NULL vfsmnt: the event's
+ * path is the one inside the bpffs. */
+static __always_inline int judge_pins_mount(struct enforcer_settings *cfg, struct verdict_ctx *v,
+					    struct super_block *sb, struct dentry *dentry,
 					    struct vfsmount *vfsmnt, __u8 access, __u32 hook)
 {
-	struct enforcer_settings *cfg;
-	struct verdict_ctx v = {};
 	struct scratch *s;
-	unsigned long magic = 0;
-	__u32 dev = 0, scope;
 	__u64 mntns = 0;
+	__u32 scope;
 
-	if (!sb)
+	if (!is_pins_fs(cfg, sb))
 		return 0;
-	READ_KERNEL(magic, sb->s_magic);
-	if (magic != BPF_FS_MAGIC)
-		return 0;
-	cfg = settings_watching(ENFORCER_WATCH_TAMPER_PINS, &v);
-	if (!cfg || !cfg->pins_ino)
-		return 0;
-	READ_KERNEL(dev, sb->s_dev);
-	if (dev != cfg->pins_dev)
-		return 0;
-	s = tamper_hit(cfg, ENFORCER_TARGET_TAMPER_PIN, &v, &mntns, &scope);
+	s = tamper_hit(cfg, ENFORCER_TARGET_TAMPER_PIN, v, &mntns, &scope);
 	if (!s)
 		return 0;
-	v.hook = hook;
-	v.access = access;
-	v.sb = sb;
+	v->hook = hook;
+	v->access = access;
+	v->sb = sb;
 	resolve_path(s, &s->obj, dentry, vfsmnt);
-	return apply_rule(s, &v, mntns, scope);
+	return apply_rule(s, v, mntns, scope);
 }
 
 /* How many mounts directly beneath an unmounted one are looked at (sysfs
@@ -1447,49 +1485,41 @@ static __always_inline struct super_block *pins_fs_beneath(struct enforcer_setti
 	for (int i = 0; i < UMOUNT_CHILDREN_MAX && next && next != head; i++) {
 		struct mount *child = (struct mount *)((char *)next - offsetof(struct mount, mnt_child));
 		struct super_block *sb = NULL;
-		unsigned long magic = 0;
-		__u32 dev = 0;
 
 		READ_KERNEL(sb, child->mnt.mnt_sb);
-		if (sb) {
-			READ_KERNEL(magic, sb->s_magic);
-			READ_KERNEL(dev, sb->s_dev);
-			if (magic == BPF_FS_MAGIC && dev == cfg->pins_dev)
-				return sb;
-		}
+		if (is_pins_fs(cfg, sb))
+			return sb;
 		READ_KERNEL(next, child->mnt_child.next);
 	}
 	return NULL;
 }
 
-/* The mount itself, or (umount -l of the mount above it) one beneath. */
+/* The mount itself, or (umount -l of the mount above it) one beneath. One
+ * settings lookup per umount(2), which is rare. */
 LSM_PROBE(sb_umount, struct vfsmount *mnt, int flags, int ret)
 {
 	struct enforcer_settings *cfg;
+	struct verdict_ctx v = {};
 	struct super_block *sb = NULL;
 	struct dentry *root = NULL;
-	unsigned long magic = 0;
 
 	if (ret)
 		return ret;
+	cfg = settings_watching(ENFORCER_WATCH_TAMPER_PINS, &v);
+	if (!cfg || !cfg->pins_ino)
+		return 0;	/* no tamper rule: no walk */
 	READ_KERNEL(sb, mnt->mnt_sb);
 	READ_KERNEL(root, mnt->mnt_root);
-	if (sb)
-		READ_KERNEL(magic, sb->s_magic);
-	if (magic != BPF_FS_MAGIC) {
-		struct verdict_ctx probe = {};
-
-		cfg = settings_watching(ENFORCER_WATCH_TAMPER_PINS, &probe);
-		if (!cfg || !cfg->pins_ino)
-			return 0;	/* no tamper rule: no walk */
+	if (!is_pins_fs(cfg, sb))
 		sb = pins_fs_beneath(cfg, mnt);
-	}
-	return judge_pins_mount(sb, root, mnt, ENFORCER_ACCESS_UNMOUNT, ENFORCER_HOOK_SB_UMOUNT);
+	return judge_pins_mount(cfg, &v, sb, root, mnt, ENFORCER_ACCESS_UNMOUNT, ENFORCER_HOOK_SB_UMOUNT);
 }
 
-/* A mount put on `path` (or `path`'s own mount remounted). */
+/* A mount put on `path`. */
 static __always_inline int judge_mount_onto(const struct path *path, __u32 hook)
 {
+	struct enforcer_settings *cfg;
+	struct verdict_ctx v = {};
 	unsigned long magic = 0;
 	struct dentry *dentry = NULL;
 	struct vfsmount *vfsmnt = NULL;
@@ -1503,36 +1533,94 @@ static __always_inline int judge_mount_onto(const struct path *path, __u32 hook)
 	if (!sb)
 		return 0;
 	READ_KERNEL(magic, sb->s_magic);
-	if (magic != BPF_FS_MAGIC)	/* over the policy directory, in it, or over a directory above it */
-		return check_policy_change(dentry, vfsmnt, sb, ENFORCER_ACCESS_MOUNT, 0, hook);
-	return judge_pins_mount(sb, dentry, vfsmnt, ENFORCER_ACCESS_MOUNT, hook);
+	if (magic != BPF_FS_MAGIC) {	/* over the policy directory, in it, or over a directory above it */
+		cfg = settings_watching(ENFORCER_WATCH_TAMPER_POLICY, &v);
+		if (!cfg)
+			return 0;
+		return check_policy_change(cfg, &v, dentry, vfsmnt, sb, ENFORCER_ACCESS_MOUNT, 0, hook);
+	}
+	cfg = settings_watching(ENFORCER_WATCH_TAMPER_PINS, &v);
+	if (!cfg)
+		return 0;
+	return judge_pins_mount(cfg, &v, sb, dentry, vfsmnt, ENFORCER_ACCESS_MOUNT, hook);
 }
 
 /* `path` is where the mount goes (for a remount or a propagation change,
  * the mount itself). A propagation change and a bind's remount (its read-only
  * flag) concern that one mount: container runtimes make both on the
  * /sys/fs/bpf they bind into a container, and neither puts anything over the
- * pins. A remount of the superblock itself is judged (`mount -o remount,ro`
- * would keep the next agent from pinning). The flags are read in the order
- * the kernel acts on them (path_mount): remount and bind come before a
- * propagation bit, so MS_BIND|MS_SHARED is a bind, judged. */
+ * pins. A remount of the superblock is judged in sb_remount, which the new
+ * mount API's reconfigure reaches too. The flags are read in the order the
+ * kernel acts on them (path_mount): remount and bind come before a
+ * propagation bit, so MS_BIND|MS_SHARED is a bind, judged. A move
+ * (MS_MOVE) is judged on where it goes: the mount moved is named by a string
+ * here, which the kernel resolves later (see the threat model). */
 LSM_PROBE(sb_mount, const char *dev_name, const struct path *path, const char *type, unsigned long flags,
 	  void *data, int ret)
 {
 	if (ret)
 		return ret;
-	if ((flags & (ENF_MS_REMOUNT | ENF_MS_BIND)) == (ENF_MS_REMOUNT | ENF_MS_BIND))
-		return 0;	/* a bind's own flags */
-	if (!(flags & (ENF_MS_REMOUNT | ENF_MS_BIND)) && (flags & ENF_MS_PROPAGATION))
+	if (flags & ENF_MS_REMOUNT)
+		return 0;	/* a bind's own flags, or the superblock's (sb_remount) */
+	if (!(flags & ENF_MS_BIND) && (flags & ENF_MS_PROPAGATION))
 		return 0;	/* a propagation change */
 	return judge_mount_onto(path, ENFORCER_HOOK_SB_MOUNT);
 }
 
-/* The new mount API's way to put a mount (fsmount, open_tree) on a path. */
-LSM_PROBE(move_mount, const struct path *from_path, const struct path *to_path, int ret)
+/* A superblock's options changed (reconfigure_super): `mount -o remount`
+ * and the new mount API's fspick(2) + fsconfig(FSCONFIG_CMD_RECONFIGURE)
+ * both come here. The pins' bpffs only. */
+LSM_PROBE(sb_remount, struct super_block *sb, void *mnt_opts, int ret)
 {
+	struct enforcer_settings *cfg;
+	struct verdict_ctx v = {};
+	struct dentry *root = NULL;
+
 	if (ret)
 		return ret;
+	cfg = settings_watching(ENFORCER_WATCH_TAMPER_PINS, &v);
+	if (!cfg || !is_pins_fs(cfg, sb))
+		return 0;
+	READ_KERNEL(root, sb->s_root);
+	return judge_pins_mount(cfg, &v, sb, root, NULL, ENFORCER_ACCESS_MOUNT, ENFORCER_HOOK_SB_REMOUNT);
+}
+
+/* The new mount API's way to put a mount (fsmount, open_tree) on a path,
+ * or to move one that is mounted somewhere. A mount of the pins' bpffs
+ * that has a parent is moved away from where the next agent looks for it;
+ * one that has none is a detached clone (open_tree(OPEN_TREE_CLONE), what
+ * a runtime binding /sys/fs/bpf into a container may use): attaching it
+ * takes nothing away. */
+LSM_PROBE(move_mount, const struct path *from_path, const struct path *to_path, int ret)
+{
+	struct vfsmount *from = NULL;
+
+	if (ret)
+		return ret;
+	READ_KERNEL(from, from_path->mnt);
+	if (from) {
+		struct mount *mnt = (struct mount *)((char *)from - offsetof(struct mount, mnt));
+		struct mount *parent = NULL;
+
+		READ_KERNEL(parent, mnt->mnt_parent);
+		if (parent && parent != mnt) {
+			struct enforcer_settings *cfg;
+			struct verdict_ctx v = {};
+			struct super_block *sb = NULL;
+			struct dentry *root = NULL;
+			int verdict;
+
+			cfg = settings_watching(ENFORCER_WATCH_TAMPER_PINS, &v);
+			if (cfg) {
+				READ_KERNEL(sb, from->mnt_sb);
+				READ_KERNEL(root, from->mnt_root);
+				verdict = judge_pins_mount(cfg, &v, sb, root, from, ENFORCER_ACCESS_UNMOUNT,
+							   ENFORCER_HOOK_MOVE_MOUNT);
+				if (verdict)
+					return verdict;
+			}
+		}
+	}
 	return judge_mount_onto(to_path, ENFORCER_HOOK_MOVE_MOUNT);
 }
 
@@ -1573,6 +1661,31 @@ LSM_PROBE(task_kill, struct task_struct *p, struct kernel_siginfo *info, int sig
 		return 0;
 	return judge_agent_access(p, ENFORCER_TARGET_TAMPER_SIGNAL, ENFORCER_HOOK_TASK_KILL,
 				  ENFORCER_ACCESS_SIGNAL, sig);
+}
+
+/* A signal the kernel sends on a file's I/O to the process the file's owner
+ * named (fcntl F_SETOWN; O_ASYNC): SIGIO, or any signal chosen with F_SETSIG,
+ * SIGKILL included. task_kill never sees it, and SIGIO's default action ends
+ * the process too. The agent asks for none, so while a tamper rule protects
+ * it every one aimed at it is refused, in audit mode too (refusing what it
+ * never asks for breaks nothing). No event: this hook also runs in interrupt
+ * context (a socket's data arriving), where the current task is whoever was
+ * interrupted and the scratch buffer may be in use by the program that was;
+ * the refusal is counted (sigio_refused), and the agent reports the count. */
+LSM_PROBE(file_send_sigiotask, struct task_struct *tsk, struct fown_struct *fown, int sig, int ret)
+{
+	struct enforcer_settings *cfg;
+	struct verdict_ctx v = {};
+
+	if (ret)
+		return ret;
+	cfg = settings_watching(ENFORCER_WATCH_TAMPER_AGENT, &v);
+	if (!cfg)
+		return 0;
+	if (!task_is_agent(cfg, tsk))
+		return 0;
+	count(ENFORCER_STAT_SIGIO_REFUSED);
+	return -ENF_EPERM;
 }
 
 /* Attach-mode accesses only (ptrace attach, /proc/PID/mem, process_vm_writev,

@@ -177,9 +177,13 @@ class Hook(enum.IntEnum):
     #: chmod, chown, truncate(2), ftruncate(2), O_TRUNC: a file's size, mode or owner set
     INODE_SETATTR = 23
     SB_UMOUNT = 24  # umount(2) of a mount
-    SB_MOUNT = 25  # mount(2): a new mount, a bind or a move onto a path, a remount
-    MOVE_MOUNT = 26  # move_mount(2), the new mount API's way to put a mount on a path
+    SB_MOUNT = 25  # mount(2): a new mount, a bind or a move onto a path
+    MOVE_MOUNT = 26  # move_mount(2): a mount put on a path (new mount API), or moved there
     INODE_MKNOD = 27  # a fifo, a device node or a socket (bind(2) of AF_UNIX) made in a directory
+    #: a superblock's options changed: mount -o remount, fspick(2) + fsconfig(FSCONFIG_CMD_RECONFIGURE)
+    SB_REMOUNT = 28
+    #: a signal sent on a file's I/O to its owner (F_SETOWN); refused for the agent, counted, no event
+    FILE_SEND_SIGIOTASK = 29
 
 
 class Access(enum.IntEnum):
@@ -265,8 +269,8 @@ class ProtectedOwner(enum.IntEnum):
 
 
 #: Entries of `protected_objects`: enforcer's maps, programs and links, and the
-#: agent's two barrier maps (tests/unit/test_registry.py checks they fit: 70
-#: with 27 hooks); room for more hooks, a hash map costs nothing per entry unused.
+#: agent's two barrier maps (tests/unit/test_registry.py checks they fit: 74
+#: with 29 hooks); room for more hooks, a hash map costs nothing per entry unused.
 MAX_PROTECTED_OBJECTS = 128
 
 
@@ -293,6 +297,8 @@ class Stat(enum.IntEnum):
     BLOCKED = 1
     AUDITED = 2
     ALLOWLISTED = 3  # a rule matched but an allowlist entry let it through
+    #: a signal a file's I/O would have sent the agent (F_SETOWN), refused without an event
+    SIGIO_REFUSED = 4
 
 
 STAT_COUNT = len(Stat)

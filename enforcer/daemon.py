@@ -201,7 +201,7 @@ class Agent:
         self.reporter.enrichers.append(AncestryEnricher(self.describer).enrich)
         self.process_events: Optional[ProcessEventListener] = None
         self.scheduler = Scheduler()
-        self.scheduler.every(STATS_EVERY_S, "report-lost-events", self._report_lost)
+        self.scheduler.every(STATS_EVERY_S, "report-kernel-counters", self._report_kernel_counters)
         self.scheduler.every(SUMMARY_EVERY_S, "report-suppressed", self.reporter.tick)
         # Notifier.ping keeps the watchdog's own pace; it is offered every turn.
         self.scheduler.every(0.0, "watchdog", self.notifier.ping)
@@ -209,6 +209,7 @@ class Agent:
         self._reload = False
         self._reopen = False
         self._lost_seen = 0
+        self._sigio_seen = 0
         self._status_line = ""
         #: where this agent's start went, for the state file and the started record
         self.startup: Optional[dict] = None
@@ -494,12 +495,23 @@ class Agent:
             # the old file stays in use: events are not lost, only not rotated
             log.error("reopening the event file failed, still writing the old one: %s", error)
 
-    def _report_lost(self) -> None:
+    def _report_kernel_counters(self) -> None:
+        """What the kernel counted without an event: records lost to a full ring
+        buffer, and signals a file's I/O would have sent this agent (refused,
+        bpf/enforcer.bpf.c's file_send_sigiotask: that hook may run where no
+        event can be written)."""
         stats = self.enforcement.stats()
         lost = stats["events_lost"]
         if lost > self._lost_seen:
             self.reporter.lost(lost - self._lost_seen)
             self._lost_seen = lost
+        sigio = stats["sigio_refused"]
+        if sigio > self._sigio_seen:
+            self.reporter.notice(
+                "refused signals that a file's I/O would have sent this agent: a process named it the owner of a "
+                "file (fcntl F_SETOWN), a way to kill it that kill(2) does not take; who did it is not known",
+                level="warning", count=sigio - self._sigio_seen)
+            self._sigio_seen = sigio
         self._update_service_status(stats)
 
     def _service_status(self, stats: Optional[dict] = None) -> str:
@@ -556,7 +568,7 @@ class Agent:
         deadline = time.monotonic() + FINAL_DRAIN_S  # report what is queued, unless a flood goes on
         while not self.enforcement.poll(0, DRAIN_BUDGET) and time.monotonic() < deadline:
             pass
-        self._report_lost()
+        self._report_kernel_counters()
         self.reporter.flush()
         self.reporter.notice(
             "stopping; pinned programs keep enforcing until `enforcer unload`",

@@ -105,6 +105,11 @@ class AgentCollector:
         for outcome in ("blocked", "audited", "allowlisted"):
             decisions.add_metric([outcome], kernel.get(outcome, 0))
         yield decisions
+        sigio = CounterMetricFamily(
+            "enforcer_kernel_sigio_refused",
+            "signals a file's I/O would have sent the agent (fcntl F_SETOWN aimed at it), refused without an event")
+        sigio.add_metric([], kernel.get("sigio_refused", 0))
+        yield sigio
         reloads = self.sources.reloads
         reload_counter = CounterMetricFamily("enforcer_reloads", "policy reloads", labels=["result"])
         reload_counter.add_metric(["applied"], reloads.applied)

@@ -159,7 +159,7 @@ class Enforcement:
     """One agent instance's loaded programs, maps and pins."""
 
     def __init__(self, loaded: LoadedObject, plan: MapPlan, instance_dir: Path, host_mntns: int,
-                 barrier: RcuBarrier, agent: AgentIdentity = NO_AGENT) -> None:
+                 barrier: RcuBarrier, agent: AgentIdentity = NO_AGENT, policy_dir: Optional[Path] = None) -> None:
         self._loaded = loaded
         self._barrier = barrier
         self._ring: Optional[RingBuffer] = None
@@ -168,7 +168,7 @@ class Enforcement:
         self.startup = Startup("", ())
         self.maps = PolicyMaps(loaded.map_fd, host_mntns, barrier, agent=agent)
         self.generations = GenerationTable()
-        self.policy_dir: Optional[Path] = None  # protected by tamper rules; set by load()
+        self.policy_dir = policy_dir  # the policy file's directory, for the tamper rules that protect it
 
     def protect(self, kind: abi.ObjectKind, fds: Dict[str, int]) -> None:
         """Name these objects of the instance to the tamper rules (by id)."""
@@ -187,8 +187,9 @@ class Enforcement:
 
     def apply(self, new_plan: MapPlan) -> PlanDiff:
         """Reload: switch the kernel to `new_plan` in one step (see PolicyMaps.apply).
-        The policy directory is looked up again: host root may have replaced it."""
-        self.maps.agent = selfid.with_policy_dir(self.maps.agent, self.policy_dir)
+        The policy directory is looked up again if `new_plan` protects it: host
+        root may have replaced it."""
+        self.maps.agent = selfid.with_policy_dir(self.maps.agent, protected_policy_dir(new_plan, self.policy_dir))
         changes = self.maps.apply(self.plan, new_plan)
         self.plan = new_plan
         self.generations.add(self.maps.generation, new_plan)
@@ -292,6 +293,13 @@ def adoptable_instance(pin_root: Path, key: str, obj: CompiledObject) -> Optiona
     return None
 
 
+def protected_policy_dir(plan: MapPlan, policy_dir: Optional[Path]) -> Optional[Path]:
+    """`policy_dir` when a tamper rule of `plan` protects it, else None: the
+    kernel reads its identity only then, so it is not looked up (mountinfo,
+    stat of it and of the directories above it) for nothing."""
+    return policy_dir if plan.watch & abi.Watch.TAMPER_POLICY else None
+
+
 def _adopt(instance: Path, obj: CompiledObject, plan: MapPlan, policy_dir: Optional[Path]) -> Enforcement:
     """Take over a pinned instance: its programs stay attached (no second set
     is loaded, no window), its maps are brought to `plan` by the reload
@@ -312,8 +320,7 @@ def _adopt(instance: Path, obj: CompiledObject, plan: MapPlan, policy_dir: Optio
         loaded.close()
         raise LoadError(str(error)) from error
     enforcement = Enforcement(loaded, plan, instance, host_mount_namespace(), barrier,
-                              selfid.current(instance.parent, policy_dir))
-    enforcement.policy_dir = policy_dir
+                              selfid.current(instance.parent, protected_policy_dir(plan, policy_dir)), policy_dir)
     try:
         enforcement.protect_barrier()
         enforcement.maps.adopt(plan)
@@ -391,13 +398,12 @@ def load(
         loaded.close()
         raise LoadError(f"creating the reload barrier (an array-of-maps map) failed: {error}") from error
     try:
-        agent = selfid.current(_pin_root_made(pin_root) if pin else None, policy_dir)
+        agent = selfid.current(_pin_root_made(pin_root) if pin else None, protected_policy_dir(plan, policy_dir))
     except OSError as error:
         loaded.close()
         barrier.close()
         raise LoadError(f"creating the pin directory {pin_root} failed: {error}") from error
-    enforcement = Enforcement(loaded, plan, Path(), host_mount_namespace(), barrier, agent)
-    enforcement.policy_dir = policy_dir
+    enforcement = Enforcement(loaded, plan, Path(), host_mount_namespace(), barrier, agent, policy_dir)
     try:
         # before anything is attached: from the first attached moment on, the
         # tamper rules know every map and program of this instance

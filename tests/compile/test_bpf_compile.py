@@ -10,6 +10,7 @@ from __future__ import annotations
 
 
 import os
+import struct
 from pathlib import Path
 
 import pytest
@@ -47,20 +48,26 @@ def test_enforcer_bpf_compiles(kernels, which: str, tmp_path) -> None:
     assert all(module.instruction_bytes[name] < 8 * 8192 for name in EXPECTED), module.instruction_bytes
 
 
-@pytest.mark.parametrize("which", ["host", "6.1", "6.12"])
-def test_the_compiled_object_keeps_every_program_and_map_reference(kernels, which: str, tmp_path) -> None:
+@pytest.fixture(scope="module", params=["host", "6.1", "6.12"])
+def compiled(request, kernels, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """The object bcc compiles for one kernel, as the agent caches it."""
+    _require_root_and_bcc()
+    from enforcer.kernel.bcc_compat import compile_object
+
+    path, release = kernels[request.param]
+    headers = kernel_headers.generate_headers(path, cache_root=tmp_path_factory.mktemp(f"headers-{request.param}"),
+                                              kernel_release=None if request.param == "host" else release)
+    return compile_object((BPF_DIR / "enforcer.bpf.c").read_text(), headers,
+                          registry.PROGRAM_HOOKS, [*registry.cflags(), f"-I{BPF_DIR}"])
+
+
+def test_the_compiled_object_keeps_every_program_and_map_reference(compiled) -> None:  # type: ignore[no-untyped-def]
     """What the agent caches (enforcer.kernel.bpfobject) describes bcc's output fully:
     every hook's program, every declared map with the attributes the kernel gave
     it, every map reference relocatable by name, and it survives its file form."""
-    _require_root_and_bcc()
-    from enforcer.kernel.bcc_compat import compile_object
     from enforcer.kernel.bpfobject import CompiledObject, map_fd_loads
 
-    path, release = kernels[which]
-    headers = kernel_headers.generate_headers(path, cache_root=tmp_path,
-                                              kernel_release=None if which == "host" else release)
-    obj = compile_object((BPF_DIR / "enforcer.bpf.c").read_text(), headers,
-                         registry.PROGRAM_HOOKS, [*registry.cflags(), f"-I{BPF_DIR}"])
+    obj = compiled
     assert {p.hook for p in obj.programs} == {spec.name for spec in registry.HOOKS}
     assert {m.name for m in obj.maps} == {spec.name for spec in registry.MAPS}
     for spec in registry.MAPS:
@@ -73,6 +80,55 @@ def test_the_compiled_object_keeps_every_program_and_map_reference(kernels, whic
             assert program.map_refs, f"{program.name} reads no map: the relocation scan found nothing"
         assert len(map_fd_loads(program.insns)) == len(program.map_refs)
     assert CompiledObject.from_json(obj.to_json()) == obj
+
+
+#: BPF_ALU64 | BPF_ARSH | BPF_K, BPF_ALU64 | BPF_AND | BPF_X
+_ARSH_IMM, _AND_REG = 0xc7, 0x5f
+
+
+def pointer_masks(insns: bytes) -> list:
+    """Where clang turned `p = cond ? p : NULL` into arithmetic: a register
+    shifted so that it is all ones or all zeros (`r >>= 63`, arithmetic),
+    then ANDed with another register. When that other register is a pointer
+    the verifier refuses the program ("bitwise operator &= on pointer
+    prohibited"), which the host cannot find out (it loads no LSM program):
+    the index pairs found, for the caller to report."""
+    found = []
+    count = len(insns) // 8
+    for i in range(count):
+        opcode, regs, imm = insns[8 * i], insns[8 * i + 1], int.from_bytes(insns[8 * i + 4:8 * i + 8], "little",
+                                                                              signed=True)
+        if opcode != _ARSH_IMM or imm != 63:
+            continue
+        for j in range(i + 1, min(i + 4, count)):
+            if insns[8 * j] == _AND_REG and insns[8 * j + 1] & 0xF == regs & 0xF:
+                found.append((i, j))
+    return found
+
+
+def _insn(opcode: int, dst: int, src: int, imm: int) -> bytes:
+    return struct.pack("<BBhi", opcode, dst | src << 4, 0, imm)
+
+
+def test_the_scan_finds_the_select_clang_made() -> None:
+    """The shape 6.12's verifier refused in lsm__inode_setattr: r6 <<= 51,
+    r6 s>>= 63, r6 &= r0; an arithmetic shift by another amount, or an AND
+    of another register, is not it."""
+    refused = _insn(0x67, 6, 0, 51) + _insn(_ARSH_IMM, 6, 0, 63) + _insn(_AND_REG, 6, 0, 0)
+    assert pointer_masks(refused) == [(1, 2)]
+    assert pointer_masks(_insn(_ARSH_IMM, 6, 0, 62) + _insn(_AND_REG, 6, 0, 0)) == []
+    assert pointer_masks(_insn(_ARSH_IMM, 6, 0, 63) + _insn(_AND_REG, 7, 0, 0)) == []
+
+
+def test_no_program_masks_a_pointer_the_verifier_would_refuse(compiled) -> None:  # type: ignore[no-untyped-def]
+    """A settings pointer handed to an inlined function that tests it for
+    NULL again became such a select in inode_setattr (2026-12-07: refused on
+    6.1 and 6.12 in the VM); a NULL test and return at the call site is a
+    branch. Found here in seconds instead of a VM run. Only a sign mask ANDed
+    within three instructions is looked for: other shapes of the same select
+    exist, so passing here is no proof, failing is."""
+    masked = {program.name: pointer_masks(program.insns) for program in compiled.programs}
+    assert not {name: where for name, where in masked.items() if where}, masked
 
 
 def test_the_compile_worker_gives_what_compiling_in_process_gives(kernels, tmp_path) -> None:

@@ -59,6 +59,8 @@ TAMPER_HOOKS = {
     "sb_mount": ("dev_name", "path", "type", "flags", "data"),
     "move_mount": ("from_path", "to_path"),
     "inode_mknod": ("dir", "dentry", "mode", "dev"),
+    "sb_remount": ("sb", "mnt_opts"),
+    "file_send_sigiotask": ("tsk", "fown", "sig"),
 }
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import json
 import os
+import signal
 import sys
 import time
 
@@ -187,6 +189,89 @@ def _move_mount(directory: str, target: str) -> None:
         os.close(tree)
 
 
+def _move_attached(mount_point: str, target: str) -> None:
+    """move_mount(2) of the mount at `mount_point` itself (no clone): it leaves where it was."""
+    _check(_libc.syscall(ctypes.c_long(SYS_MOVE_MOUNT), ctypes.c_int(-100), ctypes.c_char_p(mount_point.encode()),
+                         ctypes.c_int(-100), ctypes.c_char_p(target.encode()), ctypes.c_uint(0)))
+
+
+SYS_FSPICK = 433  # the same number on every architecture
+FSPICK_CLOEXEC, FSCONFIG_SET_FLAG, FSCONFIG_CMD_RECONFIGURE = 1, 0, 7
+
+
+def _reconfigure(mount_point: str, flag: str) -> None:
+    """The new mount API's remount: fspick(2) of the superblock mounted at
+    `mount_point`, fsconfig(FSCONFIG_SET_FLAG, flag) ("ro"), then
+    FSCONFIG_CMD_RECONFIGURE."""
+    fd = _check(_libc.syscall(ctypes.c_long(SYS_FSPICK), ctypes.c_int(-100), ctypes.c_char_p(mount_point.encode()),
+                              ctypes.c_uint(FSPICK_CLOEXEC)))
+    try:
+        _check(_libc.syscall(ctypes.c_long(SYS_FSCONFIG), ctypes.c_int(fd), ctypes.c_uint(FSCONFIG_SET_FLAG),
+                             ctypes.c_char_p(flag.encode()), ctypes.c_void_p(None), ctypes.c_int(0)))
+        _check(_libc.syscall(ctypes.c_long(SYS_FSCONFIG), ctypes.c_int(fd), ctypes.c_uint(FSCONFIG_CMD_RECONFIGURE),
+                             ctypes.c_void_p(None), ctypes.c_void_p(None), ctypes.c_int(0)))
+    finally:
+        os.close(fd)
+
+
+SYS_NAME_TO_HANDLE_AT = {"x86_64": 303, "aarch64": 264}
+SYS_OPEN_BY_HANDLE_AT = {"x86_64": 304, "aarch64": 265}
+MAX_HANDLE_SZ = 128
+
+
+class _FileHandle(ctypes.Structure):
+    _fields_ = [("handle_bytes", ctypes.c_uint), ("handle_type", ctypes.c_int),
+                ("f_handle", ctypes.c_ubyte * MAX_HANDLE_SZ)]
+
+
+def _by_handle(path: str, how: str) -> None:
+    """A file opened by handle after its name left the dentry cache:
+    name_to_handle_at(path), `echo 2 > /proc/sys/vm/drop_caches`, then
+    open_by_handle_at(2) through its directory's mount. The kernel then hands
+    out a disconnected dentry (its own parent), whose directory it cannot
+    name. how: "append" (open for writing and add a line), "chmod" (open
+    read-only, then chmod 0666 through /proc/self/fd, as an O_PATH holder
+    would), "read" (open read-only and read)."""
+    machine = os.uname().machine
+    handle = _FileHandle(handle_bytes=MAX_HANDLE_SZ)
+    mount_id = ctypes.c_int(0)
+    _check(_libc.syscall(ctypes.c_long(SYS_NAME_TO_HANDLE_AT[machine]), ctypes.c_int(-100),
+                         ctypes.c_char_p(path.encode()), ctypes.byref(handle), ctypes.byref(mount_id), ctypes.c_int(0)))
+    mount_fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as drop:
+            drop.write("2\n")
+        flags = os.O_WRONLY | os.O_APPEND if how == "append" else os.O_RDONLY
+        fd = _check(_libc.syscall(ctypes.c_long(SYS_OPEN_BY_HANDLE_AT[machine]), ctypes.c_int(mount_fd),
+                                  ctypes.byref(handle), ctypes.c_int(flags | os.O_CLOEXEC)))
+    finally:
+        os.close(mount_fd)
+    try:
+        if how == "append":
+            os.write(fd, b"# by handle\n")
+        elif how == "chmod":
+            os.chmod(f"/proc/self/fd/{fd}", 0o666)
+        else:
+            os.read(fd, 1)
+    finally:
+        os.close(fd)
+
+
+F_SETSIG = 10
+
+
+def _sigio(pid: str, signal_name: str) -> None:
+    """Name process `pid` the owner of a pipe (fcntl F_SETOWN), choose the
+    signal its I/O sends (F_SETSIG), switch O_ASYNC on and write to it: the
+    kernel signals the owner itself (file_send_sigiotask; kill(2) and
+    task_kill are not involved). The writer is never told whether it was sent."""
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(read_end, fcntl.F_SETOWN, int(pid))
+    fcntl.fcntl(read_end, F_SETSIG, int(getattr(signal, f"SIG{signal_name}")))
+    fcntl.fcntl(read_end, fcntl.F_SETFL, fcntl.fcntl(read_end, fcntl.F_GETFL) | os.O_ASYNC)
+    os.write(write_end, b"x")
+
+
 def _dlopen(path: str) -> None:
     """dlopen(3) of a shared object, as a program loading a plugin does."""
     try:
@@ -247,6 +332,10 @@ ACTIONS = {
     "umount": _umount,
     "mount": _mount,
     "move-mount": _move_mount,
+    "move-attached": _move_attached,
+    "reconfigure": _reconfigure,
+    "by-handle": _by_handle,
+    "sigio": _sigio,
 }
 
 

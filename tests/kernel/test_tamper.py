@@ -47,10 +47,18 @@ def workdir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def etc_fs(workdir) -> Iterator[Path]:
     """A file system of its own for the policy directory, as /etc is the root
-    file system's on a host: hard links and renames stay inside it."""
+    file system's on a host: hard links and renames stay inside it. ext4, as
+    a host's root file system often is: unlike tmpfs, it lets names leave the
+    dentry cache, which is what a file handle's attack needs."""
     root = workdir / "etcfs"
     root.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(root)], check=True)
+    image = workdir / "etcfs.img"
+    with image.open("wb") as blank:
+        blank.truncate(32 << 20)
+    for module in ("loop", "ext4"):  # the guest has no udev nor kmod's static nodes to load them
+        subprocess.run(["modprobe", module], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+    subprocess.run(["mount", "-o", "loop", str(image), str(root)], check=True)
     try:
         yield root
     finally:
@@ -314,9 +322,21 @@ def test_the_pins_file_system_cannot_be_unmounted_nor_covered(agent: Agent, inst
     attempt(agent, PY, ACTIONS, "mount", "/tmp", str(PIN_ROOT), "", "bind", obj={"object": "pin"})
     # a propagation bit does not make a bind one (the kernel binds first)
     attempt(agent, PY, ACTIONS, "mount", "/tmp", "/sys/fs/bpf", "", "bind,shared", obj={"object": "pin"})
-    attempt(agent, PY, ACTIONS, "mount", "bpf", "/sys/fs/bpf", "bpf", "remount,ro", obj={"object": "pin"})
+    try:
+        # the superblock's options, by the old mount API and by the new (fspick of any mount of it)
+        event = attempt(agent, PY, ACTIONS, "mount", "bpf", "/sys/fs/bpf", "bpf", "remount,ro",
+                        obj={"object": "pin"})
+        assert (event["hook"], event["access"]) == ("sb_remount", "mount"), event
+        event = attempt(agent, PY, ACTIONS, "reconfigure", "/sys/fs/bpf", "ro", obj={"object": "pin"})
+        assert (event["hook"], event["access"]) == ("sb_remount", "mount"), event
+    finally:  # had one gone through, the tests after this one would fail for it, not for themselves
+        if os.statvfs("/sys/fs/bpf").f_flag & os.ST_RDONLY:
+            subprocess.run(["mount", "-o", "remount,rw", "/sys/fs/bpf"], check=True)
     event = attempt(agent, PY, ACTIONS, "move-mount", "/tmp", str(PIN_ROOT), obj={"object": "pin"})
     assert (event["hook"], event["access"]) == ("move_mount", "mount"), event
+    # the mount itself moved away (move_mount(2) without a clone)
+    event = attempt(agent, PY, ACTIONS, "move-attached", "/sys/fs/bpf", "/mnt", obj={"object": "pin"})
+    assert (event["hook"], event["access"], event["path"]) == ("move_mount", "unmount", "/sys/fs/bpf"), event
     # what a runtime does to the /sys/fs/bpf it binds into a container passes: the bind (onto a path
     # of the container's), a propagation change, a read-only remount of the bind
     mark = agent.mark()
@@ -443,6 +463,28 @@ def test_the_policy_cannot_be_changed_through_an_overlay_nor_by_its_attributes(
     assert _tamper_events(agent, mark, settle=False) == []
 
 
+def test_the_policy_cannot_be_changed_through_a_file_handle(agent: Agent, policy_dir: Path) -> None:
+    """open_by_handle_at(2) needs CAP_DAC_READ_SEARCH, which a privileged
+    container has. After `echo 2 > /proc/sys/vm/drop_caches` the kernel hands
+    the file out with a disconnected dentry, its own parent: nothing says
+    which directory it lies in. On the policy's file system a write or an
+    attribute change through one is judged as one in the policy directory."""
+    policy = policy_dir / "policy.toml"
+    before = (policy.read_text(), policy.stat().st_mode)
+    event = attempt(agent, PY, ACTIONS, "by-handle", str(policy), "append", obj={"object": "policy"})
+    assert (event["hook"], event["access"]) == ("file_open", "write"), event
+    # the attack's condition was met: the kernel had no name for it in its directory, only the
+    # anonymous "/" of a disconnected dentry (6.1 and 6.12), after the mount's root
+    assert event["path"] == "//", event
+    event = attempt(agent, PY, ACTIONS, "by-handle", str(policy), "chmod", obj={"object": "policy"})
+    assert (event["hook"], event["access"], event["path"]) == ("inode_setattr", "attributes", "/"), event
+    assert (policy.read_text(), policy.stat().st_mode) == before
+    mark = agent.mark()
+    read = in_container(PY, ACTIONS, "by-handle", str(policy), "read")
+    assert read.returncode == 0, read.stderr
+    assert _tamper_events(agent, mark, settle=False) == []
+
+
 # --- the agent process ------------------------------------------------------------------
 
 
@@ -451,6 +493,26 @@ def test_the_agent_cannot_be_signalled(agent: Agent, sig: signal.Signals) -> Non
     event = attempt(agent, "kill", f"-{int(sig)}", str(agent.pid), obj={"object": "agent", "signal": sig.name})
     assert event["hook"] == "task_kill" and event["access"] == "signal", event
     assert agent._proc.poll() is None, "the agent is gone"
+
+
+def test_the_agent_cannot_be_signalled_through_a_files_io(agent: Agent) -> None:
+    """A pipe whose owner is the agent (F_SETOWN) and whose signal is SIGSTOP
+    (F_SETSIG; SIGKILL works the same, SIGIO's default ends the process too):
+    the kernel sends it on the pipe's next write, without task_kill. Refused
+    without an event (the hook may run in an interrupt); the agent reports
+    the kernel's count. SIGSTOP rather than SIGKILL: had it got through, the
+    agent could be continued for the tests after this one."""
+    mark = agent.mark()
+    try:
+        proc = in_container(PY, ACTIONS, "sigio", str(agent.pid), "STOP")
+        assert proc.returncode == 0, proc.stderr
+        # a stopped agent writes nothing: the warning is the proof that it runs
+        warning = agent.wait_for(mark, lambda r: r.get("type") == "agent" and r.get("level") == "warning"
+                                 and "F_SETOWN" in r.get("message", ""))
+        assert warning["count"] == 1, warning
+    finally:
+        os.kill(agent.pid, signal.SIGCONT)  # host root: not judged
+    assert _tamper_events(agent, mark, settle=False) == []
 
 
 def test_kill_0_only_asks_whether_the_agent_exists(agent: Agent) -> None:

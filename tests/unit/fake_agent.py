@@ -60,7 +60,7 @@ class FakeEnforcement:
         return True
 
     def stats(self):
-        return {"events_lost": 0, "blocked": 0, "audited": 0, "allowlisted": 0}
+        return {"events_lost": 0, "blocked": 0, "audited": 0, "allowlisted": 0, "sigio_refused": 0}
 
     def close(self) -> None:
         pass

@@ -41,6 +41,7 @@ class FakeEnforcement:
         self.applied: List[MapPlan] = []
         self.fail_with = fail_with
         self.lost = 0
+        self.sigio_refused = 0
         self.retire_with: Exception = None
         self.on_retire = lambda: None  # called as the old slot would be emptied
         self.retired = 0
@@ -61,7 +62,8 @@ class FakeEnforcement:
         self.retired += 1
 
     def stats(self):
-        return {"events_lost": self.lost, "blocked": 0, "audited": 0, "allowlisted": 0}
+        return {"events_lost": self.lost, "blocked": 0, "audited": 0, "allowlisted": 0,
+                "sigio_refused": self.sigio_refused}
 
 
 @pytest.fixture
@@ -116,8 +118,19 @@ def test_failed_map_write_is_reported_and_old_plan_kept(agent) -> None:
 def test_lost_records_are_reported_as_increments(agent) -> None:
     for total in (0, 3, 3, 5):
         agent.enforcement.lost = total
-        agent._report_lost()
+        agent._report_kernel_counters()
     assert [(r["type"], r["count"]) for r in records(agent)] == [("lost", 3), ("lost", 2)]
+
+
+def test_refused_sigio_signals_are_reported_as_increments(agent) -> None:
+    """The kernel refuses them without an event (the hook may run in an
+    interrupt): the agent's warning is the only report."""
+    for total in (0, 1, 1, 4):
+        agent.enforcement.sigio_refused = total
+        agent._report_kernel_counters()
+    warnings = [r for r in records(agent) if r["type"] == "agent" and r["level"] == "warning"]
+    assert [r["count"] for r in warnings] == [1, 3]
+    assert all("F_SETOWN" in r["message"] for r in warnings)
 
 
 def test_notifier_sends_only_under_systemd(tmp_path, monkeypatch) -> None:
@@ -483,11 +496,11 @@ class RecordingNotifier:
 
 def test_service_status_carries_rules_digest_and_counts_and_follows_them(agent) -> None:
     agent.notifier = RecordingNotifier()
-    agent._report_lost()
-    counts = {"events_lost": 0, "blocked": 4, "audited": 1, "allowlisted": 2}
+    agent._report_kernel_counters()
+    counts = {"events_lost": 0, "blocked": 4, "audited": 1, "allowlisted": 2, "sigio_refused": 0}
     agent.enforcement.stats = lambda: counts
-    agent._report_lost()
-    agent._report_lost()  # nothing changed: nothing sent
+    agent._report_kernel_counters()
+    agent._report_kernel_counters()  # nothing changed: nothing sent
     assert agent.notifier.sent == [
         f"STATUS=1 rule (1 enforce, 0 audit); policy {agent.loaded.digest}; blocked 0, audited 0, allowlisted 0",
         f"STATUS=1 rule (1 enforce, 0 audit); policy {agent.loaded.digest}; blocked 4, audited 1, allowlisted 2",

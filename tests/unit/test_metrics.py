@@ -15,7 +15,7 @@ def _sources(**over) -> MetricSources:
     values = dict(
         events_by_rule=lambda: {("sysrq-write", "blocked"): 7, ("exec-unusual-dir", "audited"): 2},
         delivery=lambda: {"events": 5, "suppressed": 4, "lost": 1, "let_through_enforce_rule": 0},
-        kernel=lambda: {"blocked": 7, "audited": 2, "allowlisted": 3, "events_lost": 1},
+        kernel=lambda: {"blocked": 7, "audited": 2, "allowlisted": 3, "events_lost": 1, "sigio_refused": 6},
         rules_by_mode=lambda: {"enforce": 8, "audit": 1},
         info=lambda: {"policy": "/etc/enforcer/policy.toml", "mode": "policy", "version": "0.1.0"},
     )
@@ -43,6 +43,7 @@ def test_rendered_metrics_carry_every_count() -> None:
     assert samples["enforcer_events_suppressed_total"] == 4
     assert samples["enforcer_events_lost_total"] == 1
     assert samples['enforcer_kernel_decisions_total{outcome="allowlisted"}'] == 3
+    assert samples["enforcer_kernel_sigio_refused_total"] == 6
     assert samples['enforcer_reloads_total{result="applied"}'] == 1
     assert samples['enforcer_reloads_total{result="rejected"}'] == 1
     assert samples["enforcer_last_reload_success"] == 0

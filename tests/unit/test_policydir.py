@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from enforcer.compile import compile_policy
+from enforcer.kernel.loader import protected_policy_dir
 from enforcer.parse import loads_policy
 from enforcer.policydir import check_policy_directory, foreign_directories
 from enforcer.policyfile.problems import PolicyError
@@ -75,3 +76,11 @@ def test_a_policy_directory_on_btrfs_is_refused(tmp_path: Path) -> None:
     assert "is on btrfs" in caught.value.errors[0].message
     mountinfo.write_text(f"1 0 8:1 / / rw - ext4 /dev/sda1 rw\n2 1 0:44 / {tmp_path} rw - xfs /dev/sdb rw\n")
     check_policy_directory(_plan(TAMPER), policy, str(mountinfo))
+
+
+def test_the_directory_is_looked_up_only_for_a_plan_that_protects_it(tmp_path: Path) -> None:
+    """Its identity (mountinfo, stats up the tree) matters to the kernel only
+    when a tamper rule protects "policy": a reload of any other plan reads nothing."""
+    assert protected_policy_dir(_plan(TAMPER), tmp_path) == tmp_path
+    assert protected_policy_dir(_plan(TAMPER + 'protect = ["bpf", "pins", "agent"]\n'), tmp_path) is None
+    assert protected_policy_dir(_plan('version = 1\n[[rule]]\nid = "sysrq"\nkind = "sysrq"\n'), tmp_path) is None

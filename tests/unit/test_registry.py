@@ -87,6 +87,8 @@ def test_hooks_and_program_names() -> None:
         "sb_mount": ("dev_name", "path", "type", "flags", "data"),
         "move_mount": ("from_path", "to_path"),
         "inode_mknod": ("dir", "dentry", "mode", "dev"),
+        "sb_remount": ("sb", "mnt_opts"),
+        "file_send_sigiotask": ("tsk", "fown", "sig"),
     }
     assert {spec.hook for spec in registry.HOOKS} == set(abi.Hook)
     assert all(spec.program == f"lsm__{spec.name}" for spec in registry.HOOKS)
