@@ -509,7 +509,8 @@ def test_the_agent_cannot_be_signalled_through_a_files_io(agent: Agent) -> None:
         # a stopped agent writes nothing: the warning is the proof that it runs
         warning = agent.wait_for(mark, lambda r: r.get("type") == "agent" and r.get("level") == "warning"
                                  and "F_SETOWN" in r.get("message", ""))
-        assert warning["count"] == 1, warning
+        # the write sends one, the write end's close at the writer's exit another (pipe_release)
+        assert warning["count"] >= 1, warning
     finally:
         os.kill(agent.pid, signal.SIGCONT)  # host root: not judged
     assert _tamper_events(agent, mark, settle=False) == []
