@@ -1355,9 +1355,12 @@ static __always_inline int judge_entry_change(struct inode *dir, struct dentry *
 		if (!ino || dev != cfg->policy_dev)
 			return 0;
 	}
+	/* a hard link to a file opened by handle, whose directory is unknown
+	 * (check_policy_change), would be a new name for a policy file */
 	if (!is_entry_of(dentry, ino) && !(other && is_entry_of(other, ino)) &&
 	    !(hook == ENFORCER_HOOK_INODE_RENAME && target == ENFORCER_TARGET_TAMPER_POLICY &&
-	      (is_policy_ancestor(cfg, dentry) || is_policy_ancestor(cfg, other))))
+	      (is_policy_ancestor(cfg, dentry) || is_policy_ancestor(cfg, other))) &&
+	    !(hook == ENFORCER_HOOK_INODE_LINK && target == ENFORCER_TARGET_TAMPER_POLICY && is_disconnected(other, sb)))
 		return 0;
 	s = tamper_hit(cfg, target, &v, &mntns, &scope);
 	if (!s)
@@ -1586,11 +1589,13 @@ LSM_PROBE(sb_remount, struct super_block *sb, void *mnt_opts, int ret)
 }
 
 /* The new mount API's way to put a mount (fsmount, open_tree) on a path,
- * or to move one that is mounted somewhere. A mount of the pins' bpffs
- * that has a parent is moved away from where the next agent looks for it;
- * one that has none is a detached clone (open_tree(OPEN_TREE_CLONE), what
- * a runtime binding /sys/fs/bpf into a container may use): attaching it
- * takes nothing away. */
+ * or to move one that is mounted somewhere. A mount of the pins' bpffs, or
+ * the mount directly above one (/sys), that has a parent is moved away from
+ * where the next agent looks for it (sb_umount looks as far down); one that
+ * has none is a detached clone (open_tree(OPEN_TREE_CLONE), what a runtime
+ * binding /sys/fs/bpf into a container may use): attaching it takes
+ * nothing away. The hook does not see MOVE_MOUNT_SET_GROUP (a peer group
+ * copied, nothing moved): that one is judged as a move too. */
 LSM_PROBE(move_mount, const struct path *from_path, const struct path *to_path, int ret)
 {
 	struct vfsmount *from = NULL;
@@ -1611,9 +1616,11 @@ LSM_PROBE(move_mount, const struct path *from_path, const struct path *to_path, 
 			int verdict;
 
 			cfg = settings_watching(ENFORCER_WATCH_TAMPER_PINS, &v);
-			if (cfg) {
+			if (cfg && cfg->pins_ino) {
 				READ_KERNEL(sb, from->mnt_sb);
 				READ_KERNEL(root, from->mnt_root);
+				if (!is_pins_fs(cfg, sb))
+					sb = pins_fs_beneath(cfg, from);
 				verdict = judge_pins_mount(cfg, &v, sb, root, from, ENFORCER_ACCESS_UNMOUNT,
 							   ENFORCER_HOOK_MOVE_MOUNT);
 				if (verdict)

@@ -282,6 +282,7 @@ class Agent:
             self.enforcement.close()
             return ExitCode.UNAVAILABLE
         self.loaded = loaded
+        self._seed_kernel_counters()
         startup = self.enforcement.startup
         self.startup = dataclasses.replace(startup, phases=(("probe", probe_s),) + startup.phases).to_json()
         self._watch_mounts()
@@ -494,6 +495,15 @@ class Agent:
         except OSError as error:
             # the old file stays in use: events are not lost, only not rotated
             log.error("reopening the event file failed, still writing the old one: %s", error)
+
+    def _seed_kernel_counters(self) -> None:
+        """Count increments from what the kernel holds at start: an adopted
+        instance's pinned counters carry what earlier agents counted, and
+        reported (each reports at its stop); only what happens from now on is
+        this agent's to report. The totals stay in `enforcer status` and the metrics."""
+        stats = self.enforcement.stats()
+        self._lost_seen = stats["events_lost"]
+        self._sigio_seen = stats["sigio_refused"]
 
     def _report_kernel_counters(self) -> None:
         """What the kernel counted without an event: records lost to a full ring

@@ -224,14 +224,16 @@ class _FileHandle(ctypes.Structure):
                 ("f_handle", ctypes.c_ubyte * MAX_HANDLE_SZ)]
 
 
-def _by_handle(path: str, how: str) -> None:
+def _by_handle(path: str, how: str, link: str = "") -> None:
     """A file opened by handle after its name left the dentry cache:
     name_to_handle_at(path), `echo 2 > /proc/sys/vm/drop_caches`, then
     open_by_handle_at(2) through its directory's mount. The kernel then hands
     out a disconnected dentry (its own parent), whose directory it cannot
     name. how: "append" (open for writing and add a line), "chmod" (open
     read-only, then chmod 0666 through /proc/self/fd, as an O_PATH holder
-    would), "read" (open read-only and read)."""
+    would), "read" (open read-only and read), "link" (open O_PATH, then
+    linkat(AT_EMPTY_PATH) gives it the new name `link`, where it could be
+    written)."""
     machine = os.uname().machine
     handle = _FileHandle(handle_bytes=MAX_HANDLE_SZ)
     mount_id = ctypes.c_int(0)
@@ -241,7 +243,7 @@ def _by_handle(path: str, how: str) -> None:
     try:
         with open("/proc/sys/vm/drop_caches", "w") as drop:
             drop.write("2\n")
-        flags = os.O_WRONLY | os.O_APPEND if how == "append" else os.O_RDONLY
+        flags = {"append": os.O_WRONLY | os.O_APPEND, "link": os.O_PATH}.get(how, os.O_RDONLY)
         fd = _check(_libc.syscall(ctypes.c_long(SYS_OPEN_BY_HANDLE_AT[machine]), ctypes.c_int(mount_fd),
                                   ctypes.byref(handle), ctypes.c_int(flags | os.O_CLOEXEC)))
     finally:
@@ -251,6 +253,9 @@ def _by_handle(path: str, how: str) -> None:
             os.write(fd, b"# by handle\n")
         elif how == "chmod":
             os.chmod(f"/proc/self/fd/{fd}", 0o666)
+        elif how == "link":
+            _check(_libc.linkat(ctypes.c_int(fd), ctypes.c_char_p(b""), ctypes.c_int(-100),
+                                ctypes.c_char_p(link.encode()), ctypes.c_int(AT_EMPTY_PATH)))
         else:
             os.read(fd, 1)
     finally:

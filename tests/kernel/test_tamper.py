@@ -337,6 +337,9 @@ def test_the_pins_file_system_cannot_be_unmounted_nor_covered(agent: Agent, inst
     # the mount itself moved away (move_mount(2) without a clone)
     event = attempt(agent, PY, ACTIONS, "move-attached", "/sys/fs/bpf", "/mnt", obj={"object": "pin"})
     assert (event["hook"], event["access"], event["path"]) == ("move_mount", "unmount", "/sys/fs/bpf"), event
+    # the mount above it, which carries it along
+    event = attempt(agent, PY, ACTIONS, "move-attached", "/sys", "/mnt", obj={"object": "pin"})
+    assert (event["hook"], event["access"], event["path"]) == ("move_mount", "unmount", "/sys"), event
     # what a runtime does to the /sys/fs/bpf it binds into a container passes: the bind (onto a path
     # of the container's), a propagation change, a read-only remount of the bind
     mark = agent.mark()
@@ -463,7 +466,7 @@ def test_the_policy_cannot_be_changed_through_an_overlay_nor_by_its_attributes(
     assert _tamper_events(agent, mark, settle=False) == []
 
 
-def test_the_policy_cannot_be_changed_through_a_file_handle(agent: Agent, policy_dir: Path) -> None:
+def test_the_policy_cannot_be_changed_through_a_file_handle(agent: Agent, policy_dir: Path, etc_fs: Path) -> None:
     """open_by_handle_at(2) needs CAP_DAC_READ_SEARCH, which a privileged
     container has. After `echo 2 > /proc/sys/vm/drop_caches` the kernel hands
     the file out with a disconnected dentry, its own parent: nothing says
@@ -478,6 +481,11 @@ def test_the_policy_cannot_be_changed_through_a_file_handle(agent: Agent, policy
     assert event["path"] == "//", event
     event = attempt(agent, PY, ACTIONS, "by-handle", str(policy), "chmod", obj={"object": "policy"})
     assert (event["hook"], event["access"], event["path"]) == ("inode_setattr", "attributes", "/"), event
+    # a new name for it elsewhere (linkat of the handle's fd), where nothing would judge a write
+    event = attempt(agent, PY, ACTIONS, "by-handle", str(policy), "link", str(etc_fs / "by-handle"),
+                    obj={"object": "policy"})
+    assert (event["hook"], event["access"]) == ("inode_link", "create"), event
+    assert not (etc_fs / "by-handle").exists()
     assert (policy.read_text(), policy.stat().st_mode) == before
     mark = agent.mark()
     read = in_container(PY, ACTIONS, "by-handle", str(policy), "read")

@@ -122,6 +122,18 @@ def test_lost_records_are_reported_as_increments(agent) -> None:
     assert [(r["type"], r["count"]) for r in records(agent)] == [("lost", 3), ("lost", 2)]
 
 
+def test_counts_an_adopted_instance_holds_from_earlier_agents_are_not_reported_again(agent) -> None:
+    """The pinned stats map survives restarts: a new agent reports what
+    changes after its start, not the totals its predecessors reported."""
+    agent.enforcement.lost, agent.enforcement.sigio_refused = 4, 6
+    agent._seed_kernel_counters()
+    agent._report_kernel_counters()
+    assert records(agent) == []
+    agent.enforcement.lost, agent.enforcement.sigio_refused = 5, 8
+    agent._report_kernel_counters()
+    assert [(r["type"], r["count"]) for r in records(agent)] == [("lost", 1), ("agent", 2)]
+
+
 def test_refused_sigio_signals_are_reported_as_increments(agent) -> None:
     """The kernel refuses them without an event (the hook may run in an
     interrupt): the agent's warning is the only report."""
